@@ -1,0 +1,106 @@
+/**
+ * Neural-network functions composed from the primitive ops (their gradients
+ * follow from the parts): softmax, log-softmax, cross-entropy, layer/RMS
+ * normalisation and causal self-attention.
+ *
+ * @module
+ */
+import { noGrad } from "../runtime.ts";
+import { Tensor } from "../tensor.ts";
+import { normalizeAxis } from "./broadcast.ts";
+import { add, div, exp, log, mul, neg, rsqrt, square, sub, where } from "./elementwise.ts";
+import { oneHot } from "./index.ts";
+import { matmul } from "./matmul.ts";
+import { max, mean, sum } from "./reduce.ts";
+
+/** Subtracting the (gradient-free) max keeps exp() in range; it cancels in the result. */
+function shifted(x: Tensor, axis: number): Tensor {
+  const m = noGrad(() => max(x, axis, { keepDims: true }));
+  return sub(x, m);
+}
+
+/** Softmax along `axis` (default last). */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  const a = normalizeAxis("softmax", axis, x.rank);
+  const e = exp(shifted(x, a));
+  return div(e, sum(e, a, { keepDims: true }));
+}
+
+/** log(softmax(x)) along `axis`, computed stably. */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  const a = normalizeAxis("logSoftmax", axis, x.rank);
+  const z = shifted(x, a);
+  return sub(z, log(sum(exp(z), a, { keepDims: true })));
+}
+
+/** Options for {@link crossEntropy}. */
+export interface CrossEntropyOptions {
+  /** Targets equal to this value are skipped (default -100, as in PyTorch). */
+  ignoreIndex?: number;
+}
+
+/**
+ * Mean cross-entropy of `logits` [..., V] against i32 `targets` [...],
+ * skipping targets equal to `ignoreIndex`. The mean is over counted targets
+ * (NaN when none count, as in PyTorch).
+ *
+ * @example
+ * ```ts
+ * import { crossEntropy, tensor } from "@lowp/core";
+ * const loss = crossEntropy(tensor([[0, 0]]), tensor([1], { dtype: "i32" })); // ln 2
+ * ```
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const v = logits.shape[logits.rank - 1];
+  if (targets.rank !== logits.rank - 1 || targets.shape.some((d, i) => d !== logits.shape[i])) {
+    throw new Error(`crossEntropy: targets ${targets.describe()} do not match logits ${logits.describe()}`);
+  }
+  const ignore = opts.ignoreIndex ?? -100;
+  if (ignore >= 0 && ignore < v) {
+    throw new Error(`crossEntropy: ignoreIndex ${ignore} is a valid class of ${v}; use a value outside [0, ${v})`);
+  }
+  // Ignored (out-of-range) targets give zero one-hot rows, so they drop out of both sums.
+  const hot = oneHot(targets, v);
+  const picked = sum(mul(logSoftmax(logits), hot));
+  return neg(div(picked, sum(hot)));
+}
+
+/** Layer normalisation over the last axis: (x - mean)/sqrt(var + eps) · weight + bias. */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  const centered = sub(x, mean(x, -1, { keepDims: true }));
+  const normed = mul(centered, rsqrt(add(mean(square(centered), -1, { keepDims: true }), eps)));
+  const scaled = weight ? mul(normed, weight) : normed;
+  return bias ? add(scaled, bias) : scaled;
+}
+
+/** RMS normalisation over the last axis: x / sqrt(mean(x²) + eps) · weight. */
+export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
+  const normed = mul(x, rsqrt(add(mean(square(x), -1, { keepDims: true }), eps)));
+  return weight ? mul(normed, weight) : normed;
+}
+
+const masks = new WeakMap<object, Map<number, Tensor>>();
+/** The [T, T] causal mask (1 on and below the diagonal), cached per backend. */
+function causalMask(like: Tensor, t: number): Tensor {
+  const byBackend = masks.get(like.backend) ?? new Map<number, Tensor>();
+  masks.set(like.backend, byBackend);
+  let m = byBackend.get(t);
+  if (!m) {
+    const host = new Float32Array(t * t);
+    for (let i = 0; i < t; i++) for (let j = 0; j <= i; j++) host[i * t + j] = 1;
+    m = new Tensor(like.backend, like.backend.upload(host), [t, t], "f32").keep();
+    byBackend.set(t, m);
+  }
+  return m;
+}
+
+/**
+ * Scaled dot-product attention over [..., T, D] queries, keys and values,
+ * optionally causal (position i attends to positions ≤ i).
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: { causal?: boolean } = {}): Tensor {
+  const t = q.shape[q.rank - 2], d = q.shape[q.rank - 1];
+  let scores = mul(matmul(q, k, { transB: true }), 1 / Math.sqrt(d));
+  if (opts.causal) scores = where(causalMask(q, t), scores, -1e9);
+  return matmul(softmax(scores, -1), v);
+}

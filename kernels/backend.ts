@@ -1,0 +1,149 @@
+/**
+ * The contract every backend implements: a handful of primitive kernels over
+ * flat, row-major storage. Tensor-level ops (in `@lowp/core`) are built from
+ * these, so a backend is complete once these kernels agree with the CPU
+ * reference.
+ *
+ * @module
+ */
+
+/** Element types a storage can hold. All are 4 bytes wide. */
+export type DType = "f32" | "i32" | "u32";
+
+/** A typed array matching a {@link DType}. */
+export type TypedArray = Float32Array | Int32Array | Uint32Array;
+
+/** Backend names accepted by {@link Backend.name}. */
+export type BackendName = "cpu" | "webgpu";
+
+/** An opaque handle to a backend's memory holding `length` 4-byte elements. */
+export interface Storage {
+  /** Number of 4-byte elements. */
+  readonly length: number;
+}
+
+/**
+ * An elementwise operation defined once as a scalar expression, in both
+ * TypeScript (the reference) and WGSL. Inputs are named `a`, `b`, `c`; the two
+ * scalar parameters `p0`, `p1` are passed as uniforms.
+ */
+export interface MapOp {
+  /** Unique name; also the cache key together with the WGSL text. */
+  readonly name: string;
+  /** Number of tensor inputs (1 to 3). */
+  readonly arity: 1 | 2 | 3;
+  /** Reference implementation; the result is rounded to f32 on store. */
+  readonly cpu: (a: number, b: number, c: number, p0: number, p1: number) => number;
+  /** WGSL expression over `a`, `b`, `c` (f32) and `p0`, `p1` (f32). */
+  readonly wgsl: string;
+}
+
+/** One input of a {@link Backend.map} call: storage plus broadcast strides. */
+export interface MapInput {
+  /** The input's storage. */
+  readonly storage: Storage;
+  /** Element stride per output dimension (0 where the input is broadcast). */
+  readonly strides: readonly number[];
+}
+
+/** Reductions over the middle axis of an `[outer, size, inner]` view. */
+export type ReduceOp = "sum" | "max" | "min" | "argmax" | "argmin";
+
+/** Shape of a batched matrix product `out[b] = op(A[b]) · op(B[b])`. */
+export interface MatmulShape {
+  /** Number of matrices in the batch. */
+  readonly batch: number;
+  /** Rows of the result. */
+  readonly m: number;
+  /** Columns of the result. */
+  readonly n: number;
+  /** Inner dimension. */
+  readonly k: number;
+  /** A is stored as [k, m] (read transposed) instead of [m, k]. */
+  readonly transA: boolean;
+  /** B is stored as [n, k] (read transposed) instead of [k, n]. */
+  readonly transB: boolean;
+  /** Elements between consecutive A matrices (0 broadcasts one A). */
+  readonly strideA: number;
+  /** Elements between consecutive B matrices (0 broadcasts one B). */
+  readonly strideB: number;
+}
+
+/** A strided view of flat storage: element `i` sits at `offset + Σ i_d·strides_d`. */
+export interface View {
+  /** Element offset of the view's first element. */
+  readonly offset: number;
+  /** Element stride per dimension of the copied shape. */
+  readonly strides: readonly number[];
+}
+
+/**
+ * A compute backend. All kernels write into a caller-provided output storage,
+ * work in f32 arithmetic, and reduce in a fixed order so that the same inputs
+ * always give the same bits.
+ */
+export interface Backend {
+  /** `cpu` or `webgpu`. */
+  readonly name: BackendName;
+  /** Human-readable description of the device (adapter name, CPU model). */
+  readonly adapter: string;
+
+  /** Allocates `length` elements; contents are unspecified. */
+  alloc(length: number): Storage;
+  /** Copies host data into new storage. */
+  upload(data: TypedArray): Storage;
+  /** Reads storage back to the host as the given dtype. */
+  read(storage: Storage, dtype: DType): Promise<TypedArray>;
+  /** Returns storage to the backend; it must not be used afterwards. */
+  free(storage: Storage): void;
+  /** Number of storages currently allocated and not yet freed. */
+  liveCount(): number;
+  /** Waits until all queued work has finished. */
+  sync(): Promise<void>;
+
+  /** Sets every element to `value` (as the dtype's bits). */
+  fill(out: Storage, value: number, dtype: DType): void;
+  /** Elementwise `op` over broadcast inputs into contiguous `out` of `shape`. */
+  map(op: MapOp, inputs: readonly MapInput[], shape: readonly number[], out: Storage, p0: number, p1: number): void;
+  /** Reduces the middle axis of `[outer, size, inner]`; argmax/argmin write i32. */
+  reduce(op: ReduceOp, input: Storage, outer: number, size: number, inner: number, out: Storage): void;
+  /** Batched matrix product into contiguous `[batch, m, n]`. */
+  matmul(a: Storage, b: Storage, out: Storage, shape: MatmulShape): void;
+  /** Copies the strided view `src` of shape `shape` into the strided view `dst` (4-byte elements, any dtype). */
+  copy(src: Storage, srcView: View, dst: Storage, dstView: View, shape: readonly number[]): void;
+  /** `out[i, :] = table[indices[i], :]` for i32 `indices`; rows out of range give zeros. */
+  gather(table: Storage, indices: Storage, count: number, rowLength: number, tableRows: number, out: Storage): void;
+  /** `out[r, :] = Σ_{i: indices[i] = r} grad[i, :]`, summed in increasing `i`. */
+  scatterAddRows(grad: Storage, indices: Storage, count: number, rowLength: number, rows: number, out: Storage): void;
+  /** `out[i, j] = (indices[i] == j) ? 1 : 0` as f32. */
+  oneHot(indices: Storage, count: number, depth: number, out: Storage): void;
+  /** Uniform f32 in [0, 1) from Philox-4x32-10 keyed by (seed, stream), counter starting at `offset`. */
+  randomUniform(out: Storage, seed: number, stream: number, offset: number): void;
+}
+
+/** Thrown when a request exceeds what a backend can hold or dispatch. */
+export class BackendLimitError extends Error {
+  /** @param message what limit was exceeded and by what */
+  constructor(message: string) {
+    super(message);
+    this.name = "BackendLimitError";
+  }
+}
+
+/** Row-major strides of a contiguous tensor of `shape`. */
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
+/** Number of elements in `shape`. */
+export function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}

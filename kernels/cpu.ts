@@ -1,0 +1,226 @@
+/**
+ * The CPU reference backend: plain TypedArray loops with f32 semantics. Every
+ * result is stored in a Float32Array (so each op rounds to f32 once), and
+ * accumulations round to f32 at every step with `Math.fround`; nothing is
+ * silently kept in f64. Reductions run in index order.
+ *
+ * @module
+ */
+import {
+  type Backend,
+  BackendLimitError,
+  contiguousStrides,
+  type DType,
+  type MapInput,
+  type MapOp,
+  type MatmulShape,
+  type ReduceOp,
+  type Storage,
+  type TypedArray,
+  type View,
+} from "./backend.ts";
+import { philoxWords, wordToUniform } from "./philox.ts";
+
+/** CPU storage: one ArrayBuffer viewed as f32, i32 and u32. */
+export class CpuStorage implements Storage {
+  /** f32 view. */
+  readonly f32: Float32Array;
+  /** i32 view. */
+  readonly i32: Int32Array;
+  /** u32 view. */
+  readonly u32: Uint32Array;
+  /** @param length number of 4-byte elements */
+  constructor(readonly length: number) {
+    const buffer = new ArrayBuffer(length * 4);
+    this.f32 = new Float32Array(buffer);
+    this.i32 = new Int32Array(buffer);
+    this.u32 = new Uint32Array(buffer);
+  }
+  /** The view for `dtype`. */
+  view(dtype: DType): TypedArray {
+    return dtype === "f32" ? this.f32 : dtype === "i32" ? this.i32 : this.u32;
+  }
+}
+
+const MAX_ELEMENTS = 2 ** 30;
+const fround = Math.fround;
+
+/** Calls `visit(outIndex, offsets)` for every element of `shape`, tracking strided offsets. */
+function forEachStrided(
+  shape: readonly number[],
+  strideSets: readonly (readonly number[])[],
+  bases: readonly number[],
+  visit: (i: number, offsets: Int32Array | number[]) => void,
+): void {
+  const rank = shape.length;
+  const total = shape.reduce((a, b) => a * b, 1);
+  if (total === 0) return;
+  const idx = new Array<number>(rank).fill(0);
+  const offsets = bases.slice();
+  for (let i = 0; i < total; i++) {
+    visit(i, offsets);
+    for (let d = rank - 1; d >= 0; d--) {
+      idx[d]++;
+      for (let s = 0; s < strideSets.length; s++) offsets[s] += strideSets[s][d];
+      if (idx[d] < shape[d]) break;
+      for (let s = 0; s < strideSets.length; s++) offsets[s] -= strideSets[s][d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+/** Creates the CPU reference backend. */
+export function createCpuBackend(): Backend {
+  let live = 0;
+  const cpu = (s: Storage) => s as CpuStorage;
+  return {
+    name: "cpu",
+    adapter: `${Deno.build.arch} ${Deno.build.os} (TypedArray reference)`,
+    alloc(length) {
+      if (length > MAX_ELEMENTS) {
+        throw new BackendLimitError(`cpu: cannot allocate ${length} elements (limit ${MAX_ELEMENTS})`);
+      }
+      live++;
+      return new CpuStorage(length);
+    },
+    upload(data) {
+      const s = this.alloc(data.length) as CpuStorage;
+      s.u32.set(new Uint32Array(data.buffer, data.byteOffset, data.length));
+      return s;
+    },
+    read(storage, dtype) {
+      return Promise.resolve(cpu(storage).view(dtype).slice());
+    },
+    free() {
+      live--;
+    },
+    liveCount: () => live,
+    sync: () => Promise.resolve(),
+
+    fill(out, value, dtype) {
+      cpu(out).view(dtype).fill(value);
+    },
+
+    map(op: MapOp, inputs: readonly MapInput[], shape, out, p0, p1) {
+      const o = cpu(out).f32;
+      const [a, b, c] = inputs.map((x) => cpu(x.storage).f32);
+      const fn = op.cpu;
+      const q0 = fround(p0), q1 = fround(p1); // parameters travel as f32, as on the GPU
+      const dense = contiguousStrides(shape);
+      if (inputs.every((x) => x.strides.every((st, d) => st === dense[d] || shape[d] === 1))) {
+        const n = shape.reduce((x, y) => x * y, 1);
+        for (let i = 0; i < n; i++) o[i] = fn(a[i], b ? b[i] : 0, c ? c[i] : 0, q0, q1);
+        return;
+      }
+      forEachStrided(shape, inputs.map((x) => x.strides), inputs.map(() => 0), (i, off) => {
+        o[i] = fn(a[off[0]], b ? b[off[1]] : 0, c ? c[off[2]] : 0, q0, q1);
+      });
+    },
+
+    reduce(op: ReduceOp, input, outer, size, inner, out) {
+      const x = cpu(input).f32;
+      const isArg = op === "argmax" || op === "argmin";
+      const of = cpu(out).f32, oi = cpu(out).i32;
+      for (let o = 0; o < outer; o++) {
+        for (let j = 0; j < inner; j++) {
+          const base = o * size * inner + j;
+          if (op === "sum") {
+            let acc = 0;
+            for (let r = 0; r < size; r++) acc = fround(acc + x[base + r * inner]);
+            of[o * inner + j] = acc;
+            continue;
+          }
+          // max/min/arg*: NaN wins (propagates); ties keep the first index.
+          const better = op === "max" || op === "argmax"
+            ? (v: number, best: number) => v > best || (v !== v && best === best)
+            : (v: number, best: number) => v < best || (v !== v && best === best);
+          let best = size > 0 ? x[base] : NaN, bestIndex = 0;
+          for (let r = 1; r < size; r++) {
+            const v = x[base + r * inner];
+            if (better(v, best)) {
+              best = v;
+              bestIndex = r;
+            }
+          }
+          if (isArg) oi[o * inner + j] = bestIndex;
+          else of[o * inner + j] = best;
+        }
+      }
+    },
+
+    matmul(aS, bS, outS, s: MatmulShape) {
+      const a = cpu(aS).f32, b = cpu(bS).f32, out = cpu(outS).f32;
+      const { m, n, k } = s;
+      // Element strides of A[i, p] inside one matrix.
+      const aRow = s.transA ? 1 : k, aCol = s.transA ? m : 1;
+      const acc = new Float32Array(4 * n);
+      const bT = s.transB ? new Float32Array(k * n) : null;
+      for (let bi = 0; bi < s.batch; bi++) {
+        const aBase = bi * s.strideA, oBase = bi * m * n;
+        // The inner loop wants B's rows contiguous: un-transpose B once per matrix.
+        let bRows = b, bBase = bi * s.strideB;
+        if (bT) {
+          for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) bT[p * n + j] = b[bBase + j * k + p];
+          bRows = bT;
+          bBase = 0;
+        }
+        // Four rows at a time share each load of a B row; each output still sums p = 0..k-1 in order.
+        for (let i0 = 0; i0 < m; i0 += 4) {
+          const rows = Math.min(4, m - i0);
+          acc.fill(0);
+          for (let p = 0; p < k; p++) {
+            const at = (r: number) => (r < rows ? a[aBase + (i0 + r) * aRow + p * aCol] : 0);
+            const a0 = at(0), a1 = at(1), a2 = at(2), a3 = at(3);
+            const bp = bBase + p * n;
+            for (let j = 0; j < n; j++) {
+              const bv = bRows[bp + j];
+              acc[j] = a0 * bv + acc[j];
+              acc[n + j] = a1 * bv + acc[n + j];
+              acc[2 * n + j] = a2 * bv + acc[2 * n + j];
+              acc[3 * n + j] = a3 * bv + acc[3 * n + j];
+            }
+          }
+          out.set(acc.subarray(0, rows * n), oBase + i0 * n);
+        }
+      }
+    },
+
+    copy(src, srcView: View, dst, dstView: View, shape) {
+      const x = cpu(src).u32, y = cpu(dst).u32;
+      forEachStrided(shape, [srcView.strides, dstView.strides], [srcView.offset, dstView.offset], (_, off) => {
+        y[off[1]] = x[off[0]];
+      });
+    },
+
+    gather(table, indices, count, rowLength, tableRows, out) {
+      const t = cpu(table).f32, idx = cpu(indices).i32, o = cpu(out).f32;
+      for (let i = 0; i < count; i++) {
+        const r = idx[i];
+        if (r < 0 || r >= tableRows) o.fill(0, i * rowLength, (i + 1) * rowLength);
+        else o.set(t.subarray(r * rowLength, (r + 1) * rowLength), i * rowLength);
+      }
+    },
+
+    scatterAddRows(grad, indices, count, rowLength, rows, out) {
+      const g = cpu(grad).f32, idx = cpu(indices).i32, o = cpu(out).f32;
+      o.fill(0, 0, rows * rowLength);
+      for (let i = 0; i < count; i++) {
+        const r = idx[i];
+        if (r < 0 || r >= rows) continue;
+        for (let j = 0; j < rowLength; j++) o[r * rowLength + j] = fround(o[r * rowLength + j] + g[i * rowLength + j]);
+      }
+    },
+
+    oneHot(indices, count, depth, out) {
+      const idx = cpu(indices).i32, o = cpu(out).f32;
+      o.fill(0, 0, count * depth);
+      for (let i = 0; i < count; i++) if (idx[i] >= 0 && idx[i] < depth) o[i * depth + idx[i]] = 1;
+    },
+
+    randomUniform(out, seed, stream, offset) {
+      const o = cpu(out);
+      philoxWords(o.u32, seed, stream, offset);
+      for (let i = 0; i < o.length; i++) o.f32[i] = wordToUniform(o.u32[i]);
+    },
+  };
+}

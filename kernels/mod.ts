@@ -1,0 +1,12 @@
+/**
+ * Backends and their kernels: the {@link Backend} contract, the CPU reference
+ * backend, the WebGPU backend (WGSL), and the Philox-4x32-10 generator shared
+ * by both.
+ *
+ * @module
+ */
+export * from "./backend.ts";
+export { createCpuBackend, CpuStorage } from "./cpu.ts";
+export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend } from "./webgpu/backend.ts";
+export { GpuContext, GpuStorage } from "./webgpu/context.ts";
+export { philox4x32, PHILOX_WGSL, philoxWords, wordToUniform } from "./philox.ts";

@@ -1,0 +1,211 @@
+/**
+ * The WebGPU plumbing under the kernels: a buffer pool, a pipeline cache keyed
+ * by WGSL source, one command encoder that collects dispatches until a read (or
+ * a full uniform arena) forces a submit, and a uniform arena so each dispatch
+ * gets its own parameters without a buffer of its own.
+ *
+ * @module
+ */
+import { BackendLimitError, type Storage } from "../backend.ts";
+
+/** A pooled GPU buffer holding `length` 4-byte elements. */
+export class GpuStorage implements Storage {
+  /** @param buffer the pooled buffer (may be larger than needed) @param length elements in use */
+  constructor(readonly buffer: GPUBuffer, readonly length: number) {}
+}
+
+/** Parameters are written into 256-byte slots (the WebGPU uniform offset alignment). */
+const SLOT_BYTES = 256;
+const SLOTS = 512;
+/** Threads per workgroup for the 1-D kernels. */
+export const WORKGROUP = 256;
+
+/** Options for {@link GpuContext.dispatch}. */
+export interface Dispatch {
+  /** WGSL source; binding 0 is the uniform slot, then `buffers` in order from binding 1. */
+  readonly source: string;
+  /** Storage buffers bound at 1, 2, ... */
+  readonly buffers: readonly GPUBuffer[];
+  /** Up to 64 u32 parameters (f32 values go in as their bits). */
+  readonly params: Uint32Array;
+  /** Workgroup counts (x, y, z). */
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** Owns a GPUDevice and everything needed to feed it. */
+export class GpuContext {
+  /** Description of the adapter, for benchmark output. */
+  readonly adapterName: string;
+  /** Number of dispatches recorded since creation (for dispatches/step figures). */
+  dispatchCount = 0;
+  private readonly pool = new Map<number, GPUBuffer[]>();
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private readonly uniformHost = new Uint32Array((SLOT_BYTES * SLOTS) / 4);
+  private readonly uniform: GPUBuffer;
+  private slot = 0;
+  private live = 0;
+  private error: string | null = null;
+
+  /** @param device the device to use @param info the adapter's info */
+  constructor(readonly device: GPUDevice, info: GPUAdapterInfo) {
+    this.adapterName = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(" ");
+    this.uniform = device.createBuffer({
+      size: SLOT_BYTES * SLOTS,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    device.addEventListener("uncapturederror", (e) => {
+      this.error ??= (e as GPUUncapturedErrorEvent).error.message;
+    });
+  }
+
+  /** Largest storage a single binding may hold, in 4-byte elements. */
+  get maxElements(): number {
+    return Math.floor(this.device.limits.maxStorageBufferBindingSize / 4);
+  }
+
+  /** Number of storages handed out and not yet released. */
+  get liveCount(): number {
+    return this.live;
+  }
+
+  /** Takes a buffer of at least `length` elements from the pool. */
+  acquire(length: number, what = "tensor"): GpuStorage {
+    if (length > this.maxElements) {
+      throw new BackendLimitError(
+        `webgpu: ${what} needs ${length} elements (${length * 4} bytes) but the adapter binds at most ` +
+          `${this.device.limits.maxStorageBufferBindingSize} bytes per buffer`,
+      );
+    }
+    const bytes = bucketBytes(length * 4);
+    const free = this.pool.get(bytes);
+    const buffer = free?.pop() ?? this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.live++;
+    return new GpuStorage(buffer, length);
+  }
+
+  /** Returns a buffer to the pool. Pending dispatches that read it still run first (queue order). */
+  release(s: GpuStorage): void {
+    this.live--;
+    const list = this.pool.get(s.buffer.size) ?? [];
+    list.push(s.buffer);
+    this.pool.set(s.buffer.size, list);
+  }
+
+  /** Writes host data into a storage. Pending work is submitted first so it keeps its order. */
+  write(s: GpuStorage, data: ArrayBufferView): void {
+    this.flush();
+    this.device.queue.writeBuffer(s.buffer, 0, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+  }
+
+  /** Records one compute dispatch into the open encoder. */
+  dispatch(d: Dispatch): void {
+    if (d.workgroups.some((w) => w > this.device.limits.maxComputeWorkgroupsPerDimension)) {
+      throw new BackendLimitError(
+        `webgpu: dispatch of ${d.workgroups.join("x")} workgroups exceeds the adapter's ` +
+          `${this.device.limits.maxComputeWorkgroupsPerDimension} per dimension`,
+      );
+    }
+    if (d.workgroups.some((w) => w === 0)) return;
+    if (this.slot === SLOTS) this.flush();
+    const pipeline = this.pipeline(d.source);
+    this.uniformHost.set(d.params, (this.slot * SLOT_BYTES) / 4);
+    const entries: GPUBindGroupEntry[] = [{
+      binding: 0,
+      resource: { buffer: this.uniform, offset: this.slot * SLOT_BYTES, size: SLOT_BYTES },
+    }];
+    d.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    this.slot++;
+    this.encoder ??= this.device.createCommandEncoder();
+    this.pass ??= this.encoder.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+    this.dispatchCount++;
+  }
+
+  /** Submits everything recorded so far (no wait). */
+  flush(): void {
+    if (!this.encoder) return;
+    this.pass?.end();
+    this.device.queue.writeBuffer(this.uniform, 0, this.uniformHost.buffer, 0, this.slot * SLOT_BYTES);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.pass = null;
+    this.slot = 0;
+  }
+
+  /** Copies `length` elements of a storage back to the host. */
+  async read(s: GpuStorage): Promise<ArrayBuffer> {
+    const bytes = Math.max(4, s.length * 4);
+    const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.flush();
+    const encoder = this.device.createCommandEncoder();
+    encoder.copyBufferToBuffer(s.buffer, 0, staging, 0, bytes);
+    this.device.queue.submit([encoder.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const copy = staging.getMappedRange().slice(0, s.length * 4);
+    staging.unmap();
+    staging.destroy();
+    this.throwIfFailed();
+    return copy;
+  }
+
+  /** Waits for the queue to drain. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwIfFailed();
+  }
+
+  private throwIfFailed(): void {
+    if (this.error) {
+      const message = this.error;
+      this.error = null;
+      throw new Error(`webgpu: a kernel failed validation: ${message}`);
+    }
+  }
+
+  private pipeline(source: string): GPUComputePipeline {
+    let p = this.pipelines.get(source);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: source });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      this.pipelines.set(source, p);
+    }
+    return p;
+  }
+}
+
+/** Pool size classes: powers of two up to 1 MiB, then whole MiBs. */
+function bucketBytes(bytes: number): number {
+  const b = Math.max(16, bytes);
+  if (b <= 1 << 20) return 2 ** Math.ceil(Math.log2(b));
+  return Math.ceil(b / (1 << 20)) * (1 << 20);
+}
+
+/** Workgroup counts for `threads` 1-D threads, folding into y past the per-dimension limit. */
+export function grid1d(threads: number, perGroup = WORKGROUP): [number, number, number] {
+  const groups = Math.ceil(threads / perGroup);
+  if (groups <= 65535) return [groups, 1, 1];
+  return [65535, Math.ceil(groups / 65535), 1];
+}
+
+/** WGSL prelude for 1-D kernels: the uniform slot, `P(i)` accessor and the flat thread index. */
+export const PRELUDE = /* wgsl */ `
+@group(0) @binding(0) var<uniform> u: array<vec4<u32>, 16>;
+fn P(i: u32) -> u32 { return u[i / 4u][i % 4u]; }
+fn PF(i: u32) -> f32 { return bitcast<f32>(P(i)); }
+`;
+
+/** WGSL entry point header for 1-D kernels; the body sees `i`, the flat thread index. */
+export const ENTRY_1D = /* wgsl */ `
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
+`;

@@ -1,0 +1,189 @@
+/**
+ * WGSL sources for the primitive kernels. Shapes travel as uniforms, so one
+ * source (and one cached pipeline) serves every shape; only structural choices
+ * (operator, arity, transposes) change the text.
+ *
+ * @module
+ */
+import type { MapOp, ReduceOp } from "../backend.ts";
+import { PHILOX_WGSL } from "../philox.ts";
+import { ENTRY_1D, PRELUDE } from "./context.ts";
+
+/** Highest tensor rank the strided kernels accept. */
+export const MAX_RANK = 8;
+
+// Uniform layout of strided kernels: [n, rank, x, y, shape[8], strides0[8], strides1[8], strides2[8]].
+const STRIDED_HELPERS = /* wgsl */ `
+fn dim(d: u32) -> u32 { return P(4u + d); }
+fn stride(which: u32, d: u32) -> u32 { return P(12u + which * 8u + d); }
+`;
+
+/** Elementwise kernel for `op`; `contiguous` skips index math when no input broadcasts. */
+export function mapShader(op: MapOp, contiguous: boolean): string {
+  const names = ["a", "b", "c"].slice(0, op.arity);
+  const bindings = names.map((n, k) => `@group(0) @binding(${k + 2}) var<storage, read> in_${n}: array<f32>;`);
+  const offsets = contiguous ? names.map((n) => `let off_${n} = i;`) : [
+    ...names.map((n) => `var off_${n} = 0u;`),
+    `var rest = i;`,
+    `for (var d = i32(P(1u)) - 1; d >= 0; d--) {`,
+    `  let dd = u32(d); let coord = rest % dim(dd); rest = rest / dim(dd);`,
+    ...names.map((n, k) => `  off_${n} += coord * stride(${k}u, dd);`),
+    `}`,
+  ];
+  return `${PRELUDE}${STRIDED_HELPERS}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+${bindings.join("\n")}
+fn op(a: f32, b: f32, c: f32, p0: f32, p1: f32) -> f32 { return ${op.wgsl}; }
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  ${offsets.join("\n  ")}
+  out[i] = op(${names.map((n) => `in_${n}[off_${n}]`).concat(["0.0", "0.0", "0.0"]).slice(0, 3).join(", ")}, PF(2u), PF(3u));
+}
+`;
+}
+
+/** Strided copy of 4-byte words: uniform strides set 0 is the source, set 1 the destination; x, y are offsets. */
+export const COPY_SHADER = `${PRELUDE}${STRIDED_HELPERS}
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  var s = P(2u); var t = P(3u); var rest = i;
+  for (var d = i32(P(1u)) - 1; d >= 0; d--) {
+    let dd = u32(d); let coord = rest % dim(dd); rest = rest / dim(dd);
+    s += coord * stride(0u, dd); t += coord * stride(1u, dd);
+  }
+  dst[t] = src[s];
+}
+`;
+
+/** Reduction over the middle axis of [outer, size, inner]; params [outer*inner, size, inner]. */
+export function reduceShader(op: ReduceOp): string {
+  const arg = op === "argmax" || op === "argmin";
+  const cmp = op === "max" || op === "argmax" ? ">" : "<";
+  const body = op === "sum"
+    ? `var acc = 0.0; for (var r = 0u; r < size; r++) { acc = acc + x[base + r * inner]; } out[i] = acc;`
+    : `var best = x[base]; var at = 0u;
+       for (var r = 1u; r < size; r++) {
+         let v = x[base + r * inner];
+         if (!is_nan(best) && (is_nan(v) || v ${cmp} best)) { best = v; at = r; }
+       }
+       out[i] = ${arg ? "i32(at)" : "best"};`;
+  // NaN is tested on the bits: WGSL lets compilers assume floats are never NaN, and lavapipe folds v != v to false.
+  return `${PRELUDE}
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<${arg ? "i32" : "f32"}>;
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  let size = P(1u); let inner = P(2u);
+  let o = i / inner; let j = i % inner;
+  let base = o * size * inner + j;
+  ${body}
+}
+`;
+}
+
+/** Matmul tile: 64x64 outputs per workgroup of 16x16 threads, each owning a 4x4 block; K in steps of 16. */
+export const MATMUL_TILE = { bm: 64, bn: 64 } as const;
+
+/** Tiled, register-blocked batched matmul; transposes are baked into the source. */
+export function matmulShader(transA: boolean, transB: boolean): string {
+  const aIndex = transA ? "aBase + p * M + r" : "aBase + r * K + p";
+  const bIndex = transB ? "bBase + c * K + p" : "bBase + p * N + c";
+  return `${PRELUDE}
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+var<workgroup> As: array<array<f32, 64>, 16>;
+var<workgroup> Bs: array<array<f32, 64>, 16>;
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let M = P(0u); let N = P(1u); let K = P(2u);
+  let aBase = wg.z * P(3u); let bBase = wg.z * P(4u); let cBase = wg.z * M * N;
+  let row0 = wg.y * 64u; let col0 = wg.x * 64u;
+  let t = lid.y * 16u + lid.x;
+  var acc: array<array<f32, 4>, 4>;
+  for (var k0 = 0u; k0 < K; k0 += 16u) {
+    for (var l = 0u; l < 4u; l++) {
+      let e = t + l * 256u;          // 0..1023 over a 16x64 tile
+      let kk = e / 64u; let mm = e % 64u;
+      let p = k0 + kk;
+      let r = row0 + mm; let c = col0 + mm;
+      As[kk][mm] = select(0.0, A[${aIndex}], r < M && p < K);
+      Bs[kk][mm] = select(0.0, B[${bIndex}], c < N && p < K);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      var a: array<f32, 4>; var b: array<f32, 4>;
+      for (var q = 0u; q < 4u; q++) { a[q] = As[kk][lid.y + q * 16u]; b[q] = Bs[kk][lid.x + q * 16u]; }
+      for (var x = 0u; x < 4u; x++) {
+        for (var y = 0u; y < 4u; y++) { acc[x][y] = fma(a[x], b[y], acc[x][y]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var x = 0u; x < 4u; x++) {
+    let r = row0 + lid.y + x * 16u;
+    for (var y = 0u; y < 4u; y++) {
+      let c = col0 + lid.x + y * 16u;
+      if (r < M && c < N) { C[cBase + r * N + c] = acc[x][y]; }
+    }
+  }
+}
+`;
+}
+
+/** out[i, j] = table[idx[i], j] (zeros when out of range); params [count*len, len, rows]. */
+export const GATHER_SHADER = `${PRELUDE}
+@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(2) var<storage, read> idx: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  let len = P(1u); let row = idx[i / len];
+  out[i] = select(0.0, table[u32(row) * len + i % len], row >= 0 && u32(row) < P(2u));
+}
+`;
+
+/** out[r, j] = Σ_{n: idx[n] = r} grad[n, j] in increasing n; params [rows*len, len, count]. */
+export const SCATTER_ADD_ROWS_SHADER = `${PRELUDE}
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> idx: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  let len = P(1u); let r = i32(i / len); let j = i % len;
+  var acc = 0.0;
+  for (var n = 0u; n < P(2u); n++) { if (idx[n] == r) { acc = acc + grad[n * len + j]; } }
+  out[i] = acc;
+}
+`;
+
+/** out[n, j] = idx[n] == j; params [count*depth, depth]. */
+export const ONE_HOT_SHADER = `${PRELUDE}
+@group(0) @binding(1) var<storage, read> idx: array<i32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  out[i] = select(0.0, 1.0, idx[i / P(1u)] == i32(i % P(1u)));
+}
+`;
+
+/** Fills with one 32-bit pattern; params [n, bits]. */
+export const FILL_SHADER = `${PRELUDE}
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  out[i] = P(1u);
+}
+`;
+
+/** Philox uniforms; params [n, seed, stream, offset_lo, offset_hi]. */
+export const RANDOM_UNIFORM_SHADER = `${PRELUDE}${PHILOX_WGSL}
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  out[i] = philox_uniform(philox_word(P(1u), P(2u), P(3u), P(4u), i));
+}
+`;

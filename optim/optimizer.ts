@@ -1,0 +1,37 @@
+/**
+ * The shape shared by the optimizers: parameters (optionally named), a step
+ * that updates them in place from their `.grad`, and per-parameter state kept
+ * on the parameters' backend.
+ *
+ * @module
+ */
+import { type Tensor, zeros } from "@lowp/core";
+
+/** Parameters as a list, or as [name, tensor] pairs (names let rules such as weight decay pick parameters). */
+export type ParamList = readonly Tensor[] | readonly (readonly [string, Tensor])[];
+
+/** Normalises a {@link ParamList} to named pairs (unnamed parameters get their tensor name or index). */
+export function namedParams(params: ParamList): [string, Tensor][] {
+  return params.map((p, i) => Array.isArray(p) ? [p[0], p[1]] : [(p as Tensor).name ?? `param${i}`, p as Tensor]);
+}
+
+/** Decides which parameters get weight decay; default: tensors of rank ≥ 2 (not biases or norm scales). */
+export type DecayRule = (name: string, param: Tensor) => boolean;
+
+/** Default {@link DecayRule}: decay matrices, not vectors. */
+export const decayMatrices: DecayRule = (_name, p) => p.rank >= 2;
+
+/** A zero tensor shaped like `p` that outlives scopes (optimizer state). */
+export function stateLike(p: Tensor): Tensor {
+  return zeros(p.shape, { backend: p.backend }).keep();
+}
+
+/** What every optimizer offers. */
+export interface Optimizer {
+  /** Updates every parameter that has a gradient, using learning rate `lr`. */
+  step(lr: number): void;
+  /** Number of steps taken. */
+  readonly steps: number;
+  /** State tensors by `name/slot`, for checkpoints. */
+  state(): [string, Tensor][];
+}

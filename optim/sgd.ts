@@ -1,0 +1,72 @@
+/**
+ * SGD with optional (Nesterov) momentum and decoupled weight decay,
+ * following PyTorch's `torch.optim.SGD` update rule.
+ *
+ * @module
+ */
+import { add, mul, noGrad, sub, type Tensor, tidy } from "@lowp/core";
+import { decayMatrices, type DecayRule, namedParams, type Optimizer, type ParamList, stateLike } from "./optimizer.ts";
+
+/** Options for {@link SGD}. */
+export interface SGDOptions {
+  /** Momentum factor μ (default 0: plain SGD). */
+  momentum?: number;
+  /** Use Nesterov momentum (needs momentum > 0). */
+  nesterov?: boolean;
+  /** L2 penalty added to the gradient, as in PyTorch (default 0). */
+  weightDecay?: number;
+  /** Which parameters get weight decay. */
+  decay?: DecayRule;
+}
+
+/**
+ * `b ← μ·b + g`, `p ← p − lr·(nesterov ? g + μ·b : b)` (PyTorch's form; the
+ * first step sets b = g).
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "@lowp/core";
+ * import { SGD } from "@lowp/optim";
+ * const p = tensor([1], { requiresGrad: true });
+ * p.grad = tensor([0.5]).keep();
+ * new SGD([p], { momentum: 0.9 }).step(0.1); // p = 0.95
+ * ```
+ */
+export class SGD implements Optimizer {
+  readonly #params: [string, Tensor][];
+  readonly #buffers = new Map<Tensor, Tensor>();
+  #steps = 0;
+  /** @param params parameters to train @param opts momentum and decay */
+  constructor(params: ParamList, readonly opts: SGDOptions = {}) {
+    this.#params = namedParams(params);
+    if (opts.nesterov && !(opts.momentum! > 0)) throw new Error("SGD: nesterov needs momentum > 0");
+  }
+  /** Steps taken. */
+  get steps(): number {
+    return this.#steps;
+  }
+  /** Momentum buffers by `name/momentum`. */
+  state(): [string, Tensor][] {
+    return this.#params.filter(([, p]) => this.#buffers.has(p)).map(([n, p]) => [`${n}/momentum`, this.#buffers.get(p)!]);
+  }
+  /** One update with learning rate `lr`. */
+  step(lr: number): void {
+    const { momentum = 0, nesterov = false, weightDecay = 0, decay = decayMatrices } = this.opts;
+    noGrad(() =>
+      tidy(() => {
+        for (const [name, p] of this.#params) {
+          if (!p.grad) continue;
+          let g = weightDecay && decay(name, p) ? add(p.grad, mul(p, weightDecay)) : p.grad;
+          if (momentum > 0) {
+            const prev = this.#buffers.get(p);
+            const buf = prev ? prev.assign(add(mul(prev, momentum), g)) : stateLike(p).assign(g);
+            this.#buffers.set(p, buf);
+            g = nesterov ? add(g, mul(buf, momentum)) : buf;
+          }
+          p.assign(sub(p, mul(g, lr)));
+        }
+      })
+    );
+    this.#steps++;
+  }
+}

@@ -1,0 +1,12 @@
+/**
+ * Recipes: YAML configs checked against a schema, the corpora, the training
+ * loop behind `deno task train`, progress display and SVG plots.
+ *
+ * @module
+ */
+export * from "./config.ts";
+export * from "./progress.ts";
+export * from "./schema.ts";
+export * from "./data.ts";
+export * from "./trainer.ts";
+export * from "./plot.ts";

