@@ -21,20 +21,32 @@ export async function saveTensors(
   const raw = new Map<string, RawTensor>();
   for (const [name, t] of named) {
     const data = await t.data();
-    raw.set(name, { dtype: TO_FILE[t.dtype], shape: [...t.shape], data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    raw.set(name, {
+      dtype: TO_FILE[t.dtype],
+      shape: [...t.shape],
+      data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    });
   }
   await writeSafetensors(path, raw, metadata);
 }
 
 /** Loads every tensor of a safetensors file (f32/i32/u32) onto the active backend. */
-export async function loadTensors(path: string): Promise<{ tensors: Map<string, Tensor>; metadata: Record<string, string> }> {
+export async function loadTensors(
+  path: string,
+): Promise<{ tensors: Map<string, Tensor>; metadata: Record<string, string> }> {
   const file = await readSafetensors(path);
   const tensors = new Map<string, Tensor>();
   for (const [name, raw] of file.tensors) {
     const dtype = FROM_FILE[raw.dtype];
-    if (!dtype) throw new Error(`${path}: tensor '${name}' has dtype ${raw.dtype}; only F32, I32 and U32 load as tensors`);
+    if (!dtype) {
+      throw new Error(`${path}: tensor '${name}' has dtype ${raw.dtype}; only F32, I32 and U32 load as tensors`);
+    }
     const bytes = raw.data.slice().buffer;
-    const data = dtype === "f32" ? new Float32Array(bytes) : dtype === "i32" ? new Int32Array(bytes) : new Uint32Array(bytes);
+    const data = dtype === "f32"
+      ? new Float32Array(bytes)
+      : dtype === "i32"
+      ? new Int32Array(bytes)
+      : new Uint32Array(bytes);
     tensors.set(name, tensor(data, { shape: raw.shape, dtype }));
   }
   return { tensors, metadata: file.metadata };

@@ -34,7 +34,7 @@ function inferShape(data: NestedNumbers): number[] {
 }
 
 function flatten(data: NestedNumbers, out: number[] = []): number[] {
-  if (Array.isArray(data)) for (const d of data) flatten(d, out);
+  if (Array.isArray(data)) { for (const d of data) flatten(d, out); }
   else out.push(data as number);
   return out;
 }

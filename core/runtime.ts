@@ -4,7 +4,13 @@
  *
  * @module
  */
-import { type Backend, type BackendName, createCpuBackend, createWebGpuBackend, type WebGpuAvailability } from "@lowp/kernels";
+import {
+  type Backend,
+  type BackendName,
+  createCpuBackend,
+  createWebGpuBackend,
+  type WebGpuAvailability,
+} from "@lowp/kernels";
 
 /**
  * What {@link useBackend} accepts: a backend name or `auto` (WebGPU on a
@@ -24,7 +30,11 @@ export function cpuBackend(): Backend {
 
 /** The WebGPU backend, or `null` with the reason when no adapter exists. Created once. */
 export function webgpuBackend(): Promise<WebGpuAvailability> {
-  return webgpu ??= createWebGpuBackend().catch((e) => ({ backend: null, reason: String(e?.message ?? e), fallback: false }));
+  return webgpu ??= createWebGpuBackend().catch((e) => ({
+    backend: null,
+    reason: String(e?.message ?? e),
+    fallback: false,
+  }));
 }
 
 /**

@@ -124,7 +124,9 @@ export class Tensor implements Disposable {
     if (value.shape.length !== this.shape.length || value.shape.some((d, i) => d !== this.shape[i])) {
       throw new Error(`assign: ${this.describe()} cannot take a value of shape [${value.shape.join(",")}]`);
     }
-    if (value.backend !== this.backend) throw new Error(`assign: ${this.describe()} and the value live on different backends`);
+    if (value.backend !== this.backend) {
+      throw new Error(`assign: ${this.describe()} and the value live on different backends`);
+    }
     const next = value.storageRef().retain();
     this.#shared.release();
     this.#shared = next;

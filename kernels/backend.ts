@@ -123,7 +123,10 @@ export interface Backend {
 
 /** Thrown when a request exceeds what a backend can hold or dispatch. */
 export class BackendLimitError extends Error {
-  /** @param message what limit was exceeded and by what */
+  /**
+   * Creates a BackendLimitError.
+   * @param message what limit was exceeded and by what
+   */
   constructor(message: string) {
     super(message);
     this.name = "BackendLimitError";

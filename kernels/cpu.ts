@@ -29,8 +29,14 @@ export class CpuStorage implements Storage {
   readonly i32: Int32Array;
   /** u32 view. */
   readonly u32: Uint32Array;
-  /** @param length number of 4-byte elements */
-  constructor(readonly length: number) {
+  /** Number of 4-byte elements. */
+  readonly length: number;
+  /**
+   * Creates a CpuStorage.
+   * @param length number of 4-byte elements
+   */
+  constructor(length: number) {
+    this.length = length;
     const buffer = new ArrayBuffer(length * 4);
     this.f32 = new Float32Array(buffer);
     this.i32 = new Int32Array(buffer);
@@ -45,21 +51,27 @@ export class CpuStorage implements Storage {
 const MAX_ELEMENTS = 2 ** 30;
 const fround = Math.fround;
 
-/** Calls `visit(outIndex, offsets)` for every element of `shape`, tracking strided offsets. */
-function forEachStrided(
+/**
+ * Walks `shape` one innermost row at a time: `visit(start, offsets, length)`
+ * gets the flat index of the row's first element and each stride set's offset
+ * of it; the caller loops over the row with the last stride of each set.
+ */
+function forEachRow(
   shape: readonly number[],
   strideSets: readonly (readonly number[])[],
   bases: readonly number[],
-  visit: (i: number, offsets: Int32Array | number[]) => void,
+  visit: (start: number, offsets: number[], length: number) => void,
 ): void {
   const rank = shape.length;
   const total = shape.reduce((a, b) => a * b, 1);
   if (total === 0) return;
+  if (rank === 0) return visit(0, bases.slice(), 1);
+  const length = shape[rank - 1];
   const idx = new Array<number>(rank).fill(0);
   const offsets = bases.slice();
-  for (let i = 0; i < total; i++) {
-    visit(i, offsets);
-    for (let d = rank - 1; d >= 0; d--) {
+  for (let start = 0; start < total; start += length) {
+    visit(start, offsets, length);
+    for (let d = rank - 2; d >= 0; d--) {
       idx[d]++;
       for (let s = 0; s < strideSets.length; s++) offsets[s] += strideSets[s][d];
       if (idx[d] < shape[d]) break;
@@ -68,6 +80,8 @@ function forEachStrided(
     }
   }
 }
+
+const last = (strides: readonly number[]) => strides[strides.length - 1] ?? 0;
 
 /** Creates the CPU reference backend. */
 export function createCpuBackend(): Backend {
@@ -112,8 +126,12 @@ export function createCpuBackend(): Backend {
         for (let i = 0; i < n; i++) o[i] = fn(a[i], b ? b[i] : 0, c ? c[i] : 0, q0, q1);
         return;
       }
-      forEachStrided(shape, inputs.map((x) => x.strides), inputs.map(() => 0), (i, off) => {
-        o[i] = fn(a[off[0]], b ? b[off[1]] : 0, c ? c[off[2]] : 0, q0, q1);
+      const [sa, sb, sc] = inputs.map((x) => last(x.strides));
+      forEachRow(shape, inputs.map((x) => x.strides), inputs.map(() => 0), (start, off, length) => {
+        const [oa, ob, oc] = off;
+        for (let j = 0; j < length; j++) {
+          o[start + j] = fn(a[oa + j * sa], b ? b[ob + j * sb] : 0, c ? c[oc + j * sc] : 0, q0, q1);
+        }
       });
     },
 
@@ -187,9 +205,15 @@ export function createCpuBackend(): Backend {
 
     copy(src, srcView: View, dst, dstView: View, shape) {
       const x = cpu(src).u32, y = cpu(dst).u32;
-      forEachStrided(shape, [srcView.strides, dstView.strides], [srcView.offset, dstView.offset], (_, off) => {
-        y[off[1]] = x[off[0]];
-      });
+      const ss = last(srcView.strides), ds = last(dstView.strides);
+      forEachRow(
+        shape,
+        [srcView.strides, dstView.strides],
+        [srcView.offset, dstView.offset],
+        (_, [from, to], length) => {
+          for (let j = 0; j < length; j++) y[to + j * ds] = x[from + j * ss];
+        },
+      );
     },
 
     gather(table, indices, count, rowLength, tableRows, out) {

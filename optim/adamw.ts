@@ -37,7 +37,11 @@ export class AdamW implements Optimizer {
   readonly #m = new Map<Tensor, Tensor>();
   readonly #v = new Map<Tensor, Tensor>();
   #steps = 0;
-  /** @param params parameters to train @param opts betas, eps and decay */
+  /**
+   * Creates a AdamW.
+   * @param params parameters to train
+   * @param opts betas, eps and decay
+   */
   constructor(params: ParamList, readonly opts: AdamWOptions = {}) {
     this.#params = namedParams(params);
   }

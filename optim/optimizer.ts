@@ -19,7 +19,9 @@ export function namedParams(params: ParamList): [string, Tensor][] {
 export type DecayRule = (name: string, param: Tensor) => boolean;
 
 /** Default {@link DecayRule}: decay matrices, not vectors. */
-export const decayMatrices: DecayRule = (_name, p) => p.rank >= 2;
+export function decayMatrices(_name: string, p: Tensor): boolean {
+  return p.rank >= 2;
+}
 
 /** A zero tensor shaped like `p` that outlives scopes (optimizer state). */
 export function stateLike(p: Tensor): Tensor {

@@ -36,7 +36,11 @@ export class SGD implements Optimizer {
   readonly #params: [string, Tensor][];
   readonly #buffers = new Map<Tensor, Tensor>();
   #steps = 0;
-  /** @param params parameters to train @param opts momentum and decay */
+  /**
+   * Creates a SGD.
+   * @param params parameters to train
+   * @param opts momentum and decay
+   */
   constructor(params: ParamList, readonly opts: SGDOptions = {}) {
     this.#params = namedParams(params);
     if (opts.nesterov && !(opts.momentum! > 0)) throw new Error("SGD: nesterov needs momentum > 0");
@@ -47,7 +51,9 @@ export class SGD implements Optimizer {
   }
   /** Momentum buffers by `name/momentum`. */
   state(): [string, Tensor][] {
-    return this.#params.filter(([, p]) => this.#buffers.has(p)).map(([n, p]) => [`${n}/momentum`, this.#buffers.get(p)!]);
+    return this.#params.filter(([, p]) => this.#buffers.has(p)).map((
+      [n, p],
+    ) => [`${n}/momentum`, this.#buffers.get(p)!]);
   }
   /** One update with learning rate `lr`. */
   step(lr: number): void {

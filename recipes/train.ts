@@ -16,7 +16,7 @@ import { ConfigError, describeSchema, loadRecipe } from "./config.ts";
 import { loadCorpus, unigramBaseline } from "./data.ts";
 import { lineChart } from "./plot.ts";
 import { formatDuration, Progress } from "./progress.ts";
-import { LM_SCHEMA, type LMRecipe } from "./schema.ts";
+import { checkLMRecipe, LM_SCHEMA, type LMRecipe } from "./schema.ts";
 import { type MetricsRecord, trainLM } from "./trainer.ts";
 
 const USAGE = `usage: deno task train RECIPE.yaml [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]
@@ -56,7 +56,12 @@ function writeLossPlot(dir: string, name: string, metrics: MetricsRecord[], base
   const svg = lineChart([
     { label: "train loss", color: "#1f77b4", points: train },
     { label: "validation loss", color: "#d62728", points: val },
-  ], { title: `${name}: loss`, xLabel: "step", yLabel: "cross-entropy (nats/byte)", hlines: [{ y: baseline, label: "unigram baseline" }] });
+  ], {
+    title: `${name}: loss`,
+    xLabel: "step",
+    yLabel: "cross-entropy (nats/byte)",
+    hlines: [{ y: baseline, label: "unigram baseline" }],
+  });
   return Deno.writeTextFile(join(dir, "loss.svg"), svg);
 }
 
@@ -77,6 +82,7 @@ async function main(args: string[]): Promise<void> {
     return;
   }
   const recipe = await loadRecipe(positionals[0], LM_SCHEMA, parseOverrides(values.set)) as unknown as LMRecipe;
+  checkLMRecipe(recipe, positionals[0]);
   const backend = await useBackend(backendChoiceFromEnv(values.backend ?? Deno.env.get("BACKEND") ?? recipe.backend));
   const corpus = await loadCorpus({
     corpus: recipe.data.corpus,
@@ -90,7 +96,17 @@ async function main(args: string[]): Promise<void> {
   const resumeFrom = values.resume ? checkpoint : undefined;
   await Deno.writeTextFile(
     join(dir, resumeFrom ? `config.resumed-${timestamp()}.json` : "config.json"),
-    JSON.stringify({ recipe, backend: backend.name, adapter: backend.adapter, data_source: corpus.source, unigram_baseline: baseline }, null, 2),
+    JSON.stringify(
+      {
+        recipe,
+        backend: backend.name,
+        adapter: backend.adapter,
+        data_source: corpus.source,
+        unigram_baseline: baseline,
+      },
+      null,
+      2,
+    ),
   );
   const metricsPath = join(dir, "metrics.jsonl");
   console.error(
@@ -132,7 +148,9 @@ async function main(args: string[]): Promise<void> {
   };
   await Deno.writeTextFile(join(dir, "summary.json"), JSON.stringify(summary, null, 2));
   console.error(
-    `done: ${result.steps} steps in ${formatDuration(summary.seconds)} | validation loss ${result.finalValLoss.toFixed(4)} ` +
+    `done: ${result.steps} steps in ${formatDuration(summary.seconds)} | validation loss ${
+      result.finalValLoss.toFixed(4)
+    } ` +
       `vs unigram ${baseline.toFixed(4)} nats/byte | ${dir}`,
   );
 }

@@ -7,17 +7,7 @@
  *
  * @module
  */
-import {
-  assignByName,
-  backward,
-  GPT,
-  loadTensors,
-  noGrad,
-  saveTensors,
-  type Tensor,
-  tensor,
-  tidy,
-} from "@lowp/core";
+import { assignByName, backward, GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
 import { AdamW, clipGradNorm, cosineSchedule, type Optimizer, SGD } from "@lowp/optim";
 import { type Corpus, sampleBatch, TRAIN_STREAM, VAL_STREAM } from "./data.ts";
 import type { LMRecipe } from "./schema.ts";
@@ -81,7 +71,9 @@ export function buildModel(r: LMRecipe): GPT {
 
 function buildOptimizer(r: LMRecipe, model: GPT): Optimizer & { load?: AdamW["load"] } {
   const t = r.train;
-  if (t.optimizer === "sgd") return new SGD(model.namedParameters(), { momentum: t.momentum, weightDecay: t.weight_decay });
+  if (t.optimizer === "sgd") {
+    return new SGD(model.namedParameters(), { momentum: t.momentum, weightDecay: t.weight_decay });
+  }
   return new AdamW(model.namedParameters(), { betas: [t.beta1, t.beta2], weightDecay: t.weight_decay });
 }
 
@@ -105,13 +97,18 @@ const OPTIM_PREFIX = "optimizer.";
 
 async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, step: number): Promise<void> {
   const state = opt.state().map(([n, t]) => [OPTIM_PREFIX + n, t] as const);
-  await saveTensors(path, [...model.namedParameters(), ...state], { step: String(step), optimizer_steps: String(opt.steps) });
+  await saveTensors(path, [...model.namedParameters(), ...state], {
+    step: String(step),
+    optimizer_steps: String(opt.steps),
+  });
 }
 
 async function resume(path: string, model: GPT, opt: Optimizer & { load?: AdamW["load"] }): Promise<number> {
   const { tensors, metadata } = await loadTensors(path);
   assignByName(model.namedParameters(), tensors, path, true);
-  const state = new Map([...tensors].filter(([n]) => n.startsWith(OPTIM_PREFIX)).map(([n, t]) => [n.slice(OPTIM_PREFIX.length), t]));
+  const state = new Map(
+    [...tensors].filter(([n]) => n.startsWith(OPTIM_PREFIX)).map(([n, t]) => [n.slice(OPTIM_PREFIX.length), t]),
+  );
   if (!opt.load) throw new Error(`${path}: resuming is supported for the adamw optimizer only`);
   opt.load(state, Number(metadata.optimizer_steps ?? metadata.step));
   const step = Number(metadata.step);
@@ -160,7 +157,9 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
       await emit(latest);
     }
     loss.dispose();
-    if (step % t.eval_every === 0 && step !== t.steps) await emit({ step, val_loss: await evaluate(model, r, corpus.val) });
+    if (step % t.eval_every === 0 && step !== t.steps) {
+      await emit({ step, val_loss: await evaluate(model, r, corpus.val) });
+    }
     if (hooks.checkpointPath && t.checkpoint_every && step % t.checkpoint_every === 0) {
       await saveCheckpoint(hooks.checkpointPath, model, opt, step);
     }

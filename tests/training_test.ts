@@ -4,7 +4,7 @@
  * stays flat over a long loop, and a resumed run continues bit-exactly.
  */
 import assert from "node:assert/strict";
-import { backward, type Backend, cpuBackend, tensor, tidy, useBackend } from "@lowp/core";
+import { type Backend, backward, cpuBackend, tensor, tidy, useBackend } from "@lowp/core";
 import { AdamW, clipGradNorm } from "@lowp/optim";
 import { buildModel, type Corpus, type LMRecipe, loadCorpus, trainLM, unigramBaseline } from "@lowp/recipes";
 import { gpuBackendOrSkip } from "./helpers.ts";
@@ -54,7 +54,8 @@ async function brown(): Promise<Corpus> {
   return corpus ??= await loadCorpus({ corpus: "brown", maxBytes: 2_000_000, valFraction: 0.05 });
 }
 
-const losses = async (r: LMRecipe) => (await trainLM(r, await brown())).metrics.filter((m) => m.loss).map((m) => m.loss!);
+const losses = async (r: LMRecipe) =>
+  (await trainLM(r, await brown())).metrics.filter((m) => m.loss).map((m) => m.loss!);
 
 async function onBackend(b: Backend | null, name: string, fn: () => Promise<void>): Promise<void> {
   if (!b) return;

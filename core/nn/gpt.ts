@@ -81,7 +81,13 @@ function applyRope(x: Tensor): Tensor {
 export class CausalSelfAttention extends Module {
   readonly #qkv: Linear;
   readonly #proj: Linear;
-  /** @param name dotted name @param init init context @param cfg model config @param outStd init std of c_proj */
+  /**
+   * Creates a CausalSelfAttention.
+   * @param name dotted name
+   * @param init init context
+   * @param cfg model config
+   * @param outStd init std of c_proj
+   */
   constructor(name: string, init: InitContext, readonly cfg: GPTConfig, outStd: number) {
     super(name, init);
     this.#qkv = this.child(new Linear(this.qualify("c_attn"), init, cfg.dModel, 3 * cfg.dModel));
@@ -107,7 +113,12 @@ export class Block extends Module {
   readonly #attn: CausalSelfAttention;
   readonly #ln2: Norm;
   readonly #mlp: MLP;
-  /** @param name dotted name @param init init context @param cfg model config */
+  /**
+   * Creates a Block.
+   * @param name dotted name
+   * @param init init context
+   * @param cfg model config
+   */
   constructor(name: string, init: InitContext, cfg: GPTConfig) {
     super(name, init);
     const outStd = 0.02 / Math.sqrt(2 * cfg.nLayers); // GPT-2's scaled init of residual projections
@@ -143,16 +154,31 @@ export class GPT extends Module {
   readonly #blocks: Block[];
   readonly #lnF: Norm;
   readonly #head: Tensor;
-  /** @param cfg architecture @param init seed for the weights */
+  /**
+   * Creates a GPT.
+   * @param cfg architecture
+   * @param init seed for the weights
+   */
   constructor(readonly cfg: GPTConfig, init: InitContext) {
     super("", init);
-    if (cfg.dModel % cfg.nHeads !== 0) throw new Error(`GPT: dModel ${cfg.dModel} is not divisible by nHeads ${cfg.nHeads}`);
-    if (cfg.position === "rope" && (cfg.dModel / cfg.nHeads) % 2 !== 0) throw new Error("GPT: RoPE needs an even head dim");
+    if (cfg.dModel % cfg.nHeads !== 0) {
+      throw new Error(`GPT: dModel ${cfg.dModel} is not divisible by nHeads ${cfg.nHeads}`);
+    }
+    if (cfg.position === "rope" && (cfg.dModel / cfg.nHeads) % 2 !== 0) {
+      throw new Error("GPT: RoPE needs an even head dim");
+    }
     this.wte = this.child(new Embedding("transformer.wte", init, cfg.vocabSize, cfg.dModel));
-    this.wpe = cfg.position === "rope" ? null : this.child(new Embedding("transformer.wpe", init, cfg.contextLength, cfg.dModel, 0.01));
-    this.#blocks = Array.from({ length: cfg.nLayers }, (_, i) => this.child(new Block(`transformer.h.${i}`, init, cfg)));
+    this.wpe = cfg.position === "rope"
+      ? null
+      : this.child(new Embedding("transformer.wpe", init, cfg.contextLength, cfg.dModel, 0.01));
+    this.#blocks = Array.from(
+      { length: cfg.nLayers },
+      (_, i) => this.child(new Block(`transformer.h.${i}`, init, cfg)),
+    );
     this.#lnF = this.child(makeNorm(cfg, "transformer.ln_f", init));
-    this.#head = cfg.tieEmbeddings ?? true ? this.wte.weight : this.normalParam("lm_head.weight", [cfg.vocabSize, cfg.dModel], 0.02);
+    this.#head = cfg.tieEmbeddings ?? true
+      ? this.wte.weight
+      : this.normalParam("lm_head.weight", [cfg.vocabSize, cfg.dModel], 0.02);
   }
 
   /** Logits [B, T, vocab] for i32 tokens [B, T]. */

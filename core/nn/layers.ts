@@ -28,8 +28,20 @@ export class Linear extends Module {
   readonly weight: Tensor;
   /** [out] bias, or null. */
   readonly bias: Tensor | null;
-  /** @param name dotted name @param init init context @param inFeatures input width @param outFeatures output width */
-  constructor(name: string, init: InitContext, readonly inFeatures: number, readonly outFeatures: number, opts: LinearOptions = {}) {
+  /**
+   * Creates a Linear.
+   * @param name dotted name
+   * @param init init context
+   * @param inFeatures input width
+   * @param outFeatures output width
+   */
+  constructor(
+    name: string,
+    init: InitContext,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: LinearOptions = {},
+  ) {
     super(name, init);
     this.weight = this.normalParam("weight", [inFeatures, outFeatures], opts.std ?? 0.02);
     this.bias = opts.bias ?? true ? this.constParam("bias", [outFeatures], 0) : null;
@@ -45,7 +57,14 @@ export class Linear extends Module {
 export class Embedding extends Module {
   /** [count, dim] table. */
   readonly weight: Tensor;
-  /** @param name dotted name @param init init context @param count rows @param dim width @param std init std */
+  /**
+   * Creates an Embedding.
+   * @param name dotted name
+   * @param init init context
+   * @param count rows
+   * @param dim width
+   * @param std init std
+   */
   constructor(name: string, init: InitContext, readonly count: number, readonly dim: number, std = 0.02) {
     super(name, init);
     this.weight = this.normalParam("weight", [count, dim], std);
@@ -62,7 +81,13 @@ export class LayerNorm extends Module {
   readonly weight: Tensor;
   /** Shift, init 0. */
   readonly bias: Tensor;
-  /** @param name dotted name @param init init context @param dim width @param eps variance floor */
+  /**
+   * Creates a LayerNorm.
+   * @param name dotted name
+   * @param init init context
+   * @param dim width
+   * @param eps variance floor
+   */
   constructor(name: string, init: InitContext, dim: number, readonly eps = 1e-5) {
     super(name, init);
     this.weight = this.constParam("weight", [dim], 1);
@@ -78,7 +103,13 @@ export class LayerNorm extends Module {
 export class RMSNorm extends Module {
   /** Scale, init 1. */
   readonly weight: Tensor;
-  /** @param name dotted name @param init init context @param dim width @param eps mean-square floor */
+  /**
+   * Creates a RMSNorm.
+   * @param name dotted name
+   * @param init init context
+   * @param dim width
+   * @param eps mean-square floor
+   */
   constructor(name: string, init: InitContext, dim: number, readonly eps = 1e-6) {
     super(name, init);
     this.weight = this.constParam("weight", [dim], 1);
@@ -103,7 +134,13 @@ export interface MLPOptions {
 export class MLP extends Module {
   readonly #layers: Linear[];
   readonly #activation: "gelu" | "swiglu";
-  /** @param name dotted name @param init init context @param dim model width @param hidden hidden width */
+  /**
+   * Creates a MLP.
+   * @param name dotted name
+   * @param init init context
+   * @param dim model width
+   * @param hidden hidden width
+   */
   constructor(name: string, init: InitContext, dim: number, hidden: number, opts: MLPOptions = {}) {
     super(name, init);
     this.#activation = opts.activation ?? "gelu";

@@ -28,8 +28,19 @@ export abstract class Module {
   readonly #params = new Map<string, Tensor>();
   readonly #children: Module[] = [];
 
-  /** @param name this module's dotted name prefix ("" for the root) @param init shared init context */
-  constructor(readonly name: string, readonly init: InitContext) {}
+  /** This module's dotted name prefix ("" for the root). */
+  readonly name: string;
+  /** The shared init context. */
+  readonly init: InitContext;
+  /**
+   * Creates a Module.
+   * @param name this module's dotted name prefix ("" for the root)
+   * @param init shared init context
+   */
+  constructor(name: string, init: InitContext) {
+    this.name = name;
+    this.init = init;
+  }
 
   /** Full dotted name of a member of this module. */
   protected qualify(local: string): string {
@@ -39,12 +50,12 @@ export abstract class Module {
   /** Registers a trainable parameter drawn from N(0, std²). */
   protected normalParam(local: string, shape: readonly number[], std: number): Tensor {
     const name = this.qualify(local);
-    return this.register(name, randn(shape, { seed: this.init.seed, stream: streamOf(name) }, std));
+    return this.#register(name, randn(shape, { seed: this.init.seed, stream: streamOf(name) }, std));
   }
 
   /** Registers a trainable parameter filled with `value`. */
   protected constParam(local: string, shape: readonly number[], value: number): Tensor {
-    return this.register(this.qualify(local), full(shape, value));
+    return this.#register(this.qualify(local), full(shape, value));
   }
 
   /** Registers a child module so its parameters are listed under this one. */
@@ -53,7 +64,7 @@ export abstract class Module {
     return m;
   }
 
-  private register(name: string, t: Tensor): Tensor {
+  #register(name: string, t: Tensor): Tensor {
     t.name = name;
     t.keep().requireGrad();
     this.#params.set(name, t);

@@ -25,13 +25,15 @@ export function broadcastShapes(op: string, ...shapes: (readonly number[])[]): n
 export function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
   const own = contiguousStrides(shape);
   const offset = outShape.length - shape.length;
-  return outShape.map((d, i) => (i < offset || shape[i - offset] === 1 ? 0 : own[i - offset]));
+  return outShape.map((_, i) => (i < offset || shape[i - offset] === 1 ? 0 : own[i - offset]));
 }
 
 /** Normalises a possibly negative axis against `rank`; throws naming the op when out of range. */
 export function normalizeAxis(op: string, axis: number, rank: number): number {
   const a = axis < 0 ? axis + rank : axis;
-  if (!Number.isInteger(a) || a < 0 || a >= rank) throw new Error(`${op}: axis ${axis} is out of range for rank ${rank}`);
+  if (!Number.isInteger(a) || a < 0 || a >= rank) {
+    throw new Error(`${op}: axis ${axis} is out of range for rank ${rank}`);
+  }
   return a;
 }
 

@@ -59,11 +59,26 @@ const sigmoidCpu = (a: number) => 1 / (1 + Math.exp(-a));
 const geluInner = (a: number) => SQRT_2_OVER_PI * (a + GELU_C * a * a * a);
 
 /** -x. */
-export const neg: (x: Tensor) => Tensor = unaryOp({ name: "neg", cpu: (a) => -a, wgsl: "-a", grad: (_x, _y, g) => neg(g) });
+export const neg: (x: Tensor) => Tensor = unaryOp({
+  name: "neg",
+  cpu: (a) => -a,
+  wgsl: "-a",
+  grad: (_x, _y, g) => neg(g),
+});
 /** e^x. */
-export const exp: (x: Tensor) => Tensor = unaryOp({ name: "exp", cpu: Math.exp, wgsl: "exp(a)", grad: (_x, y, g) => mul(g, y) });
+export const exp: (x: Tensor) => Tensor = unaryOp({
+  name: "exp",
+  cpu: Math.exp,
+  wgsl: "exp(a)",
+  grad: (_x, y, g) => mul(g, y),
+});
 /** Natural logarithm. */
-export const log: (x: Tensor) => Tensor = unaryOp({ name: "log", cpu: Math.log, wgsl: "log(a)", grad: (x, _y, g) => div(g, x) });
+export const log: (x: Tensor) => Tensor = unaryOp({
+  name: "log",
+  cpu: Math.log,
+  wgsl: "log(a)",
+  grad: (x, _y, g) => div(g, x),
+});
 /** Square root. */
 export const sqrt: (x: Tensor) => Tensor = unaryOp({
   name: "sqrt",
@@ -164,8 +179,18 @@ export type BinaryFn = (a: Operand, b: Operand) => Tensor;
 
 function binaryOp(def: BinaryDef): BinaryFn {
   const both: MapOp = { name: def.name, arity: 2, cpu: (a, b) => def.cpu(a, b), wgsl: def.wgsl("a", "b") };
-  const right: MapOp = { name: `${def.name}_s`, arity: 1, cpu: (a, _b, _c, p) => def.cpu(a, p), wgsl: def.wgsl("a", "p0") };
-  const left: MapOp = { name: `s_${def.name}`, arity: 1, cpu: (a, _b, _c, p) => def.cpu(p, a), wgsl: def.wgsl("p0", "a") };
+  const right: MapOp = {
+    name: `${def.name}_s`,
+    arity: 1,
+    cpu: (a, _b, _c, p) => def.cpu(a, p),
+    wgsl: def.wgsl("a", "p0"),
+  };
+  const left: MapOp = {
+    name: `s_${def.name}`,
+    arity: 1,
+    cpu: (a, _b, _c, p) => def.cpu(p, a),
+    wgsl: def.wgsl("p0", "a"),
+  };
   return (a, b) => {
     if (typeof a === "number" && typeof b === "number") {
       throw new Error(`${def.name}: at least one operand must be a tensor`);
@@ -189,7 +214,12 @@ function binaryOp(def: BinaryDef): BinaryFn {
 }
 
 /** a + b. */
-export const add: BinaryFn = binaryOp({ name: "add", cpu: (a, b) => a + b, wgsl: (a, b) => `${a} + ${b}`, grad: (_a, _b, _y, g) => [g, g] });
+export const add: BinaryFn = binaryOp({
+  name: "add",
+  cpu: (a, b) => a + b,
+  wgsl: (a, b) => `${a} + ${b}`,
+  grad: (_a, _b, _y, g) => [g, g],
+});
 /** a - b. */
 export const sub: BinaryFn = binaryOp({
   name: "sub",
@@ -221,8 +251,16 @@ export const pow: BinaryFn = binaryOp({
     typeof b === "number" ? null : mul(g, mul(y, typeof a === "number" ? Math.log(a) : log(a))),
   ],
 });
-const geMask = binaryOp({ name: "ge_mask", cpu: (a, b) => (a >= b ? 1 : 0), wgsl: (a, b) => `select(0.0, 1.0, ${a} >= ${b})` });
-const leMask = binaryOp({ name: "le_mask", cpu: (a, b) => (a <= b ? 1 : 0), wgsl: (a, b) => `select(0.0, 1.0, ${a} <= ${b})` });
+const geMask = binaryOp({
+  name: "ge_mask",
+  cpu: (a, b) => (a >= b ? 1 : 0),
+  wgsl: (a, b) => `select(0.0, 1.0, ${a} >= ${b})`,
+});
+const leMask = binaryOp({
+  name: "le_mask",
+  cpu: (a, b) => (a <= b ? 1 : 0),
+  wgsl: (a, b) => `select(0.0, 1.0, ${a} <= ${b})`,
+});
 /** Elementwise maximum; on ties the gradient goes to `a`. */
 export const maximum: BinaryFn = binaryOp({
   name: "maximum",
@@ -245,7 +283,11 @@ export const minimum: BinaryFn = binaryOp({
 });
 
 function comparison(name: string, cmp: (a: number, b: number) => boolean, wgslOp: string): BinaryFn {
-  return binaryOp({ name, cpu: (a, b) => (cmp(a, b) ? 1 : 0), wgsl: (a, b) => `select(0.0, 1.0, ${a} ${wgslOp} ${b})` });
+  return binaryOp({
+    name,
+    cpu: (a, b) => (cmp(a, b) ? 1 : 0),
+    wgsl: (a, b) => `select(0.0, 1.0, ${a} ${wgslOp} ${b})`,
+  });
 }
 /** 1 where a == b, else 0 (f32 mask, no gradient). */
 export const equal: BinaryFn = comparison("equal", (a, b) => a === b, "==");

@@ -59,9 +59,10 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const [ea, strideA] = operand(a, batchA);
   const [eb, strideB] = operand(b, batchB);
   const out = emptyTensor(backend, [...batch, m, n]);
+  const shape = { batch: count, m, n, k: ka, transA, transB, strideA, strideB };
   if (count * m * n > 0) {
     if (ka === 0) backend.fill(out.storage, 0, "f32");
-    else backend.matmul(ea.storage, eb.storage, out.storage, { batch: count, m, n, k: ka, transA, transB, strideA, strideB });
+    else backend.matmul(ea.storage, eb.storage, out.storage, shape);
   }
   return record(out, "matmul", [a, b], (g) => {
     // C = op(A)·op(B): d op(A) = dC·op(B)ᵀ, d op(B) = op(A)ᵀ·dC, transposed back where stored transposed.

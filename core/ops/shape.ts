@@ -34,7 +34,13 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 function stridedCopy(x: Tensor, shape: readonly number[], strides: readonly number[], offset = 0): Tensor {
   const out = emptyTensor(x.backend, shape, x.dtype);
   if (sizeOf(shape) > 0) {
-    x.backend.copy(x.storage, { offset, strides }, out.storage, { offset: 0, strides: contiguousStrides(shape) }, shape);
+    x.backend.copy(
+      x.storage,
+      { offset, strides },
+      out.storage,
+      { offset: 0, strides: contiguousStrides(shape) },
+      shape,
+    );
   }
   return out;
 }
@@ -78,7 +84,10 @@ function padInto(src: Tensor, shape: readonly number[], begin: readonly number[]
   const strides = contiguousStrides(shape);
   const offset = begin.reduce((o, b, d) => o + b * strides[d], 0);
   if (src.size > 0) {
-    src.backend.copy(src.storage, { offset: 0, strides: contiguousStrides(src.shape) }, out.storage, { offset, strides }, src.shape);
+    src.backend.copy(src.storage, { offset: 0, strides: contiguousStrides(src.shape) }, out.storage, {
+      offset,
+      strides,
+    }, src.shape);
   }
   return out;
 }

@@ -14,7 +14,7 @@ import {
   type Storage,
   type TypedArray,
 } from "../backend.ts";
-import { GpuContext, GpuStorage, grid1d } from "./context.ts";
+import { GpuContext, type GpuStorage, grid1d } from "./context.ts";
 import {
   COPY_SHADER,
   FILL_SHADER,
@@ -78,7 +78,11 @@ export async function createWebGpuBackend(): Promise<WebGpuAvailability> {
       maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
     },
   });
-  return { backend: webGpuBackend(new GpuContext(device, adapter.info)), reason: "", fallback: adapter.info.isFallbackAdapter };
+  return {
+    backend: webGpuBackend(new GpuContext(device, adapter.info)),
+    reason: "",
+    fallback: adapter.info.isFallbackAdapter,
+  };
 }
 
 /** Wraps a {@link GpuContext} as a {@link Backend}. */
@@ -98,7 +102,11 @@ export function webGpuBackend(ctx: GpuContext): Backend & { context: GpuContext 
     },
     async read(storage, dtype) {
       const bytes = await ctx.read(storage as GpuStorage);
-      return dtype === "f32" ? new Float32Array(bytes) : dtype === "i32" ? new Int32Array(bytes) : new Uint32Array(bytes);
+      return dtype === "f32"
+        ? new Float32Array(bytes)
+        : dtype === "i32"
+        ? new Int32Array(bytes)
+        : new Uint32Array(bytes);
     },
     free: (s) => ctx.release(s as GpuStorage),
     liveCount: () => ctx.liveCount,
@@ -139,11 +147,21 @@ export function webGpuBackend(ctx: GpuContext): Backend & { context: GpuContext 
     },
 
     gather(table, indices, count, rowLength, tableRows, out) {
-      run1d(GATHER_SHADER, [gpu(table), gpu(indices), gpu(out)], [count * rowLength, rowLength, tableRows], count * rowLength);
+      run1d(
+        GATHER_SHADER,
+        [gpu(table), gpu(indices), gpu(out)],
+        [count * rowLength, rowLength, tableRows],
+        count * rowLength,
+      );
     },
 
     scatterAddRows(grad, indices, count, rowLength, rows, out) {
-      run1d(SCATTER_ADD_ROWS_SHADER, [gpu(grad), gpu(indices), gpu(out)], [rows * rowLength, rowLength, count], rows * rowLength);
+      run1d(
+        SCATTER_ADD_ROWS_SHADER,
+        [gpu(grad), gpu(indices), gpu(out)],
+        [rows * rowLength, rowLength, count],
+        rows * rowLength,
+      );
     },
 
     oneHot(indices, count, depth, out) {

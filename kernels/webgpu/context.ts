@@ -10,8 +10,19 @@ import { BackendLimitError, type Storage } from "../backend.ts";
 
 /** A pooled GPU buffer holding `length` 4-byte elements. */
 export class GpuStorage implements Storage {
-  /** @param buffer the pooled buffer (may be larger than needed) @param length elements in use */
-  constructor(readonly buffer: GPUBuffer, readonly length: number) {}
+  /** The pooled buffer (may be larger than needed). */
+  readonly buffer: GPUBuffer;
+  /** Elements in use. */
+  readonly length: number;
+  /**
+   * Creates a GpuStorage.
+   * @param buffer the pooled buffer
+   * @param length elements in use
+   */
+  constructor(buffer: GPUBuffer, length: number) {
+    this.buffer = buffer;
+    this.length = length;
+  }
 }
 
 /** Parameters are written into 256-byte slots (the WebGPU uniform offset alignment). */
@@ -48,8 +59,15 @@ export class GpuContext {
   private live = 0;
   private error: string | null = null;
 
-  /** @param device the device to use @param info the adapter's info */
-  constructor(readonly device: GPUDevice, info: GPUAdapterInfo) {
+  /** The device everything runs on. */
+  readonly device: GPUDevice;
+  /**
+   * Creates a GpuContext.
+   * @param device the device to use
+   * @param info the adapter's info
+   */
+  constructor(device: GPUDevice, info: GPUAdapterInfo) {
+    this.device = device;
     this.adapterName = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(" ");
     this.uniform = device.createBuffer({
       size: SLOT_BYTES * SLOTS,
@@ -112,7 +130,7 @@ export class GpuContext {
     }
     if (d.workgroups.some((w) => w === 0)) return;
     if (this.slot === SLOTS) this.flush();
-    const pipeline = this.pipeline(d.source);
+    const pipeline = this.#pipeline(d.source);
     this.uniformHost.set(d.params, (this.slot * SLOT_BYTES) / 4);
     const entries: GPUBindGroupEntry[] = [{
       binding: 0,
@@ -152,7 +170,7 @@ export class GpuContext {
     const copy = staging.getMappedRange().slice(0, s.length * 4);
     staging.unmap();
     staging.destroy();
-    this.throwIfFailed();
+    this.#throwIfFailed();
     return copy;
   }
 
@@ -160,10 +178,10 @@ export class GpuContext {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
-    this.throwIfFailed();
+    this.#throwIfFailed();
   }
 
-  private throwIfFailed(): void {
+  #throwIfFailed(): void {
     if (this.error) {
       const message = this.error;
       this.error = null;
@@ -171,7 +189,7 @@ export class GpuContext {
     }
   }
 
-  private pipeline(source: string): GPUComputePipeline {
+  #pipeline(source: string): GPUComputePipeline {
     let p = this.pipelines.get(source);
     if (!p) {
       const module = this.device.createShaderModule({ code: source });

@@ -37,7 +37,9 @@ fn op(a: f32, b: f32, c: f32, p0: f32, p1: f32) -> f32 { return ${op.wgsl}; }
 ${ENTRY_1D}
   if (i >= P(0u)) { return; }
   ${offsets.join("\n  ")}
-  out[i] = op(${names.map((n) => `in_${n}[off_${n}]`).concat(["0.0", "0.0", "0.0"]).slice(0, 3).join(", ")}, PF(2u), PF(3u));
+  out[i] = op(${
+    names.map((n) => `in_${n}[off_${n}]`).concat(["0.0", "0.0", "0.0"]).slice(0, 3).join(", ")
+  }, PF(2u), PF(3u));
 }
 `;
 }
