@@ -65,12 +65,12 @@ export function tensor(
 ): Tensor {
   const dtype = opts.dtype ?? (data instanceof Int32Array ? "i32" : data instanceof Uint32Array ? "u32" : "f32");
   const shape = opts.shape ?? (ArrayBuffer.isView(data) ? [data.length] : inferShape(data as NestedNumbers));
-  const flat = ArrayBuffer.isView(data) ? Array.from(data) : flatten(data as NestedNumbers);
+  const flat = ArrayBuffer.isView(data) ? data : flatten(data as NestedNumbers);
   if (flat.length !== sizeOf(shape)) {
     throw new Error(`tensor: ${flat.length} values do not fill shape [${shape.join(",")}] (ragged or wrong shape)`);
   }
   const host = typed(dtype, flat.length);
-  host.set(flat);
+  host.set(flat); // converts between element types (e.g. Float32Array data as i32) by value
   const backend = opts.backend ?? currentBackend();
   return finish(new Tensor(backend, backend.upload(host), shape, dtype), opts);
 }

@@ -57,6 +57,7 @@ const GELU_C = 0.044715;
 const tanhClamped = (a: number) => Math.tanh(Math.min(15, Math.max(-15, a)));
 const sigmoidCpu = (a: number) => 1 / (1 + Math.exp(-a));
 const geluInner = (a: number) => SQRT_2_OVER_PI * (a + GELU_C * a * a * a);
+const GELU_TANH_WGSL = `tanh(clamp(${SQRT_2_OVER_PI} * (a + ${GELU_C} * a * a * a), -15.0, 15.0))`;
 
 /** -x. */
 export const neg: (x: Tensor) => Tensor = unaryOp({
@@ -128,15 +129,15 @@ const geluGrad = unaryOp({
     const t = tanhClamped(geluInner(a));
     return 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * a * a);
   },
-  wgsl: `(0.5 * (1.0 + tanh(clamp(${SQRT_2_OVER_PI} * (a + ${GELU_C} * a * a * a), -15.0, 15.0))) + ` +
-    `0.5 * a * (1.0 - pow(tanh(clamp(${SQRT_2_OVER_PI} * (a + ${GELU_C} * a * a * a), -15.0, 15.0)), 2.0)) * ` +
+  // t·t, not pow(t, 2.0): WGSL leaves pow undefined for a negative base.
+  wgsl: `(0.5 * (1.0 + ${GELU_TANH_WGSL}) + 0.5 * a * (1.0 - ${GELU_TANH_WGSL} * ${GELU_TANH_WGSL}) * ` +
     `${SQRT_2_OVER_PI} * (1.0 + ${3 * GELU_C} * a * a))`,
 });
 /** GELU, tanh approximation (GPT-2's `gelu_new`). */
 export const gelu: (x: Tensor) => Tensor = unaryOp({
   name: "gelu",
   cpu: (a) => 0.5 * a * (1 + tanhClamped(geluInner(a))),
-  wgsl: `0.5 * a * (1.0 + tanh(clamp(${SQRT_2_OVER_PI} * (a + ${GELU_C} * a * a * a), -15.0, 15.0)))`,
+  wgsl: `0.5 * a * (1.0 + ${GELU_TANH_WGSL})`,
   grad: (x, _y, g) => mul(g, geluGrad(x)),
 });
 const siluGrad = unaryOp({

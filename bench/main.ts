@@ -1,0 +1,241 @@
+/**
+ * Benchmarks of the engine, one JSON line per measurement on stdout
+ * (progress and notes go to stderr).
+ *
+ * Run:
+ *
+ * ```sh
+ * deno task bench                    # everything: CPU, WebGPU (if an adapter exists), Python peers
+ * deno task bench --quick            # fewer/shorter repetitions (~1-2 min on a small CPU-only box)
+ * deno task bench --backend webgpu   # cpu | webgpu | all (default all)
+ * deno task bench --sizes 256,2048   # matmul sizes (default 256,512,1024); named sizes run on every backend
+ * deno task bench --large            # adds 2048 and 4096 for a hardware WebGPU adapter / CUDA
+ * deno task bench --steps 20         # fixed number of timed training steps (default: chosen from a warm step)
+ * deno task bench --no-peers         # skip numpy/PyTorch
+ * deno task bench --quick > bench.jsonl   # keep the lines, watch progress on the terminal
+ * ```
+ *
+ * Lines (every line also has `machine`: "hostname, os, arch, cpu model, N cores"):
+ *
+ * - `{"bench": "matmul_f32", "backend": "cpu"|"webgpu", "adapter", "size": n, "value", "unit": "GFLOP/s", ...}`:
+ *   square f32 matmul, 2·n³ flops each. `per_sync` matmuls are issued back to back and followed by one
+ *   `await backend.sync()` inside the timed region (throughput; a GPU's submit latency is amortised);
+ *   `value` is the median of `reps` such batches, `best` the fastest, `ms_per_matmul` the median per matmul.
+ * - `{"bench": "matmul_f32_single", "backend": "webgpu", ...}`: one matmul then one sync per timing
+ *   (latency-bound; on llvmpipe a submit+wait costs ~12 ms by itself). `ms_per_call` is its median.
+ * - `{"bench": "gpt_train_step", "size": "d128-L4-H4-T64-B16", "value", "unit": "tokens/s", ...}`: one training
+ *   step of the tiny GPT (vocab 256, d_model 128, 4 layers, 4 heads, context 64, batch 16, AdamW, clip 1.0)
+ *   as recipes/trainer.ts takes it; 2 warm-up steps, then `steps` timed steps with one sync at the end and
+ *   one loss readback after the clock stops (`final_loss`). tokens/s = steps·16·64 / seconds. WebGPU adds
+ *   `dispatches_per_step`.
+ * - Peers, when `python3` has them (bench/peers.py): `"backend": "numpy"`, `"torch-cpu"`, `"torch-cuda"` (TF32
+ *   off) with the same timing scheme. Our lines then carry `ratio_vs_torch` (ours / torch; > 1 is faster) with
+ *   `torch_peer` naming the peer compared against (torch-cuda for a hardware adapter, torch-cpu for the CPU
+ *   backend and for a software adapter such as llvmpipe, which runs on the CPU too), and `ratio_vs_numpy`
+ *   for matmuls on the CPU or a software adapter. Both peers run multi-threaded; see their `adapter`.
+ * - `{"bench": ..., "skipped": "<reason>"}` where something was not measured (no adapter, python3 or
+ *   torch missing, sizes left out on a software backend), `{"bench": ..., "error": "<message>"}` where a
+ *   measurement failed.
+ *
+ * On a software WebGPU adapter (`fallback_adapter: true`, e.g. llvmpipe) matmul sizes above 512 are skipped
+ * unless `--large` or `--sizes` asks for them; the `--large` sizes run only on hardware adapters (and
+ * torch-cuda) unless named in `--sizes`.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
+import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
+import { benchMatmul, type MatmulTiming } from "./matmul.ts";
+import { runPeers } from "./peers.ts";
+import { emit, type Line, messageOf, progress, round } from "./report.ts";
+
+const USAGE = "usage: deno task bench [--backend cpu|webgpu|all] [--sizes 256,512,1024] [--quick] [--large] " +
+  "[--steps N] [--no-peers]";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    backend: { type: "string", default: "all" },
+    sizes: { type: "string" },
+    quick: { type: "boolean", default: false },
+    large: { type: "boolean", default: false },
+    steps: { type: "string" },
+    "no-peers": { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (values.help) {
+  console.error(USAGE);
+  Deno.exit(0);
+}
+const choice = values.backend;
+if (choice !== "cpu" && choice !== "webgpu" && choice !== "all") {
+  console.error(`--backend must be cpu, webgpu or all, got '${choice}'\n${USAGE}`);
+  Deno.exit(2);
+}
+const positive = (s: string, what: string) => {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n <= 0) {
+    console.error(`${what}: '${s}' is not a positive integer\n${USAGE}`);
+    Deno.exit(2);
+  }
+  return n;
+};
+const quick = values.quick;
+const baseSizes = values.sizes ? values.sizes.split(",").map((s) => positive(s.trim(), "--sizes")) : [256, 512, 1024];
+const largeSizes = values.large ? [2048, 4096].filter((n) => !baseSizes.includes(n)) : [];
+const fixedSteps = values.steps === undefined ? undefined : positive(values.steps, "--steps");
+
+const MATMUL: MatmulTiming = quick
+  ? { reps: 3, targetS: 0.15, maxPerSync: 256 }
+  : { reps: 7, targetS: 0.5, maxPerSync: 256 };
+const STEPS = quick
+  ? { steps: fixedSteps, targetS: 8, minSteps: 2, maxSteps: 50 }
+  : { steps: fixedSteps, targetS: 30, minSteps: 5, maxSteps: 300 };
+const GPT_SIZE = `d${TINY_GPT.dModel}-L${TINY_GPT.nLayers}-H${TINY_GPT.nHeads}-T${TINY_GPT.context}-B${TINY_GPT.batch}`;
+
+type Kind = "cpu" | "software" | "hardware";
+
+/** Matmul sizes to run on a backend kind, and the ones skipped with why. */
+function plan(kind: Kind): { run: number[]; skip: [number, string][] } {
+  if (kind === "hardware") return { run: [...baseSizes, ...largeSizes], skip: [] };
+  const skip: [number, string][] = largeSizes.map((n) => [
+    n,
+    `--large sizes are for hardware GPUs; this backend runs on the CPU (name ${n} in --sizes to force it)`,
+  ]);
+  if (kind === "cpu") return { run: baseSizes, skip };
+  const keep = (n: number) => n <= 512 || values.large || values.sizes !== undefined;
+  for (const n of baseSizes.filter((n) => !keep(n))) {
+    skip.push([n, "software WebGPU adapter (slow): sizes above 512 are skipped unless --large or --sizes"]);
+  }
+  return { run: baseSizes.filter(keep), skip };
+}
+
+const started = performance.now();
+const elapsed = () => `${((performance.now() - started) / 1000).toFixed(1)} s`;
+
+// Backends.
+const targets: { backend: Backend; kind: Kind }[] = [];
+if (choice !== "webgpu") targets.push({ backend: cpuBackend(), kind: "cpu" });
+if (choice !== "cpu") {
+  progress("requesting a WebGPU adapter");
+  const { backend, reason, fallback } = await webgpuBackend();
+  if (backend) {
+    targets.push({ backend, kind: fallback ? "software" : "hardware" });
+    progress(`webgpu adapter: ${backend.adapter}${fallback ? " (software fallback)" : ""}`);
+  } else {
+    const why = reason === "navigator.gpu is not available"
+      ? `${reason} (run with --unstable-webgpu, as deno task bench does)`
+      : reason;
+    for (const bench of ["matmul_f32", "gpt_train_step"]) emit({ bench, backend: "webgpu", skipped: why });
+  }
+}
+
+// Peers first, so our lines can carry ratios.
+const peerValues = new Map<string, number>();
+const peerKey = (bench: string, backend: string, size: number | string) => `${bench}|${backend}|${size}`;
+if (values["no-peers"]) {
+  emit({ bench: "peers", peer: "torch", skipped: "--no-peers" });
+} else {
+  progress("running Python peers (bench/peers.py)");
+  const lines = await runPeers({
+    cpu_sizes: baseSizes,
+    cuda_sizes: [...baseSizes, ...largeSizes],
+    matmul: { reps: MATMUL.reps, target_s: MATMUL.targetS, max_per_sync: MATMUL.maxPerSync },
+    gpt: {
+      run: true,
+      size: GPT_SIZE,
+      arch: { ...TINY_GPT },
+      opt: { ...TINY_OPT },
+      steps: fixedSteps,
+      target_s: STEPS.targetS,
+      min_steps: STEPS.minSteps,
+      max_steps: STEPS.maxSteps,
+    },
+  });
+  for (const line of lines) {
+    emit(line);
+    if (typeof line.value === "number" && typeof line.backend === "string") {
+      peerValues.set(peerKey(line.bench, line.backend, line.size as number | string), line.value);
+    }
+  }
+  progress(`peers done (${elapsed()})`);
+}
+
+/** ratio_vs_torch / ratio_vs_numpy fields for one of our measurements. */
+function ratios(bench: string, kind: Kind, size: number | string, value: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const torchPeer = kind === "hardware" ? "torch-cuda" : "torch-cpu";
+  const torch = peerValues.get(peerKey(bench, torchPeer, size));
+  if (torch) Object.assign(out, { ratio_vs_torch: round(value / torch, 3), torch_peer: torchPeer });
+  const numpy = kind === "hardware" ? undefined : peerValues.get(peerKey(bench, "numpy", size));
+  if (numpy) out.ratio_vs_numpy = round(value / numpy, 3);
+  return out;
+}
+
+for (const { backend, kind } of targets) {
+  const head: Line = { bench: "", backend: backend.name, adapter: backend.adapter };
+  if (kind !== "cpu") head.fallback_adapter = kind === "software";
+  await useBackend(backend.name);
+
+  const { run, skip } = plan(kind);
+  const skipped = new Map(skip);
+  for (const n of [...new Set([...run, ...skipped.keys()])].sort((a, b) => a - b)) {
+    if (skipped.has(n)) {
+      emit({ ...head, bench: "matmul_f32", size: n, skipped: skipped.get(n) });
+      continue;
+    }
+    progress(`${backend.name} matmul ${n} (${elapsed()})`);
+    try {
+      const r = await benchMatmul(backend, n, MATMUL, backend.name === "webgpu");
+      emit({
+        ...head,
+        bench: "matmul_f32",
+        size: n,
+        value: round(r.gflops),
+        unit: "GFLOP/s",
+        best: round(r.bestGflops),
+        per_sync: r.perSync,
+        reps: MATMUL.reps,
+        ms_per_matmul: round(r.msPerMatmul),
+        ...ratios("matmul_f32", kind, n, r.gflops),
+      });
+      if (r.single) {
+        emit({
+          ...head,
+          bench: "matmul_f32_single",
+          size: n,
+          value: round(r.single.gflops),
+          unit: "GFLOP/s",
+          per_sync: 1,
+          ms_per_call: round(r.single.ms),
+        });
+      }
+    } catch (e) {
+      emit({ ...head, bench: "matmul_f32", size: n, error: messageOf(e) });
+    }
+  }
+
+  progress(`${backend.name} tiny GPT training step (${elapsed()})`);
+  try {
+    const r = await benchGptStep(backend, STEPS);
+    const line: Line = {
+      ...head,
+      bench: "gpt_train_step",
+      size: GPT_SIZE,
+      value: round(r.tokensPerS),
+      unit: "tokens/s",
+      ms_per_step: round(r.msPerStep),
+      steps: r.steps,
+      final_loss: round(r.finalLoss, 6),
+      params: r.params,
+    };
+    if (r.dispatchesPerStep !== undefined) line.dispatches_per_step = round(r.dispatchesPerStep, 6);
+    if (!Number.isFinite(r.finalLoss)) line.warning = "loss is not finite";
+    emit({ ...line, ...ratios("gpt_train_step", kind, GPT_SIZE, r.tokensPerS) });
+  } catch (e) {
+    emit({ ...head, bench: "gpt_train_step", size: GPT_SIZE, error: messageOf(e) });
+  }
+}
+progress(`done in ${elapsed()}`);

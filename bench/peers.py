@@ -1,0 +1,219 @@
+"""Peer measurements for bench/main.ts: numpy and PyTorch matmul, PyTorch tiny-GPT training step.
+
+Run by bench/main.ts as `python3 bench/peers.py '<json config>'`. Prints JSON lines on stdout
+(the TS side adds the machine field) and progress on stderr. Uses whatever of numpy/torch is
+importable and prints a {"bench": "peers", "peer": ..., "skipped": ...} line for the rest.
+The timing scheme mirrors bench/matmul.ts and bench/gpt.ts.
+"""
+
+import json
+import math
+import sys
+import time
+
+CFG = json.loads(sys.argv[1])
+
+
+def emit(**line):
+    print(json.dumps(line), flush=True)
+
+
+def log(msg):
+    print(f"[peers] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    s = sorted(xs)
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+
+
+def rnd(x, digits=4):
+    return float(f"{x:.{digits}g}")
+
+
+def bench_matmul(mm, sync, a, b, n, t):
+    """Batched timing as in matmul.ts: `per_sync` matmuls then one sync per timed repetition."""
+
+    def batch(count):
+        t0 = time.perf_counter()
+        for _ in range(count):
+            mm(a, b)
+        sync()
+        return time.perf_counter() - t0
+
+    batch(1)
+    per_sync = 1
+    while True:
+        s = batch(per_sync)
+        if s >= t["target_s"] or per_sync >= t["max_per_sync"]:
+            break
+        per_sync = min(t["max_per_sync"], per_sync * max(2, math.ceil(t["target_s"] / max(s, 1e-4) / 2)))
+    times = [batch(per_sync) for _ in range(t["reps"])]
+    flops = 2 * n**3
+    mid = median(times)
+    return {
+        "value": rnd(flops * per_sync / mid / 1e9),
+        "unit": "GFLOP/s",
+        "best": rnd(flops * per_sync / min(times) / 1e9),
+        "per_sync": per_sync,
+        "ms_per_matmul": rnd(mid * 1000 / per_sync),
+    }
+
+
+def numpy_peer():
+    try:
+        import numpy as np
+    except Exception as e:  # noqa: BLE001
+        emit(bench="peers", peer="numpy", skipped=f"numpy not importable: {e}")
+        return
+    blas = ""
+    try:
+        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]
+    except Exception:  # noqa: BLE001
+        pass
+    rng = np.random.default_rng(7)
+    for n in CFG["cpu_sizes"]:
+        log(f"numpy matmul {n}")
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        r = bench_matmul(np.matmul, lambda: None, a, b, n, CFG["matmul"])
+        emit(bench="matmul_f32", backend="numpy", adapter=f"numpy {np.__version__} ({blas or 'blas?'})", size=n, **r)
+
+
+def tiny_gpt(torch, device):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    arch = CFG["gpt"]["arch"]
+    V, D, L, H, T = arch["vocab"], arch["dModel"], arch["nLayers"], arch["nHeads"], arch["context"]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(D)
+            self.c_attn = nn.Linear(D, 3 * D)
+            self.c_proj = nn.Linear(D, D)
+            self.ln_2 = nn.LayerNorm(D)
+            self.c_fc = nn.Linear(D, 4 * D)
+            self.mlp_proj = nn.Linear(4 * D, D)
+
+        def forward(self, x):
+            b, t, d = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).view(b, t, 3, H, d // H).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.c_proj(y.transpose(1, 2).reshape(b, t, d))
+            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+    class GPT(nn.Module):
+        """GPT-2 style: learned positions, pre-LN blocks, tanh GELU, tied embeddings."""
+
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(V, D)
+            self.wpe = nn.Embedding(T, D)
+            self.h = nn.ModuleList(Block() for _ in range(L))
+            self.ln_f = nn.LayerNorm(D)
+            for p in self.parameters():
+                if p.dim() >= 2:
+                    nn.init.normal_(p, std=0.02)
+
+        def forward(self, idx, targets):
+            t = idx.shape[1]
+            x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
+            for block in self.h:
+                x = block(x)
+            logits = self.ln_f(x) @ self.wte.weight.T
+            return F.cross_entropy(logits.view(-1, V), targets.view(-1))
+
+    return GPT().to(device)
+
+
+def bench_gpt(torch, device, sync):
+    g, o = CFG["gpt"], CFG["gpt"]["opt"]
+    torch.manual_seed(1234)
+    model = tiny_gpt(torch, device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o["weightDecay"]}, {"params": rest, "weight_decay": 0.0}],
+        lr=o["lr"],
+        betas=tuple(o["betas"]),
+    )
+    b, t, v = g["arch"]["batch"], g["arch"]["context"], g["arch"]["vocab"]
+    gen = torch.Generator().manual_seed(0)
+
+    def batch():
+        x = torch.randint(0, v, (b, t), generator=gen)
+        return x, torch.roll(x, -1, 1)
+
+    def step(x, y):
+        loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    warm = 0.0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        step(*batch())
+        sync()
+        warm = time.perf_counter() - t0
+    n = g.get("steps") or min(g["max_steps"], max(g["min_steps"], round(g["target_s"] / max(warm, 1e-4))))
+    batches = [batch() for _ in range(n)]
+    t0 = time.perf_counter()
+    for x, y in batches:
+        loss = step(x, y)
+    sync()
+    seconds = time.perf_counter() - t0
+    return {
+        "value": rnd(n * b * t / seconds),
+        "unit": "tokens/s",
+        "ms_per_step": rnd(seconds * 1000 / n),
+        "steps": n,
+        "final_loss": rnd(loss.item(), 6),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def torch_peer():
+    try:
+        import torch
+    except Exception as e:  # noqa: BLE001
+        emit(bench="peers", peer="torch", skipped=f"torch not importable: {e}")
+        return
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    devices = [("cpu", "torch-cpu", f"torch {torch.__version__} cpu, {torch.get_num_threads()} threads", lambda: None)]
+    if torch.cuda.is_available():
+        name = f"torch {torch.__version__} {torch.cuda.get_device_name(0)} (TF32 off)"
+        devices.append(("cuda", "torch-cuda", name, torch.cuda.synchronize))
+    else:
+        emit(bench="peers", peer="torch-cuda", skipped="torch.cuda.is_available() is False")
+    for device, backend, adapter, sync in devices:
+        sizes = CFG["cuda_sizes"] if device == "cuda" else CFG["cpu_sizes"]
+        gen = torch.Generator().manual_seed(7)
+        for n in sizes:
+            log(f"{backend} matmul {n}")
+            try:
+                a = torch.randn(n, n, generator=gen).to(device)
+                b = torch.randn(n, n, generator=gen).to(device)
+                r = bench_matmul(torch.matmul, sync, a, b, n, CFG["matmul"])
+                emit(bench="matmul_f32", backend=backend, adapter=adapter, size=n, **r)
+            except Exception as e:  # noqa: BLE001
+                emit(bench="matmul_f32", backend=backend, adapter=adapter, size=n, error=str(e))
+        if CFG["gpt"]["run"]:
+            log(f"{backend} tiny GPT training step")
+            head = {"bench": "gpt_train_step", "backend": backend, "adapter": adapter, "size": CFG["gpt"]["size"]}
+            try:
+                emit(**head, **bench_gpt(torch, device, sync))
+            except Exception as e:  # noqa: BLE001
+                emit(**head, error=str(e))
+
+
+if __name__ == "__main__":
+    numpy_peer()
+    torch_peer()
