@@ -46,6 +46,32 @@ export interface MapInput {
   readonly strides: readonly number[];
 }
 
+/**
+ * A kernel over raw 32-bit words, defined once for both backends and run once
+ * per item (an element, a row or a block). Number formats use it: working on
+ * the bits with integer operations makes CPU and GPU results identical.
+ */
+export interface WordKernel {
+  /** Unique name (the cache key together with the WGSL). */
+  readonly name: string;
+  /** Number of input storages (read as u32 words). */
+  readonly inputs: number;
+  /** Number of output storages (written as u32 words). */
+  readonly outputs: number;
+  /** Reference implementation of item `i`. `params` are the call's parameters. */
+  readonly cpu: (i: number, ins: readonly Uint32Array[], outs: readonly Uint32Array[], params: Uint32Array) => void;
+  /**
+   * WGSL body of item `i` (a `u32` in scope): reads `in0[..]`, `in1[..]`, writes `out0[..]`, ...
+   * (all `array<u32>`), and parameter `k` as `Q(k)` (u32).
+   */
+  readonly wgsl: string;
+  /** WGSL functions and constants the body calls. */
+  readonly wgslHelpers?: string;
+}
+
+/** Most parameters a {@link WordKernel} call may pass. */
+export const WORD_KERNEL_MAX_PARAMS = 60;
+
 /** Reductions over the middle axis of an `[outer, size, inner]` view. */
 export type ReduceOp = "sum" | "max" | "min" | "argmax" | "argmin";
 
@@ -117,6 +143,8 @@ export interface Backend {
   scatterAddRows(grad: Storage, indices: Storage, count: number, rowLength: number, rows: number, out: Storage): void;
   /** `out[i, j] = (indices[i] == j) ? 1 : 0` as f32. */
   oneHot(indices: Storage, count: number, depth: number, out: Storage): void;
+  /** Runs `kernel` for items 0..items-1 over u32 views of the storages. */
+  runWords(kernel: WordKernel, inputs: readonly Storage[], outputs: readonly Storage[], items: number, params: readonly number[]): void;
   /** Uniform f32 in [0, 1) from Philox-4x32-10 keyed by (seed, stream), counter starting at `offset`. */
   randomUniform(out: Storage, seed: number, stream: number, offset: number): void;
 }

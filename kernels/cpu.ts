@@ -241,6 +241,12 @@ export function createCpuBackend(): Backend {
       for (let i = 0; i < count; i++) if (idx[i] >= 0 && idx[i] < depth) o[i * depth + idx[i]] = 1;
     },
 
+    runWords(kernel, inputs, outputs, items, params) {
+      const ins = inputs.map((x) => cpu(x).u32), outs = outputs.map((x) => cpu(x).u32);
+      const p = Uint32Array.from(params);
+      for (let i = 0; i < items; i++) kernel.cpu(i, ins, outs, p);
+    },
+
     randomUniform(out, seed, stream, offset) {
       const o = cpu(out);
       philoxWords(o.u32, seed, stream, offset);

@@ -13,6 +13,7 @@ import {
   type MatmulShape,
   type Storage,
   type TypedArray,
+  WORD_KERNEL_MAX_PARAMS,
 } from "../backend.ts";
 import { GpuContext, type GpuStorage, grid1d } from "./context.ts";
 import {
@@ -27,6 +28,7 @@ import {
   RANDOM_UNIFORM_SHADER,
   reduceShader,
   SCATTER_ADD_ROWS_SHADER,
+  wordKernelShader,
 } from "./shaders.ts";
 
 const f32Bits = new Float32Array(1);
@@ -166,6 +168,14 @@ export function webGpuBackend(ctx: GpuContext): Backend & { context: GpuContext 
 
     oneHot(indices, count, depth, out) {
       run1d(ONE_HOT_SHADER, [gpu(indices), gpu(out)], [count * depth, depth], count * depth);
+    },
+
+    runWords(kernel, inputs, outputs, items, params) {
+      if (params.length > WORD_KERNEL_MAX_PARAMS) {
+        throw new BackendLimitError(`webgpu: ${kernel.name} passes ${params.length} parameters (max ${WORD_KERNEL_MAX_PARAMS})`);
+      }
+      const source = wordKernelShader(kernel);
+      run1d(source, [...inputs, ...outputs].map(gpu), [items, ...params], items);
     },
 
     randomUniform(out, seed, stream, offset) {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { MapOp, ReduceOp } from "../backend.ts";
+import type { MapOp, ReduceOp, WordKernel } from "../backend.ts";
 import { PHILOX_WGSL } from "../philox.ts";
 import { ENTRY_1D, PRELUDE } from "./context.ts";
 
@@ -189,3 +189,30 @@ ${ENTRY_1D}
   out[i] = philox_uniform(philox_word(P(1u), P(2u), P(3u), P(4u), i));
 }
 `;
+
+/** The shader of a {@link WordKernel}: params [items, ...kernel params]; `Q(k)` reads kernel parameter k. */
+export function wordKernelShader(k: WordKernel): string {
+  const cached = wordShaders.get(k);
+  if (cached) return cached;
+  const ins = Array.from({ length: k.inputs }, (_, j) => `@group(0) @binding(${j + 1}) var<storage, read> in${j}: array<u32>;`);
+  const outs = Array.from(
+    { length: k.outputs },
+    (_, j) => `@group(0) @binding(${k.inputs + j + 1}) var<storage, read_write> out${j}: array<u32>;`,
+  );
+  const source = `${PRELUDE}
+fn Q(k: u32) -> u32 { return P(1u + k); }
+${ins.join("\n")}
+${outs.join("\n")}
+${k.wgslHelpers ?? ""}
+fn item(i: u32) {
+${k.wgsl}
+}
+${ENTRY_1D}
+  if (i >= P(0u)) { return; }
+  item(i);
+}
+`;
+  wordShaders.set(k, source);
+  return source;
+}
+const wordShaders = new WeakMap<WordKernel, string>();
