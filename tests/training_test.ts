@@ -4,7 +4,7 @@
  * stays flat over a long loop, and a resumed run continues bit-exactly.
  */
 import assert from "node:assert/strict";
-import { type Backend, backward, cpuBackend, tensor, tidy, useBackend } from "@lowp/core";
+import { type Backend, backward, cpuBackend, GPT, tensor, tidy, useBackend } from "@lowp/core";
 import { AdamW, clipGradNorm } from "@lowp/optim";
 import { buildModel, type Corpus, type LMRecipe, loadCorpus, trainLM, unigramBaseline } from "@lowp/recipes";
 import { gpuBackendOrSkip } from "./helpers.ts";
@@ -131,4 +131,40 @@ Deno.test("resume: a run stopped at a checkpoint and resumed gives the same loss
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("Llama-style GPT (RMSNorm, RoPE, SwiGLU): every parameter gets a gradient; CPU and WebGPU agree", async () => {
+  const gpu = await gpuBackendOrSkip();
+  const cfg = {
+    vocabSize: 32,
+    contextLength: 8,
+    dModel: 16,
+    nLayers: 1,
+    nHeads: 2,
+    norm: "rmsnorm",
+    mlp: "swiglu",
+    position: "rope",
+    tieEmbeddings: false,
+  } as const;
+  const tokens = Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 32);
+  const run = async (name: "cpu" | "webgpu") => {
+    await useBackend(name);
+    const model = new GPT(cfg, { seed: 3 });
+    const loss = tidy(() => {
+      const x = tensor(tokens, { shape: [2, 8] });
+      const loss = model.loss(x, x);
+      backward(loss);
+      return loss;
+    });
+    const grads = await Promise.all(model.namedParameters().map(async ([n, p]) => [n, await p.grad!.data()] as const));
+    const value = await loss.item();
+    model.dispose();
+    return { value, grads };
+  };
+  const cpu = await run("cpu");
+  for (const [name, g] of cpu.grads) assert.ok(g.some((v) => v !== 0), `${name} has a zero gradient`);
+  assert.ok(cpu.grads.some(([n]) => n === "lm_head.weight") && cpu.grads.every(([n]) => !n.includes("wpe")));
+  if (!gpu) return;
+  const other = await run("webgpu");
+  assert.ok(Math.abs(other.value - cpu.value) < 1e-5 * Math.abs(cpu.value), `loss ${other.value} vs ${cpu.value}`);
 });
