@@ -23,7 +23,14 @@ export class ConfigError extends Error {
 export type FieldSpec =
   | { type: "int"; default?: number; min?: number; max?: number; doc: string }
   | { type: "number"; default?: number; min?: number; max?: number; doc: string }
-  | { type: "string"; default?: string; choices?: readonly string[]; doc: string }
+  | {
+    type: "string";
+    default?: string;
+    choices?: readonly string[];
+    /** Extra validation (e.g. a number-format name): returns why the value is wrong, or null. */
+    check?: (value: string) => string | null;
+    doc: string;
+  }
   | { type: "bool"; default?: boolean; doc: string }
   | { type: "section"; fields: Record<string, FieldSpec>; doc: string };
 
@@ -66,7 +73,7 @@ function invalid(spec: Leaf, value: unknown): string | null {
     if (spec.choices && !spec.choices.includes(value)) {
       return `expected one of ${spec.choices.map(show).join(", ")}, ${got}`;
     }
-    return null;
+    return spec.check?.(value) ?? null;
   }
   const what = spec.type === "int" ? "an integer" : "a number";
   const ok = typeof value === "number" && Number.isFinite(value) && (spec.type === "number" || Number.isInteger(value));

@@ -153,3 +153,19 @@ Deno.test("describeSchema lists types, defaults and docs", () => {
   assert.ok(text.includes('  dtype: string (fp8 | bf16 | fp32) = "fp8"  Matmul precision.'));
   assert.ok(text.includes("train:  Optimisation."));
 });
+
+Deno.test("a string field's check reports its reason with the key and line", () => {
+  const checked: Schema = {
+    quant: {
+      type: "string",
+      default: "e4m3",
+      check: (v) => (v.startsWith("e") ? null : `unknown format '${v}'`),
+      doc: "A number format.",
+    },
+  };
+  assert.throws(
+    () => parseRecipe("\nquant: int9\n", checked, FILE),
+    (e: unknown) => e instanceof ConfigError && e.message === `${FILE}:2: quant: unknown format 'int9'`,
+  );
+  assert.equal(parseRecipe("quant: e5m2\n", checked, FILE).quant, "e5m2");
+});
