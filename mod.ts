@@ -5,6 +5,7 @@
  * - `@lowp/kernels`: the backend contract, the CPU reference backend, the
  *   WebGPU backend (WGSL) and the Philox-4x32-10 generator;
  * - `@lowp/core`: tensors, autograd, ops, nn modules (GPT), checkpoints;
+ * - `@lowp/formats`: number formats (FP8/6/4, INT-k, MX, NVFP4, NF4, Flexpoint), packing, STE fake-quant;
  * - `@lowp/optim`: SGD, AdamW, clipping, schedules;
  * - `@lowp/recipes`: YAML recipes, corpora, the training loop, plots.
  *
@@ -30,5 +31,6 @@
  */
 export * from "@lowp/kernels";
 export * from "@lowp/core";
+export * from "@lowp/formats";
 export * from "@lowp/optim";
 export * from "@lowp/recipes";

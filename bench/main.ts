@@ -28,6 +28,10 @@
  *   as recipes/trainer.ts takes it; 2 warm-up steps, then `steps` timed steps with one sync at the end and
  *   one loss readback after the clock stops (`final_loss`). tokens/s = steps·16·64 / seconds. WebGPU adds
  *   `dispatches_per_step`.
+ * - `{"bench": "fake_quant", "format", "elements", "shape", "value", "unit": "elements/s", ...}`: `quantDequant`
+ *   throughput of e4m3, mxfp4, nvfp4, nf4 and int4 (`granularity: "group:128"`) on a [2048, 2048] tensor
+ *   ([512, 512] on a software adapter, said in `note`), timed like matmul_f32 (bench/fake_quant.ts); the torch
+ *   peer runs the same quantize-dequantize written with plain tensor ops (`torch_elements` when its size differs).
  * - Peers, when `python3` has them (bench/peers.py): `"backend": "numpy"`, `"torch-cpu"`, `"torch-cuda"` (TF32
  *   off) with the same timing scheme. Our lines then carry `ratio_vs_torch` (ours / torch; > 1 is faster) with
  *   `torch_peer` naming the peer compared against (torch-cuda for a hardware adapter, torch-cpu for the CPU
@@ -46,6 +50,7 @@
 import { parseArgs } from "node:util";
 import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
+import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
 import { benchMatmul, type MatmulTiming } from "./matmul.ts";
 import { runPeers } from "./peers.ts";
 import { emit, type Line, messageOf, progress, round } from "./report.ts";
@@ -128,18 +133,21 @@ if (choice !== "cpu") {
     const why = reason === "navigator.gpu is not available"
       ? `${reason} (run with --unstable-webgpu, as deno task bench does)`
       : reason;
-    for (const bench of ["matmul_f32", "gpt_train_step"]) emit({ bench, backend: "webgpu", skipped: why });
+    for (const bench of ["matmul_f32", "gpt_train_step", "fake_quant"]) {
+      emit({ bench, backend: "webgpu", skipped: why });
+    }
   }
 }
 
 // Peers first, so our lines can carry ratios.
 const peerValues = new Map<string, number>();
+const peerLines: Line[] = [];
 const peerKey = (bench: string, backend: string, size: number | string) => `${bench}|${backend}|${size}`;
 if (values["no-peers"]) {
   emit({ bench: "peers", peer: "torch", skipped: "--no-peers" });
 } else {
   progress("running Python peers (bench/peers.py)");
-  const lines = await runPeers({
+  const lines = await runPeers(Object.assign({
     cpu_sizes: baseSizes,
     cuda_sizes: [...baseSizes, ...largeSizes],
     matmul: { reps: MATMUL.reps, target_s: MATMUL.targetS, max_per_sync: MATMUL.maxPerSync },
@@ -153,9 +161,10 @@ if (values["no-peers"]) {
       min_steps: STEPS.minSteps,
       max_steps: STEPS.maxSteps,
     },
-  });
+  }, { fake_quant: fakeQuantPeerConfig(MATMUL) }));
   for (const line of lines) {
     emit(line);
+    peerLines.push(line);
     if (typeof line.value === "number" && typeof line.backend === "string") {
       peerValues.set(peerKey(line.bench, line.backend, line.size as number | string), line.value);
     }
@@ -237,5 +246,7 @@ for (const { backend, kind } of targets) {
   } catch (e) {
     emit({ ...head, bench: "gpt_train_step", size: GPT_SIZE, error: messageOf(e) });
   }
+
+  await benchFakeQuant(backend, kind, head, MATMUL, peerLines);
 }
 progress(`done in ${elapsed()}`);

@@ -1,4 +1,5 @@
-"""Peer measurements for bench/main.ts: numpy and PyTorch matmul, PyTorch tiny-GPT training step.
+"""Peer measurements for bench/main.ts: numpy and PyTorch matmul, PyTorch tiny-GPT training step,
+PyTorch fake quantization (quantize-dequantize with plain tensor ops, as bench/fake_quant.ts times ours).
 
 Run by bench/main.ts as `python3 bench/peers.py '<json config>'`. Prints JSON lines on stdout
 (the TS side adds the machine field) and progress on stderr. Uses whatever of numpy/torch is
@@ -178,6 +179,121 @@ def bench_gpt(torch, device, sync):
     }
 
 
+# NF4 levels (QLoRA, Dettmers et al. 2023; bitsandbytes' table).
+NF4_LEVELS = [
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+]
+
+
+def fake_quant_fns(torch):
+    """quantize-dequantize per format along the last axis, written with plain tensor ops (no float8 dtypes,
+    which torch 1.x lacks). Same arithmetic as formats/*.ts: on N(0,1) data all five give the same bits as
+    ours; specials (NaN/Inf, all-zero blocks, f32 underflow) are not handled alike."""
+
+    def round_float(x, mbits, emin, maxv):
+        # Round to a float grid with `mbits` mantissa bits, smallest normal exponent `emin`, RNE, saturating.
+        a = x.abs().clamp(max=maxv)
+        e = torch.frexp(a).exponent.clamp(min=emin + 1) - 1  # frexp: a = m·2^exp, m in [0.5, 1)
+        step = torch.exp2((e - mbits).to(x.dtype))
+        return torch.copysign((torch.round(a / step) * step).clamp(max=maxv), x)
+
+    def e4m3(x):
+        return round_float(x, 3, -6, 448.0)
+
+    def e2m1(x):
+        return round_float(x, 1, 0, 6.0)
+
+    def mxfp4(x):
+        b = x.reshape(-1, 32)
+        amax = b.abs().amax(-1, keepdim=True)
+        shared = (torch.frexp(amax).exponent - 1 - 2).clamp(-127, 127)  # floor(log2 amax) - emax(E2M1)
+        scale = torch.exp2(shared.to(x.dtype))
+        return (e2m1(b / scale) * scale).reshape(x.shape)
+
+    def nvfp4(x):
+        # Multiplies by correctly rounded reciprocals, as formats/nvfp4.ts (and TransformerEngine) do.
+        b = x.reshape(-1, 16)
+        s_t = x.abs().amax() * (1.0 / 2688.0)
+        s_b = e4m3(b.abs().amax(-1, keepdim=True) * (1.0 / (6.0 * s_t)))
+        s = s_b * s_t
+        q = e2m1(b * (1.0 / torch.where(s == 0, torch.ones_like(s), s)))
+        return ((q * s_b) * s_t).reshape(x.shape)
+
+    levels = torch.tensor(NF4_LEVELS)
+    mids = (levels[1:] + levels[:-1]) / 2
+
+    def nf4(x):
+        lv, md = levels.to(x.device), mids.to(x.device)
+        b = x.reshape(-1, 64)
+        amax = b.abs().amax(-1, keepdim=True)
+        n = b / torch.where(amax == 0, torch.ones_like(amax), amax)
+        return (lv[torch.bucketize(n, md)] * amax).reshape(x.shape)
+
+    def int4_group(g):
+        def fq(x):
+            b = x.reshape(-1, g)
+            s = b.abs().amax(-1, keepdim=True) * (1.0 / 7.0)  # symmetric, restricted range ±7
+            q = torch.round(b / torch.where(s == 0, torch.ones_like(s), s)).clamp(-8, 7)
+            return (q * s).reshape(x.shape)
+
+        return fq
+
+    return {"e4m3": lambda g: e4m3, "mxfp4": lambda g: mxfp4, "nvfp4": lambda g: nvfp4, "nf4": lambda g: nf4,
+            "int4": int4_group}
+
+
+def bench_fake_quant(torch, device, backend, adapter, sync):
+    """elements/s of each format's quantize-dequantize; batched timing as bench/fake_quant.ts."""
+    cfg = CFG.get("fake_quant") or {}
+    if not cfg.get("run", True):
+        return
+    shape = cfg.get("shape", [2048, 2048])
+    t = {"reps": cfg.get("reps", 5), "target_s": cfg.get("target_s", 0.3), "max_per_sync": cfg.get("max_per_sync", 64)}
+    cases = cfg.get("cases", [{"format": f} for f in ("e4m3", "mxfp4", "nvfp4", "nf4")] + [
+        {"format": "int4", "granularity": "group:128"}])
+    fns = fake_quant_fns(torch)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(11)).to(device)
+    elements = x.numel()
+    for case in cases:
+        fmt, gran = case["format"], case.get("granularity")
+        head = {"bench": "fake_quant", "backend": backend, "adapter": adapter, "format": fmt, "elements": elements,
+                "shape": shape}
+        if gran:
+            head["granularity"] = gran
+        log(f"{backend} fake_quant {fmt}")
+        try:
+            if fmt not in fns:
+                raise ValueError(f"no torch version of {fmt}")
+            g = int(gran.split(":")[1]) if gran and gran.startswith("group:") else None
+            fq = fns[fmt](g)
+
+            def batch(count):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    for _ in range(count):
+                        fq(x)
+                sync()
+                return time.perf_counter() - t0
+
+            batch(1)
+            per_sync = 1
+            while True:
+                s = batch(per_sync)
+                if s >= t["target_s"] or per_sync >= t["max_per_sync"]:
+                    break
+                per_sync = min(t["max_per_sync"], per_sync * max(2, math.ceil(t["target_s"] / max(s, 1e-4) / 2)))
+            times = [batch(per_sync) for _ in range(t["reps"])]
+            mid = median(times)
+            emit(**head, value=rnd(elements * per_sync / mid), unit="elements/s",
+                 best=rnd(elements * per_sync / min(times)), per_sync=per_sync, reps=t["reps"],
+                 ms_per_call=rnd(mid * 1000 / per_sync))
+        except Exception as e:  # noqa: BLE001
+            emit(**head, error=str(e))
+
+
 def torch_peer():
     try:
         import torch
@@ -212,6 +328,7 @@ def torch_peer():
                 emit(**head, **bench_gpt(torch, device, sync))
             except Exception as e:  # noqa: BLE001
                 emit(**head, error=str(e))
+        bench_fake_quant(torch, device, backend, adapter, sync)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ export function floatFormat(name: string, ebits: number, mbits: number, specials
   if (!Number.isInteger(ebits) || ebits < 1 || ebits > 8 || !Number.isInteger(mbits) || mbits < 0 || mbits > 23) {
     throw new Error(`format '${name}': need 1 <= E <= 8 and 0 <= M <= 23, got E=${ebits} M=${mbits}`);
   }
-  if (specials === "fn" && ebits + mbits < 2) throw new Error(`format '${name}': too few bits for a NaN code`);
+  // "fn" reserves the all-ones mantissa of the top exponent for NaN: with no mantissa bits nothing finite is left there.
+  if (specials === "fn" && mbits < 1) throw new Error(`format '${name}': an fn format needs at least one mantissa bit`);
   const bias = 2 ** (ebits - 1) - 1;
   const topExponentField = 2 ** ebits - 1;
   // IEEE reserves the top exponent; E4M3FN-like formats reserve only the all-ones mantissa under it.
@@ -179,7 +180,13 @@ export function quantizeBits(x: number, q: QuantParams, mode: number, rand: numb
     let up = false;
     if (mode === 2) {
       // Round up iff rand < rest · 2^(32 - shift), i.e. with probability rest / 2^shift.
-      const threshold = shift < 32 ? rest * 2 ** (32 - shift) : shift === 32 ? rest : shift < 56 ? rest >>> (shift - 32) : 0;
+      const threshold = shift < 32
+        ? rest * 2 ** (32 - shift)
+        : shift === 32
+        ? rest
+        : shift < 56
+        ? rest >>> (shift - 32)
+        : 0;
       up = rand < threshold;
     } else if (shift <= 32) {
       const half = 2 ** (shift - 1);
@@ -202,32 +209,43 @@ function bitsOf(keep: number, e: number): number {
   return (((eRes + 127) << 23) | mant) >>> 0;
 }
 
-/** The code (sign in the top bit of `f.bits`) of a value already representable in `f` (f32 bits). */
-export function encodeBits(v: number, f: FloatFormat): number {
-  const signBit = (v >>> 31) << (f.bits - 1);
+/** The parts of a format that code conversion reads. */
+export type CodeFormat = Pick<FloatFormat, "ebits" | "mbits" | "bias" | "emin" | "specials">;
+
+/**
+ * The code (sign in the top bit, above E + M bits) of a value already
+ * representable in `f` (f32 bits). NaN becomes the all-ones code; a format
+ * without NaN has none, so NaN is stored as ±max (`none`) or as ±Inf (IEEE-like
+ * with M = 0): storing NaN in such a format loses it.
+ */
+export function encodeBits(v: number, f: CodeFormat): number {
+  const signBit = (v >>> 31) * 2 ** (f.ebits + f.mbits);
   const mag = (v & 0x7fffffff) >>> 0;
   const topExp = 2 ** f.ebits - 1, mantMask = 2 ** f.mbits - 1;
   // NaN: all ones. A format without NaN has no code for it; all ones there means ±max (documented).
-  if (mag > INF) return signBit | (topExp << f.mbits) | mantMask;
-  if (mag === INF) return signBit | (topExp << f.mbits);
+  if (mag > INF) return (signBit + ((topExp << f.mbits) | mantMask)) >>> 0;
+  if (mag === INF) return (signBit + (topExp << f.mbits)) >>> 0;
   if (mag === 0) return signBit;
   const ef = mag >>> 23;
   const e = ef === 0 ? -126 : ef - 127;
   const full = ef === 0 ? mag & 0x7fffff : (mag & 0x7fffff) | 0x800000; // significand with hidden bit, 2^23 = 1.0
-  if (e >= f.emin) return signBit | ((e + f.bias) << f.mbits) | ((full >>> (23 - f.mbits)) & mantMask);
+  // An f32 subnormal (ef = 0) is subnormal in the target too (emin >= -126).
+  if (ef !== 0 && e >= f.emin) {
+    return (signBit + (((e + f.bias) << f.mbits) | ((full >>> (23 - f.mbits)) & mantMask))) >>> 0;
+  }
   // Subnormal in the target: mantissa = value / 2^(emin - M).
-  return signBit | (full >>> (23 - f.mbits + (f.emin - e)));
+  return (signBit + (full >>> (23 - f.mbits + (f.emin - e)))) >>> 0;
 }
 
-/** f32 bits of the value of code `c` of format `f`. */
-export function decodeBits(c: number, f: FloatFormat): number {
-  const sign = ((c >>> (f.bits - 1)) & 1) << 31;
+/** f32 bits of the value of code `c` of format `f` (NaN codes give the canonical NaN 0x7fc00000). */
+export function decodeBits(c: number, f: CodeFormat): number {
+  const sign = ((c >>> (f.ebits + f.mbits)) & 1) << 31;
   const mantMask = 2 ** f.mbits - 1;
   const ef = (c >>> f.mbits) & (2 ** f.ebits - 1);
   const m = c & mantMask;
   const topExp = 2 ** f.ebits - 1;
-  if (f.specials === "ieee" && ef === topExp) return ((m === 0 ? INF : QNAN) | sign) >>> 0;
-  if (f.specials === "fn" && ef === topExp && m === mantMask) return (QNAN | sign) >>> 0;
+  if (f.specials === "ieee" && ef === topExp) return m === 0 ? (INF | sign) >>> 0 : QNAN;
+  if (f.specials === "fn" && ef === topExp && m === mantMask) return QNAN;
   if (ef === 0) return (bitsOf(m, f.emin - f.mbits) | sign) >>> 0;
   return (bitsOf(m | (1 << f.mbits), ef - f.bias - f.mbits) | sign) >>> 0;
 }
@@ -284,3 +302,52 @@ fn quantize_bits(x: u32, f: Fmt, mode: u32, rand: u32) -> u32 {
   return out | sign;
 }
 `;
+
+/**
+ * WGSL twins of {@link encodeBits} and {@link decodeBits}: `encode_bits(v, e, m, bias, emin)` and
+ * `decode_bits(c, e, m, bias, emin, specials)` with specials 0 = ieee, 1 = fn, 2 = none. Needs `bits_of`
+ * from {@link ELEMENT_WGSL}.
+ */
+export const CODES_WGSL = /* wgsl */ `
+fn encode_bits(v: u32, ebits: u32, mbits: u32, bias: i32, emin: i32) -> u32 {
+  let sign_bit = (v >> 31u) << (ebits + mbits);
+  let mag = v & 0x7fffffffu;
+  let top_exp = (1u << ebits) - 1u; let mant_mask = (1u << mbits) - 1u;
+  if (mag > 0x7f800000u) { return sign_bit | (top_exp << mbits) | mant_mask; }
+  if (mag == 0x7f800000u) { return sign_bit | (top_exp << mbits); }
+  if (mag == 0u) { return sign_bit; }
+  let ef = i32(mag >> 23u);
+  var e = ef - 127; var full = (mag & 0x7fffffu) | 0x800000u;
+  if (ef == 0) { e = -126; full = mag & 0x7fffffu; }
+  if (ef != 0 && e >= emin) { return sign_bit | (u32(e + bias) << mbits) | ((full >> (23u - mbits)) & mant_mask); }
+  return sign_bit | (full >> (23u - mbits + u32(emin - e)));
+}
+fn decode_bits(c: u32, ebits: u32, mbits: u32, bias: i32, emin: i32, specials: u32) -> u32 {
+  let sign = ((c >> (ebits + mbits)) & 1u) << 31u;
+  let mant_mask = (1u << mbits) - 1u;
+  let ef = (c >> mbits) & ((1u << ebits) - 1u);
+  let m = c & mant_mask;
+  let top_exp = (1u << ebits) - 1u;
+  if (specials == 0u && ef == top_exp) { if (m == 0u) { return 0x7f800000u | sign; } return 0x7fc00000u; }
+  if (specials == 1u && ef == top_exp && m == mant_mask) { return 0x7fc00000u; }
+  if (ef == 0u) { return bits_of(m, emin - i32(mbits)) | sign; }
+  return bits_of(m | (1u << mbits), i32(ef) - bias - i32(mbits)) | sign;
+}
+`;
+
+/** The five u32 words {@link CODES_WGSL} takes to describe `f`: E, M, bias, emin (i32 bits), specials code. */
+export function codeWords(f: CodeFormat): number[] {
+  return [f.ebits, f.mbits, f.bias >>> 0, f.emin >>> 0, f.specials === "ieee" ? 0 : f.specials === "fn" ? 1 : 2];
+}
+
+/** Reads the {@link CodeFormat} of {@link codeWords} at k (cached per parameter array: one call, one object). */
+export function codeFormatAt(p: Uint32Array, k: number): CodeFormat {
+  let f = codeFormatCache.get(p);
+  if (!f) {
+    const specials = p[k + 4] === 0 ? "ieee" : p[k + 4] === 1 ? "fn" : "none";
+    f = { ebits: p[k], mbits: p[k + 1], bias: p[k + 2] | 0, emin: p[k + 3] | 0, specials };
+    codeFormatCache.set(p, f);
+  }
+  return f;
+}
+const codeFormatCache = new WeakMap<Uint32Array, CodeFormat>();

@@ -81,6 +81,9 @@ export interface Quantizer {
   quantDequant(x: Tensor, opts?: QuantizeOptions): Tensor;
   /** Codes and scales for storage. */
   quantize(x: Tensor, opts?: QuantizeOptions): Quantized;
-  /** The f32 values of stored codes: `dequantize(quantize(x))` equals `quantDequant(x)` bit for bit. */
+  /**
+   * The f32 values of stored codes: `dequantize(quantize(x))` equals `quantDequant(x)` bit for bit, except
+   * NaN in a format with no NaN code (see `encodeBits`).
+   */
   dequantize(q: Quantized): Tensor;
 }

@@ -144,7 +144,13 @@ export interface Backend {
   /** `out[i, j] = (indices[i] == j) ? 1 : 0` as f32. */
   oneHot(indices: Storage, count: number, depth: number, out: Storage): void;
   /** Runs `kernel` for items 0..items-1 over u32 views of the storages. */
-  runWords(kernel: WordKernel, inputs: readonly Storage[], outputs: readonly Storage[], items: number, params: readonly number[]): void;
+  runWords(
+    kernel: WordKernel,
+    inputs: readonly Storage[],
+    outputs: readonly Storage[],
+    items: number,
+    params: readonly number[],
+  ): void;
   /** Uniform f32 in [0, 1) from Philox-4x32-10 keyed by (seed, stream), counter starting at `offset`. */
   randomUniform(out: Storage, seed: number, stream: number, offset: number): void;
 }

@@ -5,6 +5,7 @@
  * identical host inputs. Then the integer-valued kernels (Philox, argmax,
  * one-hot) and a dispatch past the 65535-workgroup fold.
  */
+import assert from "node:assert/strict";
 import {
   add,
   argmax,
@@ -20,6 +21,7 @@ import {
   matmul,
   max,
   min,
+  mul,
   oneHot,
   permute,
   rand,
@@ -310,4 +312,14 @@ Deno.test({
     assertClose(sum, host.map((v) => v + 0.5), toleranceOf("add"), "add past the fold");
     assertClose(fill, new Float32Array(n).fill(-3.25), toleranceOf("fill"), "fill past the fold");
   },
+});
+
+Deno.test("empty tensors upload, compute and read back on WebGPU", async () => {
+  const gpu = await gpuBackendOrSkip();
+  if (!gpu) return;
+  const t = tensor(new Float32Array(0), { shape: [0, 3], backend: gpu });
+  const y = add(mul(t, 2), 1);
+  assert.deepEqual(y.shape, [0, 3]);
+  assert.equal((await y.data()).length, 0);
+  assert.deepEqual(await sum(t, 0).toArray(), [0, 0, 0]);
 });

@@ -172,7 +172,9 @@ export function webGpuBackend(ctx: GpuContext): Backend & { context: GpuContext 
 
     runWords(kernel, inputs, outputs, items, params) {
       if (params.length > WORD_KERNEL_MAX_PARAMS) {
-        throw new BackendLimitError(`webgpu: ${kernel.name} passes ${params.length} parameters (max ${WORD_KERNEL_MAX_PARAMS})`);
+        throw new BackendLimitError(
+          `webgpu: ${kernel.name} passes ${params.length} parameters (max ${WORD_KERNEL_MAX_PARAMS})`,
+        );
       }
       const source = wordKernelShader(kernel);
       run1d(source, [...inputs, ...outputs].map(gpu), [items, ...params], items);

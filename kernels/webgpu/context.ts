@@ -116,6 +116,7 @@ export class GpuContext {
 
   /** Writes host data into a storage. Pending work is submitted first so it keeps its order. */
   write(s: GpuStorage, data: ArrayBufferView): void {
+    if (data.byteLength === 0) return; // a zero-byte writeBuffer aborts some runtimes
     this.flush();
     this.device.queue.writeBuffer(s.buffer, 0, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   }

@@ -194,7 +194,10 @@ ${ENTRY_1D}
 export function wordKernelShader(k: WordKernel): string {
   const cached = wordShaders.get(k);
   if (cached) return cached;
-  const ins = Array.from({ length: k.inputs }, (_, j) => `@group(0) @binding(${j + 1}) var<storage, read> in${j}: array<u32>;`);
+  const ins = Array.from(
+    { length: k.inputs },
+    (_, j) => `@group(0) @binding(${j + 1}) var<storage, read> in${j}: array<u32>;`,
+  );
   const outs = Array.from(
     { length: k.outputs },
     (_, j) => `@group(0) @binding(${k.inputs + j + 1}) var<storage, read_write> out${j}: array<u32>;`,

@@ -1,0 +1,271 @@
+/**
+ * NVFP4 (NVIDIA's FP4 training/inference format, as in TransformerEngine's
+ * NVFP4 recipe): blocks of 16 FP4 E2M1 values along the last axis, each with
+ * a UE4M3 block scale s_b, plus one FP32 per-tensor scale s_t.
+ *
+ * Arithmetic (every product and reciprocal correctly rounded on the integer
+ * bits, `exact.ts`, so CPU and WebGPU agree bit for bit):
+ * - `s_t = amax_tensor · RN(1/2688)` (2688 = 448 · 6);
+ * - `s_b = E4M3_RNE_sat(amax_block · RN(1 / RN(6 · s_t)))`;
+ * - elements `P_i = E2M1(V_i · RN(1 / RN(s_b · s_t)))`: multiplying by the
+ *   correctly rounded reciprocal, as TransformerEngine's reference does
+ *   (FORMATS.md leaves reciprocal vs division open; this is the choice);
+ * - dequantize `RN(RN(P_i · s_b) · s_t)`: two multiplies in that order (the
+ *   first is exact).
+ *
+ * The tensor amax is reduced deterministically with integer compares on the
+ * magnitude bits: one word kernel per block of 16 (its result also feeds the
+ * block scales), then levels of 256 until one word is left; the last level
+ * writes s_t.
+ *
+ * Edge cases (chosen here, FORMATS.md leaves them open):
+ * - any NaN or ±Inf in the tensor makes s_t NaN and then every value NaN
+ *   (block scale codes 0x7F = NaN, element codes 0): the amax reduction sees
+ *   NaN/Inf above every finite magnitude, as an unguarded amax would;
+ * - s_t = 0 (an all-zero tensor, or an amax below 2688·2^-150 whose s_t
+ *   underflows): every block scale is 0 and every element a signed zero;
+ * - a zero block, or a block whose s_b rounds to 0 (amax_block < 2^-10 ·
+ *   6·s_t), or whose s_b·s_t underflows to 0: its elements are signed zeros;
+ * - zeros stay signed zeros (never 0 · ∞); elements saturate at ±6 (E2M1 has
+ *   no specials);
+ * - f32's range is not widened: below amax_tensor = 2688·2^-126 (≈ 2^-114.6)
+ *   s_t is subnormal and coarse, and once s_b·s_t < 2^-128 its reciprocal
+ *   overflows to Inf and the block's non-zero elements saturate at ±6: such
+ *   tensors lose accuracy (deterministically, on every backend).
+ *
+ * @module
+ */
+import { emptyTensor, type Tensor } from "@lowp/core";
+import { PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import {
+  CODES_WGSL,
+  codeWords,
+  decodeBits,
+  ELEMENT_FORMATS,
+  ELEMENT_WGSL,
+  encodeBits,
+  quantizeBits,
+  quantParams,
+} from "./element.ts";
+import { EXACT_WGSL, f32MulBits, f32RecipBits } from "./exact.ts";
+import { roundingWords } from "./float.ts";
+import { randomWord } from "./kernels.ts";
+import { blockScaleShape, checkBlockInput, storedPart } from "./mx.ts";
+import { decodeScaleBits, encodeScaleBits, SCALE_FORMATS, scaleQuantParams, SCALES_WGSL } from "./scales.ts";
+import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
+
+/** NVFP4 block size. */
+export const NVFP4_BLOCK = 16;
+/** Blocks of amaxes merged per item in the later levels of the tensor-amax reduction. */
+const REDUCE_FAN_IN = 256;
+
+const QNAN = 0x7fc00000;
+const INF = 0x7f800000;
+const E2M1 = ELEMENT_FORMATS.e2m1;
+const UE4M3 = SCALE_FORMATS.ue4m3;
+const E2M1_Q = quantParams(E2M1, true);
+const UE4M3_Q = scaleQuantParams(UE4M3);
+
+const f32Bits = (x: number) => new Uint32Array(Float32Array.of(x).buffer)[0];
+/** f32 bits of RN(1/2688) and of 6. */
+const RECIP_2688 = f32RecipBits(f32Bits(448 * 6));
+const SIX = f32Bits(6);
+/** WGSL arguments `E, M, bias, emin` of E2M1 for `encode_bits`/`decode_bits`. */
+const E2M1_CODE = `${E2M1.ebits}u, ${E2M1.mbits}u, ${E2M1.bias}, ${E2M1.emin}`;
+
+/** s_t = RN(amax_tensor · RN(1/2688)) from the amax bits (f32 bits); NaN when the amax is NaN or Inf. */
+export function nvfp4TensorScaleBits(amax: number): number {
+  return amax >= INF ? QNAN : f32MulBits(amax, RECIP_2688);
+}
+
+/**
+ * s_b = E4M3_RNE_sat(amax_block · RN(1/RN(6 · s_t))) as f32 bits of a UE4M3
+ * value: 0 for a zero block or s_t = 0, NaN for a NaN s_t.
+ */
+export function nvfp4BlockScaleBits(amaxBlock: number, st: number): number {
+  if (st > INF) return QNAN;
+  if (st === 0 || amaxBlock === 0) return 0;
+  return quantizeBits(f32MulBits(amaxBlock, f32RecipBits(f32MulBits(SIX, st))), UE4M3_Q, 0, 0);
+}
+
+/**
+ * Max of the magnitude bits of in0[g·G .. min((g+1)·G, n)) (item = g). Params:
+ * [n, G, last]; the last level writes s_t instead of the amax.
+ */
+const AMAX_KERNEL: WordKernel = {
+  name: "nvfp4_amax",
+  inputs: 1,
+  outputs: 1,
+  cpu: (g, [x], [out], p) => {
+    let m = 0;
+    for (let j = g * p[1]; j < Math.min((g + 1) * p[1], p[0]); j++) m = Math.max(m, (x[j] & 0x7fffffff) >>> 0);
+    out[g] = p[2] ? nvfp4TensorScaleBits(m) : m;
+  },
+  wgslHelpers: EXACT_WGSL,
+  wgsl: `  var m = 0u;
+  for (var j = i * Q(1u); j < min((i + 1u) * Q(1u), Q(0u)); j++) { m = max(m, in0[j] & 0x7fffffffu); }
+  if (Q(2u) != 0u) {
+    if (m >= ${INF}u) { m = ${QNAN}u; } else { m = f32_mul_bits(m, ${RECIP_2688}u); }
+  }
+  out0[i] = m;`,
+};
+
+/** WGSL of the block scale, the element code and its value (twins of the TypeScript above and in the kernels). */
+const WGSL_HELPERS = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + /* wgsl */ `
+fn nvfp4_block_scale(amax_block: u32, st: u32) -> u32 {
+  if (st > ${INF}u) { return ${QNAN}u; }
+  if (st == 0u || amax_block == 0u) { return 0u; }
+  let f = Fmt(${UE4M3_Q.emin}, ${UE4M3_Q.mbits}, ${UE4M3_Q.maxBits}u, ${UE4M3_Q.overflow}u);
+  return quantize_bits(f32_mul_bits(amax_block, f32_recip_bits(f32_mul_bits(${SIX}u, st))), f, 0u, 0u);
+}
+fn e2m1_quantize(x: u32, mode: u32, rand: u32) -> u32 {
+  return quantize_bits(x, Fmt(${E2M1_Q.emin}, ${E2M1_Q.mbits}, ${E2M1_Q.maxBits}u, ${E2M1_Q.overflow}u), mode, rand);
+}
+fn e2m1_encode(q: u32) -> u32 { return encode_bits(q, ${E2M1_CODE}); }
+fn e2m1_value(c: u32, sb: u32, st: u32) -> u32 {
+  return f32_mul_bits(f32_mul_bits(decode_bits(c, ${E2M1_CODE}, ${codeWords(E2M1)[4]}u), sb), st);
+}
+`;
+
+/** E2M1 code of x·r, or a signed zero when x is zero or the block's scale product is 0. */
+function elementCode(x: number, r: number, zero: boolean, mode: number, rand: number): number {
+  const q = zero || (x & 0x7fffffff) === 0
+    ? (x & 0x80000000) >>> 0
+    : quantizeBits(f32MulBits(x, r), E2M1_Q, mode, rand);
+  return encodeBits(q, E2M1);
+}
+
+/** RN(RN(FP4 · s_b) · s_t). */
+function elementValue(c: number, sb: number, st: number): number {
+  return f32MulBits(f32MulBits(decodeBits(c, E2M1), sb), st);
+}
+
+/**
+ * Quantizes one block of 16 (item = block). Inputs: x, block amax bits, s_t
+ * (one word). Params: [rounding (mode, seed, stream, offset lo, offset hi),
+ * emit (0 = dequantized f32 bits, 1 = codes)]. Outputs: out0 one word per
+ * element, out1 the UE4M3 code.
+ */
+const QUANT_KERNEL: WordKernel = {
+  name: "nvfp4_quantize",
+  inputs: 3,
+  outputs: 2,
+  cpu: (b, [x, amax, tensorScale], [out, scales], p) => {
+    const st = tensorScale[0], sb = nvfp4BlockScaleBits(amax[b], st);
+    scales[b] = encodeScaleBits(sb, UE4M3);
+    const base = b * NVFP4_BLOCK;
+    if (sb > INF) {
+      out.fill(p[5] ? 0 : QNAN, base, base + NVFP4_BLOCK);
+      return;
+    }
+    const prod = f32MulBits(sb, st), r = f32RecipBits(prod);
+    for (let j = 0; j < NVFP4_BLOCK; j++) {
+      const rand = p[0] === 2 ? randomWord(p[1], p[2], p[3], p[4], base + j) : 0;
+      const c = elementCode(x[base + j], r, prod === 0, p[0], rand);
+      out[base + j] = p[5] ? c : elementValue(c, sb, st);
+    }
+  },
+  wgslHelpers: WGSL_HELPERS + PHILOX_WGSL,
+  wgsl: `  let st = in2[0];
+  let sb = nvfp4_block_scale(in1[i], st);
+  out1[i] = scale_encode(sb, ${UE4M3.kind}u);
+  let base = i * ${NVFP4_BLOCK}u;
+  if (sb > ${INF}u) {
+    var fill = ${QNAN}u;
+    if (Q(5u) != 0u) { fill = 0u; }
+    for (var j = 0u; j < ${NVFP4_BLOCK}u; j++) { out0[base + j] = fill; }
+    return;
+  }
+  let prod = f32_mul_bits(sb, st); let r = f32_recip_bits(prod);
+  for (var j = 0u; j < ${NVFP4_BLOCK}u; j++) {
+    let x = in0[base + j];
+    var rand = 0u;
+    if (Q(0u) == 2u) { rand = philox_word(Q(1u), Q(2u), Q(3u), Q(4u), base + j); }
+    var q = x & 0x80000000u;
+    if (prod != 0u && (x & 0x7fffffffu) != 0u) { q = e2m1_quantize(f32_mul_bits(x, r), Q(0u), rand); }
+    let c = e2m1_encode(q);
+    if (Q(5u) != 0u) { out0[base + j] = c; } else { out0[base + j] = e2m1_value(c, sb, st); }
+  }`,
+};
+
+/** Dequantizes E2M1 codes (item = element). Inputs: codes, UE4M3 scale codes, s_t (one word). */
+const DEQUANT_KERNEL: WordKernel = {
+  name: "nvfp4_dequantize",
+  inputs: 3,
+  outputs: 1,
+  cpu: (i, [codes, scales, tensorScale], [out]) => {
+    out[i] = elementValue(codes[i], decodeScaleBits(scales[(i / NVFP4_BLOCK) | 0], UE4M3), tensorScale[0]);
+  },
+  wgslHelpers: WGSL_HELPERS,
+  wgsl: `  out0[i] = e2m1_value(in0[i], scale_decode(in1[i / ${NVFP4_BLOCK}u], ${UE4M3.kind}u), in2[0]);`,
+};
+
+/**
+ * Block amaxes (one word per block) and s_t (a one-word tensor) of `x`, by the
+ * deterministic reduction described in the module doc.
+ */
+function amaxes(x: Tensor, blocks: number): [Tensor, Tensor] {
+  const backend = x.backend;
+  const blockAmax = emptyTensor(backend, [blocks], "u32");
+  if (blocks > 0) backend.runWords(AMAX_KERNEL, [x.storage], [blockAmax.storage], blocks, [x.size, NVFP4_BLOCK, 0]);
+  let level = blockAmax, count = blocks, last = false;
+  while (!last) {
+    const next = Math.max(1, Math.ceil(count / REDUCE_FAN_IN));
+    last = next === 1;
+    const out = emptyTensor(backend, [next], "u32");
+    backend.runWords(AMAX_KERNEL, [level.storage], [out.storage], next, [count, REDUCE_FAN_IN, last ? 1 : 0]);
+    if (level !== blockAmax) level.dispose();
+    level = out;
+    count = next;
+  }
+  return [blockAmax, level];
+}
+
+/** The NVFP4 {@link Quantizer} for the name `nvfp4`, else null. */
+export function nvfp4Quantizer(name: string): Quantizer | null {
+  if (name !== "nvfp4") return null;
+  const run = (x: Tensor, opts: QuantizeOptions, codes: boolean): [Tensor, Tensor, Tensor] => {
+    const blocks = checkBlockInput(name, x, NVFP4_BLOCK, opts);
+    const [blockAmax, tensorScale] = amaxes(x, blocks);
+    const out = emptyTensor(x.backend, x.shape, codes ? "u32" : "f32");
+    const scales = emptyTensor(x.backend, blockScaleShape(x.shape, NVFP4_BLOCK), "u32");
+    const params = [...roundingWords(opts), codes ? 1 : 0];
+    if (blocks > 0) {
+      const ins = [x.storage, blockAmax.storage, tensorScale.storage];
+      x.backend.runWords(QUANT_KERNEL, ins, [out.storage, scales.storage], blocks, params);
+    }
+    blockAmax.dispose();
+    return [out, scales, tensorScale];
+  };
+  return {
+    name,
+    elementBits: E2M1.bits,
+    blockSize: NVFP4_BLOCK,
+    quantDequant(x, opts = {}) {
+      const [out, scales, tensorScale] = run(x, opts, false);
+      scales.dispose();
+      tensorScale.dispose();
+      return out;
+    },
+    quantize(x, opts = {}): Quantized {
+      const [codes, scales, tensorScale] = run(x, opts, true);
+      return {
+        format: name,
+        shape: x.shape,
+        parts: [
+          { name: "codes", codes, bits: E2M1.bits, format: E2M1.name },
+          { name: "scales", codes: scales, bits: 8, format: UE4M3.name },
+          { name: "tensor_scale", codes: tensorScale, bits: 32, format: "f32" },
+        ],
+        meta: { blockSize: NVFP4_BLOCK },
+      };
+    },
+    dequantize(q) {
+      const codes = storedPart(q, name, "codes");
+      const ins = [codes.storage, storedPart(q, name, "scales").storage, storedPart(q, name, "tensor_scale").storage];
+      const out = emptyTensor(codes.backend, q.shape, "f32");
+      if (codes.size > 0) codes.backend.runWords(DEQUANT_KERNEL, ins, [out.storage], codes.size, []);
+      return out;
+    },
+  };
+}
