@@ -19,9 +19,9 @@ import {
   quantParams,
   quantParamsAt,
   quantWords,
-  ROUNDING_CODE,
 } from "./element.ts";
 import { ELEMENT_KERNEL, randomWord } from "./kernels.ts";
+import { roundingParams } from "./scaling.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
 
 /** Quantize and encode: params [quant (4 words), code (5 words), mode, seed, stream, offset lo, offset hi]. */
@@ -52,18 +52,6 @@ const DECODE_KERNEL: WordKernel = {
   wgsl: `  out0[i] = decode_bits(in0[i], Q(0u), Q(1u), bitcast<i32>(Q(2u)), bitcast<i32>(Q(3u)), Q(4u));`,
 };
 
-/** The rounding/random words shared by the element kernels. */
-export function roundingWords(opts: QuantizeOptions): number[] {
-  const offset = opts.offset ?? 0;
-  return [
-    ROUNDING_CODE[opts.rounding ?? "nearest"],
-    opts.seed ?? 0,
-    opts.stream ?? 0,
-    offset % 4294967296,
-    Math.floor(offset / 4294967296),
-  ];
-}
-
 function requireF32(name: string, x: Tensor): void {
   if (x.dtype !== "f32") throw new Error(`${name}: ${x.describe()} must be f32`);
 }
@@ -93,13 +81,13 @@ export function floatQuantizer(name: string): Quantizer | null {
       noGranularity(opts);
       return run(ELEMENT_KERNEL, x, "f32", [
         ...quantWords(quantParams(f, opts.saturate ?? true)),
-        ...roundingWords(opts),
+        ...roundingParams(opts),
       ]);
     },
     quantize(x, opts = {}): Quantized {
       requireF32(name, x);
       noGranularity(opts);
-      const params = [...quantWords(quantParams(f, opts.saturate ?? true)), ...codeWords(f), ...roundingWords(opts)];
+      const params = [...quantWords(quantParams(f, opts.saturate ?? true)), ...codeWords(f), ...roundingParams(opts)];
       const codes = run(ENCODE_KERNEL, x, "u32", params);
       return { format: name, shape: x.shape, parts: [{ name: "codes", codes, bits: f.bits, format: name }], meta: {} };
     },

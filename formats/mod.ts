@@ -21,3 +21,5 @@ export * from "./int.ts";
 export * from "./nf4.ts";
 export * from "./flex.ts";
 export * from "./pack.ts";
+export * from "./scale_quantizer.ts";
+export * from "./quantize_file.ts";

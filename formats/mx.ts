@@ -58,7 +58,7 @@ import {
   quantWords,
 } from "./element.ts";
 import { EXACT_WGSL, f32MulBits } from "./exact.ts";
-import { roundingWords } from "./float.ts";
+import { roundingParams } from "./scaling.ts";
 import { randomWord } from "./kernels.ts";
 import { decodeScaleBits, pow2Bits, SCALE_FORMATS, SCALES_WGSL } from "./scales.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
@@ -341,7 +341,7 @@ export function mxQuantizer(name: string): MxQuantizer | null {
     const q = el.float ? quantParams(el.float, opts.saturate ?? true) : INT8_QUANT;
     const params = [
       ...quantWords(q),
-      ...roundingWords(opts),
+      ...roundingParams(opts),
       el.emax >>> 0,
       MX_SCALE_ROUNDING_CODE[rounding],
       codes ? 1 : 0,

@@ -48,7 +48,7 @@ import {
   quantParams,
 } from "./element.ts";
 import { EXACT_WGSL, f32MulBits, f32RecipBits } from "./exact.ts";
-import { roundingWords } from "./float.ts";
+import { roundingParams } from "./scaling.ts";
 import { randomWord } from "./kernels.ts";
 import { blockScaleShape, checkBlockInput, storedPart } from "./mx.ts";
 import { decodeScaleBits, encodeScaleBits, SCALE_FORMATS, scaleQuantParams, SCALES_WGSL } from "./scales.ts";
@@ -229,7 +229,7 @@ export function nvfp4Quantizer(name: string): Quantizer | null {
     const [blockAmax, tensorScale] = amaxes(x, blocks);
     const out = emptyTensor(x.backend, x.shape, codes ? "u32" : "f32");
     const scales = emptyTensor(x.backend, blockScaleShape(x.shape, NVFP4_BLOCK), "u32");
-    const params = [...roundingWords(opts), codes ? 1 : 0];
+    const params = [...roundingParams(opts), codes ? 1 : 0];
     if (blocks > 0) {
       const ins = [x.storage, blockAmax.storage, tensorScale.storage];
       x.backend.runWords(QUANT_KERNEL, ins, [out.storage, scales.storage], blocks, params);

@@ -17,7 +17,7 @@ import {
 } from "@lowp/core";
 import { packedBytes, unpackFile } from "./pack.ts";
 import { parseFormat } from "./registry.ts";
-import { restore, tensorStream } from "./quantize_cli.ts";
+import { restore, tensorStream } from "./quantize_file.ts";
 import type { QuantizeOptions } from "./spec.ts";
 
 const CLI = new URL("./quantize_cli.ts", import.meta.url).pathname;

@@ -10,9 +10,18 @@ import { intQuantizer } from "./int.ts";
 import { mxQuantizer } from "./mx.ts";
 import { nf4Quantizer } from "./nf4.ts";
 import { nvfp4Quantizer } from "./nvfp4.ts";
+import { scaleQuantizer } from "./scale_quantizer.ts";
 import type { Quantizer } from "./spec.ts";
 
-const FAMILIES = [floatQuantizer, mxQuantizer, nvfp4Quantizer, intQuantizer, nf4Quantizer, flexQuantizer];
+const FAMILIES = [
+  scaleQuantizer,
+  floatQuantizer,
+  mxQuantizer,
+  nvfp4Quantizer,
+  intQuantizer,
+  nf4Quantizer,
+  flexQuantizer,
+];
 
 /** Every fixed format name (generic `eXmY` names are accepted too). */
 export const FORMAT_NAMES: readonly string[] = [
@@ -31,6 +40,9 @@ export const FORMAT_NAMES: readonly string[] = [
   "nvfp4",
   "nf4",
   "flex16+5",
+  "e8m0",
+  "ue4m3",
+  "ue5m3",
 ];
 
 const cache = new Map<string, Quantizer>();

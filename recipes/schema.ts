@@ -5,7 +5,26 @@
  *
  * @module
  */
-import { ConfigError, type Schema } from "./config.ts";
+import { parseFormat } from "@lowp/formats";
+import { ConfigError, type FieldSpec, type Schema } from "./config.ts";
+
+/**
+ * A recipe key that names a number format (`e4m3`, `mxfp4`, `int4`, ...):
+ * an unknown name is reported with the file, line and the list of known names.
+ */
+export function formatField(doc: string, defaultName?: string): FieldSpec {
+  const check = (value: string) => {
+    try {
+      parseFormat(value);
+      return null;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  return defaultName === undefined
+    ? { type: "string", check, doc }
+    : { type: "string", default: defaultName, check, doc };
+}
 
 /** Keys of an LM recipe; see each `doc`. */
 export const LM_SCHEMA = {
