@@ -33,13 +33,14 @@ def rnd(x, digits=4):
     return float(f"{x:.{digits}g}")
 
 
-def bench_matmul(mm, sync, a, b, n, t):
-    """Batched timing as in matmul.ts: `per_sync` matmuls then one sync per timed repetition."""
+def timed_batches(run, sync, t):
+    """Batched timing as in matmul.ts: grow `per_sync` calls of `run` (then one sync) until a batch lasts
+    `target_s`, then time `reps` such batches. Returns (per_sync, times)."""
 
     def batch(count):
         t0 = time.perf_counter()
         for _ in range(count):
-            mm(a, b)
+            run()
         sync()
         return time.perf_counter() - t0
 
@@ -50,7 +51,12 @@ def bench_matmul(mm, sync, a, b, n, t):
         if s >= t["target_s"] or per_sync >= t["max_per_sync"]:
             break
         per_sync = min(t["max_per_sync"], per_sync * max(2, math.ceil(t["target_s"] / max(s, 1e-4) / 2)))
-    times = [batch(per_sync) for _ in range(t["reps"])]
+    return per_sync, [batch(per_sync) for _ in range(t["reps"])]
+
+
+def bench_matmul(mm, sync, a, b, n, t):
+    """`per_sync` matmuls then one sync per timed repetition."""
+    per_sync, times = timed_batches(lambda: mm(a, b), sync, t)
     flops = 2 * n**3
     mid = median(times)
     return {
@@ -82,6 +88,19 @@ def numpy_peer():
         emit(bench="matmul_f32", backend="numpy", adapter=f"numpy {np.__version__} ({blas or 'blas?'})", size=n, **r)
 
 
+def causal_attention(q, k, v):
+    """PyTorch >= 2.0 has a fused kernel; Debian's 1.13 gets the plain masked softmax."""
+    import torch
+    import torch.nn.functional as F
+
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    t = q.shape[-2]
+    mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
+
+
 def tiny_gpt(torch, device):
     import torch.nn as nn
     import torch.nn.functional as F
@@ -102,7 +121,7 @@ def tiny_gpt(torch, device):
         def forward(self, x):
             b, t, d = x.shape
             q, k, v = self.c_attn(self.ln_1(x)).view(b, t, 3, H, d // H).permute(2, 0, 3, 1, 4)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = causal_attention(q, k, v)
             x = x + self.c_proj(y.transpose(1, 2).reshape(b, t, d))
             return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
@@ -270,22 +289,8 @@ def bench_fake_quant(torch, device, backend, adapter, sync):
             g = int(gran.split(":")[1]) if gran and gran.startswith("group:") else None
             fq = fns[fmt](g)
 
-            def batch(count):
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    for _ in range(count):
-                        fq(x)
-                sync()
-                return time.perf_counter() - t0
-
-            batch(1)
-            per_sync = 1
-            while True:
-                s = batch(per_sync)
-                if s >= t["target_s"] or per_sync >= t["max_per_sync"]:
-                    break
-                per_sync = min(t["max_per_sync"], per_sync * max(2, math.ceil(t["target_s"] / max(s, 1e-4) / 2)))
-            times = [batch(per_sync) for _ in range(t["reps"])]
+            with torch.no_grad():
+                per_sync, times = timed_batches(lambda: fq(x), sync, t)
             mid = median(times)
             emit(**head, value=rnd(elements * per_sync / mid), unit="elements/s",
                  best=rnd(elements * per_sync / min(times)), per_sync=per_sync, reps=t["reps"],

@@ -8,9 +8,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { cpuBackend, randn, type Tensor, tensor } from "@lowp/core";
+import { cpuBackend, randn, tensor } from "@lowp/core";
 import { type Backend, philoxWords } from "@lowp/kernels";
-import { gpuBackendOrSkip } from "../tests/helpers.ts";
+import { assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
 import type { Rounding } from "./element.ts";
 import { MX_FORMATS, type MxQuantizeOptions, mxQuantizer, type MxScaleRounding } from "./mx.ts";
 
@@ -19,21 +19,6 @@ const ROUNDINGS: Rounding[] = ["nearest", "nearest-away", "stochastic"];
 const SCALE_ROUNDINGS: MxScaleRounding[] = ["floor", "ceil", "even", "rceil"];
 const NAMES = Object.keys(MX_FORMATS);
 const F32_MAX = 3.4028234663852886e38;
-
-/** The f32 bits of a tensor's values. */
-async function bitsOf(t: Tensor): Promise<Uint32Array> {
-  const d = await t.data();
-  return new Uint32Array(d.buffer, d.byteOffset, d.length);
-}
-
-/** Exact comparison of two bit arrays, naming the first difference. */
-function assertSameBits(got: Uint32Array, want: Uint32Array, label: string): void {
-  assert.equal(got.length, want.length, `${label}: length`);
-  const bad = got.findIndex((g, i) => g !== want[i]);
-  if (bad >= 0) {
-    assert.fail(`${label}: differs at ${bad}: 0x${got[bad].toString(16)}, expected 0x${want[bad].toString(16)}`);
-  }
-}
 
 /** f32 bit patterns that must each appear in the random inputs (NaN and Inf make their block NaN). */
 const SPECIALS = [

@@ -9,9 +9,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { cpuBackend, randn, type Tensor, tensor } from "@lowp/core";
+import { cpuBackend, randn, tensor } from "@lowp/core";
 import { type Backend, philoxWords } from "@lowp/kernels";
-import { gpuBackendOrSkip } from "../tests/helpers.ts";
+import { assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
 import type { Rounding } from "./element.ts";
 import { NVFP4_BLOCK, nvfp4Quantizer } from "./nvfp4.ts";
 import type { Quantized, QuantizeOptions } from "./spec.ts";
@@ -20,19 +20,6 @@ const CPU = cpuBackend();
 const NV = nvfp4Quantizer("nvfp4")!;
 const QNAN = 0x7fc00000;
 const fr = Math.fround;
-
-async function bitsOf(t: Tensor): Promise<Uint32Array> {
-  const d = await t.data();
-  return new Uint32Array(d.buffer, d.byteOffset, d.length);
-}
-
-function assertSameBits(got: Uint32Array, want: Uint32Array, label: string): void {
-  assert.equal(got.length, want.length, `${label}: length`);
-  const bad = got.findIndex((g, i) => g !== want[i]);
-  if (bad >= 0) {
-    assert.fail(`${label}: differs at ${bad}: 0x${got[bad].toString(16)}, expected 0x${want[bad].toString(16)}`);
-  }
-}
 
 // ---------------------------------------------------------------- independent reference
 

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import {
   abs,
   add,
@@ -567,3 +568,18 @@ export const OP_CASES: readonly OpCase[] = [
   ...matmulCases(),
   ...nnCases(),
 ];
+
+/** The f32 bits of a tensor's values. */
+export async function bitsOf(t: Tensor): Promise<Uint32Array> {
+  const d = await t.data();
+  return new Uint32Array(d.buffer, d.byteOffset, d.length);
+}
+
+/** Exact comparison of two bit arrays, naming the first difference. */
+export function assertSameBits(got: Uint32Array, want: Uint32Array, label: string): void {
+  assert.equal(got.length, want.length, `${label}: length`);
+  const bad = got.findIndex((g, i) => g !== want[i]);
+  if (bad >= 0) {
+    assert.fail(`${label}: differs at ${bad}: 0x${got[bad].toString(16)}, expected 0x${want[bad].toString(16)}`);
+  }
+}
