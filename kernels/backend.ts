@@ -61,6 +61,17 @@ export interface WordKernel {
   /** Reference implementation of item `i`. `params` are the call's parameters. */
   readonly cpu: (i: number, ins: readonly Uint32Array[], outs: readonly Uint32Array[], params: Uint32Array) => void;
   /**
+   * Optional whole-call implementation for items [start, end), used by the CPU backend when present (it can
+   * set up views once instead of per item); must give the same words as `cpu`.
+   */
+  readonly cpuRange?: (
+    start: number,
+    end: number,
+    ins: readonly Uint32Array[],
+    outs: readonly Uint32Array[],
+    params: Uint32Array,
+  ) => void;
+  /**
    * WGSL body of item `i` (a `u32` in scope): reads `in0[..]`, `in1[..]`, writes `out0[..]`, ...
    * (all `array<u32>`), and parameter `k` as `Q(k)` (u32).
    */

@@ -244,7 +244,8 @@ export function createCpuBackend(): Backend {
     runWords(kernel, inputs, outputs, items, params) {
       const ins = inputs.map((x) => cpu(x).u32), outs = outputs.map((x) => cpu(x).u32);
       const p = Uint32Array.from(params);
-      for (let i = 0; i < items; i++) kernel.cpu(i, ins, outs, p);
+      if (kernel.cpuRange) kernel.cpuRange(0, items, ins, outs, p);
+      else for (let i = 0; i < items; i++) kernel.cpu(i, ins, outs, p);
     },
 
     randomUniform(out, seed, stream, offset) {

@@ -7,6 +7,6 @@
  */
 export * from "./backend.ts";
 export { CpuStorage, createCpuBackend } from "./cpu.ts";
-export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend } from "./webgpu/backend.ts";
+export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend, type WebGpuOptions } from "./webgpu/backend.ts";
 export { type Dispatch, GpuContext, GpuStorage } from "./webgpu/context.ts";
 export { philox4x32, PHILOX_WGSL, philoxWords, wordToUniform } from "./philox.ts";

@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { add, div, mul, noGrad, sqrt, square, sub, type Tensor, tidy } from "@lowp/core";
+import { type Tensor, tidy } from "@lowp/core";
+import { adamwUpdate } from "./adamw_kernel.ts";
 import { decayMatrices, type DecayRule, namedParams, type Optimizer, type ParamList, stateLike } from "./optimizer.ts";
 
 /** Options for {@link AdamW}. */
@@ -71,22 +72,19 @@ export class AdamW implements Optimizer {
     const [b1, b2] = this.opts.betas ?? [0.9, 0.999];
     const { eps = 1e-8, weightDecay = 0.01, decay = decayMatrices } = this.opts;
     const t = this.#steps + 1;
-    const c1 = 1 - Math.pow(b1, t), c2 = 1 - Math.pow(b2, t);
-    noGrad(() =>
-      tidy(() => {
-        for (const [name, p] of this.#params) {
-          const g = p.grad;
-          if (!g) continue;
-          const m = this.#m.get(p) ?? this.#m.set(p, stateLike(p)).get(p)!;
-          const v = this.#v.get(p) ?? this.#v.set(p, stateLike(p)).get(p)!;
-          m.assign(add(mul(m, b1), mul(g, 1 - b1)));
-          v.assign(add(mul(v, b2), mul(square(g), 1 - b2)));
-          const decayed = weightDecay && decay(name, p) ? mul(p, 1 - lr * weightDecay) : p;
-          const denom = add(div(sqrt(v), Math.sqrt(c2)), eps);
-          p.assign(sub(decayed, mul(div(m, denom), lr / c1)));
-        }
-      })
-    );
+    const betas: [number, number] = [b1, b2];
+    tidy(() => {
+      for (const [name, p] of this.#params) {
+        if (!p.grad) continue;
+        const m = this.#m.get(p) ?? this.#m.set(p, stateLike(p)).get(p)!;
+        const v = this.#v.get(p) ?? this.#v.set(p, stateLike(p)).get(p)!;
+        const lambda = weightDecay && decay(name, p) ? weightDecay : 0;
+        const [pNew, mNew, vNew] = adamwUpdate(p, p.grad, m, v, { betas, eps, step: t, lr, weightDecay: lambda });
+        p.assign(pNew);
+        m.assign(mNew);
+        v.assign(vNew);
+      }
+    });
     this.#steps = t;
   }
 }

@@ -10,3 +10,4 @@ export * from "./sgd.ts";
 export * from "./adamw.ts";
 export * from "./clip.ts";
 export * from "./schedule.ts";
+export * from "./adamw_kernel.ts";

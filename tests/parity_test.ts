@@ -31,7 +31,7 @@ import {
   Tensor,
   tensor,
 } from "@lowp/core";
-import type { Backend } from "@lowp/kernels";
+import { type Backend, type GpuContext, webGpuBackend } from "@lowp/kernels";
 import {
   analyticGradients,
   assertClose,
@@ -322,4 +322,35 @@ Deno.test("empty tensors upload, compute and read back on WebGPU", async () => {
   assert.deepEqual(y.shape, [0, 3]);
   assert.equal((await y.data()).length, 0);
   assert.deepEqual(await sum(t, 0).toArray(), [0, 0, 0]);
+});
+
+Deno.test("the large matmul tiling (128x128, 8x8 per thread) matches the CPU, transposes and batches included", async () => {
+  const gpu = await gpuBackendOrSkip();
+  if (!gpu) return;
+  const large = webGpuBackend((gpu as Backend & { context: GpuContext }).context, { matmulTile: "large" });
+  const cases: [number[], number[], boolean, boolean][] = [
+    [[130, 70], [70, 140], false, false],
+    [[70, 130], [70, 140], true, false],
+    [[130, 70], [140, 70], false, true],
+    [[2, 70, 130], [2, 140, 70], true, true],
+    [[1, 5], [5, 3], false, false],
+  ];
+  for (const [sa, sb, transA, transB] of cases) {
+    const a = randomArray(sa.reduce((x, y) => x * y), seedOf(`la${sa}`), -1, 1);
+    const b = randomArray(sb.reduce((x, y) => x * y), seedOf(`lb${sb}`), -1, 1);
+    const on = (backend: Backend) =>
+      matmul(tensor(a, { shape: sa, backend }), tensor(b, { shape: sb, backend }), { transA, transB }).data();
+    const absA = a.map(Math.abs), absB = b.map(Math.abs);
+    const scale = await matmul(
+      tensor(absA, { shape: sa, backend: cpuBackend() }),
+      tensor(absB, { shape: sb, backend: cpuBackend() }),
+      {
+        transA,
+        transB,
+      },
+    ).data();
+    const [want, got] = [await on(cpuBackend()), await on(large)];
+    // DOT tolerance: 1e-5 relative to Σ|a||b| per output (see the table above).
+    got.forEach((g, i) => assert.ok(Math.abs(g - want[i]) <= 1e-5 * scale[i] + 1e-30, `[${sa}]·[${sb}] at ${i}`));
+  }
 });

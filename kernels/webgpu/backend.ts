@@ -21,7 +21,7 @@ import {
   FILL_SHADER,
   GATHER_SHADER,
   mapShader,
-  MATMUL_TILE,
+  MATMUL_TILES,
   matmulShader,
   MAX_RANK,
   ONE_HOT_SHADER,
@@ -87,8 +87,15 @@ export async function createWebGpuBackend(): Promise<WebGpuAvailability> {
   };
 }
 
+/** Options of {@link webGpuBackend}. */
+export interface WebGpuOptions {
+  /** Matmul tiling: `auto` (default) picks by size and adapter; `small`/`large` force one (tests, tuning). */
+  matmulTile?: "auto" | keyof typeof MATMUL_TILES;
+}
+
 /** Wraps a {@link GpuContext} as a {@link Backend}. */
-export function webGpuBackend(ctx: GpuContext): Backend & { context: GpuContext } {
+export function webGpuBackend(ctx: GpuContext, opts: WebGpuOptions = {}): Backend & { context: GpuContext } {
+  const forcedTile = opts.matmulTile && opts.matmulTile !== "auto" ? MATMUL_TILES[opts.matmulTile] : null;
   const gpu = (s: Storage) => (s as GpuStorage).buffer;
   const run1d = (source: string, buffers: GPUBuffer[], params: number[] | Uint32Array, threads: number) =>
     ctx.dispatch({ source, buffers, params: Uint32Array.from(params), workgroups: grid1d(threads) });
@@ -130,16 +137,14 @@ export function webGpuBackend(ctx: GpuContext): Backend & { context: GpuContext 
     },
 
     matmul(a, b, out, s: MatmulShape) {
-      const workgroups: [number, number, number] = [
-        Math.ceil(s.n / MATMUL_TILE.bn),
-        Math.ceil(s.m / MATMUL_TILE.bm),
-        s.batch,
-      ];
+      // Large tiles need enough work to fill a hardware GPU; a software adapter gains nothing from them.
+      const tile = forcedTile ??
+        (!ctx.fallback && s.m * s.n * s.batch >= 512 * 512 ? MATMUL_TILES.large : MATMUL_TILES.small);
       ctx.dispatch({
-        source: matmulShader(s.transA, s.transB),
+        source: matmulShader(s.transA, s.transB, tile),
         buffers: [gpu(a), gpu(b), gpu(out)],
         params: Uint32Array.of(s.m, s.n, s.k, s.strideA, s.strideB),
-        workgroups,
+        workgroups: [Math.ceil(s.n / (16 * tile.tn)), Math.ceil(s.m / (16 * tile.tm)), s.batch],
       });
     },
 

@@ -47,6 +47,8 @@ export interface Dispatch {
 export class GpuContext {
   /** Description of the adapter, for benchmark output. */
   readonly adapterName: string;
+  /** True for a software adapter (llvmpipe/lavapipe). */
+  readonly fallback: boolean;
   /** Number of dispatches recorded since creation (for dispatches/step figures). */
   dispatchCount = 0;
   private readonly pool = new Map<number, GPUBuffer[]>();
@@ -68,6 +70,7 @@ export class GpuContext {
    */
   constructor(device: GPUDevice, info: GPUAdapterInfo) {
     this.device = device;
+    this.fallback = info.isFallbackAdapter;
     this.adapterName = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(" ");
     this.uniform = device.createBuffer({
       size: SLOT_BYTES * SLOTS,

@@ -86,52 +86,90 @@ ${ENTRY_1D}
 `;
 }
 
-/** Matmul tile: 64x64 outputs per workgroup of 16x16 threads, each owning a 4x4 block; K in steps of 16. */
-export const MATMUL_TILE = { bm: 64, bn: 64 } as const;
+/**
+ * A matmul tiling: a 16x16 workgroup computes a (16·tm) x (16·tn) block of C,
+ * each thread a tm x tn register block, stepping K by bk through workgroup
+ * memory.
+ */
+export interface MatmulTile {
+  /** Rows per thread. */
+  readonly tm: number;
+  /** Columns per thread. */
+  readonly tn: number;
+  /** K step staged in workgroup memory. */
+  readonly bk: number;
+}
 
-/** Tiled, register-blocked batched matmul; transposes are baked into the source. */
-export function matmulShader(transA: boolean, transB: boolean): string {
+/** Small products (and every product on a software adapter) use 64x64 tiles; large ones 128x128. */
+export const MATMUL_TILES = {
+  small: { tm: 4, tn: 4, bk: 16 },
+  large: { tm: 8, tn: 8, bk: 8 },
+} as const satisfies Record<string, MatmulTile>;
+
+/**
+ * Tiled, register-blocked batched matmul; transposes and tiling are baked
+ * into the source. The register block is written out with constant indices
+ * (generated code, no loops over private arrays) so compilers keep the
+ * accumulators in registers. Each output sums k in increasing order.
+ */
+export function matmulShader(transA: boolean, transB: boolean, tile: MatmulTile): string {
+  const { tm, tn, bk } = tile;
+  const bm = 16 * tm, bn = 16 * tn;
   const aIndex = transA ? "aBase + p * M + r" : "aBase + r * K + p";
   const bIndex = transB ? "bBase + c * K + p" : "bBase + p * N + c";
+  const loadsA = (bm * bk) / 256, loadsB = (bn * bk) / 256;
+  const range = (n: number) => [...Array(n).keys()];
+  const accDecl = range(tm).map((x) => range(tn).map((y) => `var c${x}_${y} = 0.0;`).join(" ")).join("\n  ");
+  const regs = [
+    ...range(tm).map((x) => `let a${x} = As[kk][lid.y + ${16 * x}u];`),
+    ...range(tn).map((y) => `let b${y} = Bs[kk][lid.x + ${16 * y}u];`),
+  ].join("\n      ");
+  const fmas = range(tm).map((x) => range(tn).map((y) => `c${x}_${y} = fma(a${x}, b${y}, c${x}_${y});`).join(" "))
+    .join("\n      ");
+  const stores = range(tm).flatMap((x) =>
+    range(tn).map((y) =>
+      `{ let r = row0 + lid.y + ${16 * x}u; let c = col0 + lid.x + ${16 * y}u; ` +
+      `if (r < M && c < N) { C[cBase + r * N + c] = c${x}_${y}; } }`
+    )
+  ).join("\n  ");
   return `${PRELUDE}
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
-var<workgroup> As: array<array<f32, 64>, 16>;
-var<workgroup> Bs: array<array<f32, 64>, 16>;
+var<workgroup> As: array<array<f32, ${bm}>, ${bk}>;
+var<workgroup> Bs: array<array<f32, ${bn}>, ${bk}>;
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let M = P(0u); let N = P(1u); let K = P(2u);
   let aBase = wg.z * P(3u); let bBase = wg.z * P(4u); let cBase = wg.z * M * N;
-  let row0 = wg.y * 64u; let col0 = wg.x * 64u;
+  let row0 = wg.y * ${bm}u; let col0 = wg.x * ${bn}u;
   let t = lid.y * 16u + lid.x;
-  var acc: array<array<f32, 4>, 4>;
-  for (var k0 = 0u; k0 < K; k0 += 16u) {
-    for (var l = 0u; l < 4u; l++) {
-      let e = t + l * 256u;          // 0..1023 over a 16x64 tile
-      let kk = e / 64u; let mm = e % 64u;
-      let p = k0 + kk;
-      let r = row0 + mm; let c = col0 + mm;
-      As[kk][mm] = select(0.0, A[${aIndex}], r < M && p < K);
-      Bs[kk][mm] = select(0.0, B[${bIndex}], c < N && p < K);
+  ${accDecl}
+  for (var k0 = 0u; k0 < K; k0 += ${bk}u) {
+    for (var l = 0u; l < ${loadsA}u; l++) {
+      let e = t + l * 256u;
+      let kk = e / ${bm}u; let mm = e % ${bm}u;
+      let p = k0 + kk; let r = row0 + mm;
+      var v = 0.0;
+      if (r < M && p < K) { v = A[${aIndex}]; }
+      As[kk][mm] = v;
+    }
+    for (var l = 0u; l < ${loadsB}u; l++) {
+      let e = t + l * 256u;
+      let kk = e / ${bn}u; let nn = e % ${bn}u;
+      let p = k0 + kk; let c = col0 + nn;
+      var v = 0.0;
+      if (c < N && p < K) { v = B[${bIndex}]; }
+      Bs[kk][nn] = v;
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < 16u; kk++) {
-      var a: array<f32, 4>; var b: array<f32, 4>;
-      for (var q = 0u; q < 4u; q++) { a[q] = As[kk][lid.y + q * 16u]; b[q] = Bs[kk][lid.x + q * 16u]; }
-      for (var x = 0u; x < 4u; x++) {
-        for (var y = 0u; y < 4u; y++) { acc[x][y] = fma(a[x], b[y], acc[x][y]); }
-      }
+    for (var kk = 0u; kk < ${bk}u; kk++) {
+      ${regs}
+      ${fmas}
     }
     workgroupBarrier();
   }
-  for (var x = 0u; x < 4u; x++) {
-    let r = row0 + lid.y + x * 16u;
-    for (var y = 0u; y < 4u; y++) {
-      let c = col0 + lid.x + y * 16u;
-      if (r < M && c < N) { C[cBase + r * N + c] = acc[x][y]; }
-    }
-  }
+  ${stores}
 }
 `;
 }
