@@ -90,7 +90,7 @@ export async function createWebGpuBackend(): Promise<WebGpuAvailability> {
 /** Options of {@link webGpuBackend}. */
 export interface WebGpuOptions {
   /** Matmul tiling: `auto` (default) picks by size and adapter; `small`/`large` force one (tests, tuning). */
-  matmulTile?: "auto" | keyof typeof MATMUL_TILES;
+  matmulTile?: "auto" | "small" | "large";
 }
 
 /** Wraps a {@link GpuContext} as a {@link Backend}. */
