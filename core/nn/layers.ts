@@ -7,7 +7,8 @@
 import { add, gelu, mul, silu } from "../ops/elementwise.ts";
 import { gather } from "../ops/index.ts";
 import { matmul } from "../ops/matmul.ts";
-import { layerNorm, rmsNorm } from "../ops/nn.ts";
+import { layerNorm } from "../ops/layernorm.ts";
+import { rmsNorm } from "../ops/nn.ts";
 import type { Tensor } from "../tensor.ts";
 import { type InitContext, Module } from "./module.ts";
 

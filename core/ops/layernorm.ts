@@ -1,0 +1,208 @@
+/**
+ * Layer normalisation as three kernels (forward per row; backward per row for
+ * dx and per column for dw, db) instead of some thirty elementwise and
+ * reduction dispatches. Float arithmetic written twice, TypeScript (every
+ * operation rounded to f32) and WGSL, in the same order; sums run in index
+ * order, so each backend is deterministic and the two agree within a few ulp.
+ *
+ * @module
+ */
+import type { WordKernel } from "@lowp/kernels";
+import { emptyTensor, record, sameBackend, type Tensor } from "../tensor.ts";
+
+const fr = Math.fround;
+const f32 = (a: Uint32Array) => new Float32Array(a.buffer, a.byteOffset, a.length);
+
+/** Forward: ins x, w, b; outs y, mean, rstd (per row). Params: [D, eps bits, has w, has b]. */
+const FORWARD: WordKernel = {
+  name: "layernorm_forward",
+  inputs: 3,
+  outputs: 3,
+  cpu: (r, ins, outs, p) => forwardRows(r, r + 1, ins, outs, p),
+  cpuRange: (start, end, ins, outs, p) => forwardRows(start, end, ins, outs, p),
+  wgsl: `  let d = Q(0u); let eps = bitcast<f32>(Q(1u)); let base = i * d;
+  var s = 0.0;
+  for (var j = 0u; j < d; j++) { s = s + bitcast<f32>(in0[base + j]); }
+  let mean = s / f32(d);
+  var q = 0.0;
+  for (var j = 0u; j < d; j++) { let c = bitcast<f32>(in0[base + j]) - mean; q = q + c * c; }
+  let rstd = 1.0 / sqrt(q / f32(d) + eps);
+  for (var j = 0u; j < d; j++) {
+    var y = (bitcast<f32>(in0[base + j]) - mean) * rstd;
+    if (Q(2u) != 0u) { y = y * bitcast<f32>(in1[j]); }
+    if (Q(3u) != 0u) { y = y + bitcast<f32>(in2[j]); }
+    out0[base + j] = bitcast<u32>(y);
+  }
+  out1[i] = bitcast<u32>(mean);
+  out2[i] = bitcast<u32>(rstd);`,
+};
+
+function forwardRows(
+  start: number,
+  end: number,
+  ins: readonly Uint32Array[],
+  outs: readonly Uint32Array[],
+  p: Uint32Array,
+) {
+  const [x, w, b] = ins.map(f32), [y, means, rstds] = outs.map(f32);
+  const d = p[0], eps = new Float32Array(p.buffer, p.byteOffset + 4, 1)[0];
+  for (let r = start; r < end; r++) {
+    const base = r * d;
+    let s = 0;
+    for (let j = 0; j < d; j++) s = fr(s + x[base + j]);
+    const mean = fr(s / d);
+    let q = 0;
+    for (let j = 0; j < d; j++) {
+      const c = fr(x[base + j] - mean);
+      q = fr(q + fr(c * c));
+    }
+    const rstd = fr(1 / fr(Math.sqrt(fr(fr(q / d) + eps))));
+    for (let j = 0; j < d; j++) {
+      let v = fr(fr(x[base + j] - mean) * rstd);
+      if (p[2]) v = fr(v * w[j]);
+      if (p[3]) v = fr(v + b[j]);
+      y[base + j] = v;
+    }
+    means[r] = mean;
+    rstds[r] = rstd;
+  }
+}
+
+/** dx per row: ins g, x, w, mean, rstd; out dx. Params [D, has w]. */
+const BACKWARD_ROWS: WordKernel = {
+  name: "layernorm_backward_rows",
+  inputs: 5,
+  outputs: 1,
+  cpu: (r, ins, outs, p) => backwardRows(r, r + 1, ins, outs, p),
+  cpuRange: (start, end, ins, outs, p) => backwardRows(start, end, ins, outs, p),
+  wgsl: `  let d = Q(0u); let base = i * d;
+  let mean = bitcast<f32>(in3[i]); let rstd = bitcast<f32>(in4[i]);
+  var s1 = 0.0; var s2 = 0.0;
+  for (var j = 0u; j < d; j++) {
+    var gh = bitcast<f32>(in0[base + j]);
+    if (Q(1u) != 0u) { gh = gh * bitcast<f32>(in2[j]); }
+    let xh = (bitcast<f32>(in1[base + j]) - mean) * rstd;
+    s1 = s1 + gh; s2 = s2 + gh * xh;
+  }
+  let m1 = s1 / f32(d); let m2 = s2 / f32(d);
+  for (var j = 0u; j < d; j++) {
+    var gh = bitcast<f32>(in0[base + j]);
+    if (Q(1u) != 0u) { gh = gh * bitcast<f32>(in2[j]); }
+    let xh = (bitcast<f32>(in1[base + j]) - mean) * rstd;
+    out0[base + j] = bitcast<u32>(rstd * (gh - m1 - xh * m2));
+  }`,
+};
+
+function backwardRows(
+  start: number,
+  end: number,
+  ins: readonly Uint32Array[],
+  outs: readonly Uint32Array[],
+  p: Uint32Array,
+) {
+  const [g, x, w, means, rstds] = ins.map(f32), [dx] = outs.map(f32);
+  const d = p[0];
+  const gh = (base: number, j: number) => (p[1] ? fr(g[base + j] * w[j]) : g[base + j]);
+  for (let r = start; r < end; r++) {
+    const base = r * d, mean = means[r], rstd = rstds[r];
+    let s1 = 0, s2 = 0;
+    for (let j = 0; j < d; j++) {
+      const h = gh(base, j), xh = fr(fr(x[base + j] - mean) * rstd);
+      s1 = fr(s1 + h);
+      s2 = fr(s2 + fr(h * xh));
+    }
+    const m1 = fr(s1 / d), m2 = fr(s2 / d);
+    for (let j = 0; j < d; j++) {
+      const h = gh(base, j), xh = fr(fr(x[base + j] - mean) * rstd);
+      dx[base + j] = fr(rstd * fr(fr(h - m1) - fr(xh * m2)));
+    }
+  }
+}
+
+/** dw, db per column: ins g, x, mean, rstd; outs dw, db. Params [D, rows]. */
+const BACKWARD_COLUMNS: WordKernel = {
+  name: "layernorm_backward_columns",
+  inputs: 4,
+  outputs: 2,
+  cpu: (j, ins, outs, p) => backwardColumns(j, j + 1, ins, outs, p),
+  cpuRange: (start, end, ins, outs, p) => backwardColumns(start, end, ins, outs, p),
+  wgsl: `  let d = Q(0u);
+  var sw = 0.0; var sb = 0.0;
+  for (var r = 0u; r < Q(1u); r++) {
+    let g = bitcast<f32>(in0[r * d + i]);
+    let xh = (bitcast<f32>(in1[r * d + i]) - bitcast<f32>(in2[r])) * bitcast<f32>(in3[r]);
+    sw = sw + g * xh; sb = sb + g;
+  }
+  out0[i] = bitcast<u32>(sw);
+  out1[i] = bitcast<u32>(sb);`,
+};
+
+function backwardColumns(
+  start: number,
+  end: number,
+  ins: readonly Uint32Array[],
+  outs: readonly Uint32Array[],
+  p: Uint32Array,
+) {
+  const [g, x, means, rstds] = ins.map(f32), [dw, db] = outs.map(f32);
+  const d = p[0], rows = p[1];
+  for (let j = start; j < end; j++) {
+    let sw = 0, sb = 0;
+    for (let r = 0; r < rows; r++) {
+      const gv = g[r * d + j], xh = fr(fr(x[r * d + j] - means[r]) * rstds[r]);
+      sw = fr(sw + fr(gv * xh));
+      sb = fr(sb + gv);
+    }
+    dw[j] = sw;
+    db[j] = sb;
+  }
+}
+
+const bitsOf = (v: number) => new Uint32Array(Float32Array.of(v).buffer)[0];
+
+/**
+ * Layer normalisation over the last axis: (x − mean)/sqrt(var + eps) · weight
+ * + bias, with the population variance (as PyTorch).
+ *
+ * @example
+ * ```ts
+ * import { layerNorm, tensor } from "@lowp/core";
+ * const y = layerNorm(tensor([[1, 2, 3]]), null, null); // ≈ [[-1.2247, 0, 1.2247]]
+ * ```
+ */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  const d = x.shape[x.rank - 1];
+  const backend = sameBackend("layerNorm", ...[x, weight, bias].filter((t): t is Tensor => t !== null));
+  for (const [what, t] of [["weight", weight], ["bias", bias]] as const) {
+    if (t && (t.rank !== 1 || t.shape[0] !== d)) throw new Error(`layerNorm: ${what} ${t.describe()} must be [${d}]`);
+  }
+  if (x.dtype !== "f32") throw new Error(`layerNorm: ${x.describe()} must be f32`);
+  const rows = x.size / d;
+  const y = emptyTensor(backend, x.shape), mean = emptyTensor(backend, [rows]), rstd = emptyTensor(backend, [rows]);
+  // Absent weight/bias are passed as x (never read: the flags say so).
+  const ins = [x, weight ?? x, bias ?? x].map((t) => t.storage);
+  if (x.size > 0) {
+    backend.runWords(FORWARD, ins, [y.storage, mean.storage, rstd.storage], rows, [
+      d,
+      bitsOf(eps),
+      weight ? 1 : 0,
+      bias ? 1 : 0,
+    ]);
+  }
+  const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  return record(y, "layerNorm", inputs, (g) => {
+    const dx = emptyTensor(backend, x.shape), dw = emptyTensor(backend, [d]), db = emptyTensor(backend, [d]);
+    if (x.size > 0) {
+      const rowIns = [g, x, weight ?? x, mean, rstd].map((t) => t.storage);
+      backend.runWords(BACKWARD_ROWS, rowIns, [dx.storage], rows, [d, weight ? 1 : 0]);
+      backend.runWords(BACKWARD_COLUMNS, [g, x, mean, rstd].map((t) => t.storage), [dw.storage, db.storage], d, [
+        d,
+        rows,
+      ]);
+    } else {
+      backend.fill(dw.storage, 0, "f32");
+      backend.fill(db.storage, 0, "f32");
+    }
+    return [dx, ...(weight ? [dw] : []), ...(bias ? [db] : [])];
+  });
+}
