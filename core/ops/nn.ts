@@ -11,6 +11,7 @@ import { normalizeAxis } from "./broadcast.ts";
 import { add, div, exp, log, mul, neg, rsqrt, square, sub, where } from "./elementwise.ts";
 import { oneHot } from "./index.ts";
 import { matmul } from "./matmul.ts";
+import { softmaxLastAxis } from "./softmax.ts";
 import { max, mean, sum } from "./reduce.ts";
 
 /** Subtracting the (gradient-free) max keeps exp() in range; it cancels in the result. */
@@ -19,16 +20,18 @@ function shifted(x: Tensor, axis: number): Tensor {
   return sub(x, m);
 }
 
-/** Softmax along `axis` (default last). */
+/** Softmax along `axis` (default last; the last axis runs as one fused kernel each way). */
 export function softmax(x: Tensor, axis = -1): Tensor {
   const a = normalizeAxis("softmax", axis, x.rank);
+  if (a === x.rank - 1) return softmaxLastAxis(x, false);
   const e = exp(shifted(x, a));
   return div(e, sum(e, a, { keepDims: true }));
 }
 
-/** log(softmax(x)) along `axis`, computed stably. */
+/** log(softmax(x)) along `axis`, computed stably (the last axis as one fused kernel each way). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   const a = normalizeAxis("logSoftmax", axis, x.rank);
+  if (a === x.rank - 1) return softmaxLastAxis(x, true);
   const z = shifted(x, a);
   return sub(z, log(sum(exp(z), a, { keepDims: true })));
 }
@@ -63,14 +66,6 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const hot = oneHot(targets, v);
   const picked = sum(mul(logSoftmax(logits), hot));
   return neg(div(picked, sum(hot)));
-}
-
-/** Layer normalisation over the last axis: (x - mean)/sqrt(var + eps) · weight + bias. */
-export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
-  const centered = sub(x, mean(x, -1, { keepDims: true }));
-  const normed = mul(centered, rsqrt(add(mean(square(centered), -1, { keepDims: true }), eps)));
-  const scaled = weight ? mul(normed, weight) : normed;
-  return bias ? add(scaled, bias) : scaled;
 }
 
 /** RMS normalisation over the last axis: x / sqrt(mean(x²) + eps) · weight. */
