@@ -11,7 +11,7 @@
  * deno task bench --sizes 256,2048   # matmul sizes (default 256,512,1024); named sizes run on every backend
  * deno task bench --large            # adds 2048 and 4096 for a hardware WebGPU adapter / CUDA
  * deno task bench --steps 20         # fixed number of timed training steps (default: chosen from a warm step)
- * deno task bench --no-peers         # skip numpy/PyTorch
+ * deno task bench --no-peers         # skip numpy/PyTorch (the in-process tfjs-wasm peer still runs)
  * deno task bench --quick > bench.jsonl   # keep the lines, watch progress on the terminal
  * ```
  *
@@ -37,6 +37,9 @@
  *   `torch_peer` naming the peer compared against (torch-cuda for a hardware adapter, torch-cpu for the CPU
  *   backend and for a software adapter such as llvmpipe, which runs on the CPU too), and `ratio_vs_numpy`
  *   for matmuls on the CPU or a software adapter. Both peers run multi-threaded; see their `adapter`.
+ * - `{"bench": "matmul_f32", "backend": "tfjs-wasm", ...}`: TensorFlow.js's WebAssembly backend (XNNPACK) in this
+ *   process, timed the same way (bench/tfjs_peer.ts), whenever the CPU backend runs; our CPU matmul lines then
+ *   carry `ratio_vs_tfjs_wasm` (ours / tfjs; > 1 is faster). Its `adapter` says its thread count.
  * - `{"bench": ..., "skipped": "<reason>"}` where something was not measured (no adapter, python3 or
  *   torch missing, sizes left out on a software backend), `{"bench": ..., "error": "<message>"}` where a
  *   measurement failed.
@@ -53,6 +56,7 @@ import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
 import { benchMatmul, type MatmulTiming } from "./matmul.ts";
 import { runPeers } from "./peers.ts";
+import { runTfjsWasmPeer } from "./tfjs_peer.ts";
 import { emit, type Line, messageOf, progress, round } from "./report.ts";
 
 const USAGE = "usage: deno task bench [--backend cpu|webgpu|all] [--sizes 256,512,1024] [--quick] [--large] " +
@@ -171,8 +175,17 @@ if (values["no-peers"]) {
   }
   progress(`peers done (${elapsed()})`);
 }
+if (choice !== "webgpu") {
+  progress("running the tfjs-wasm peer (bench/tfjs_peer.ts)");
+  for (const line of await runTfjsWasmPeer(baseSizes, MATMUL)) {
+    emit(line);
+    if (typeof line.value === "number") {
+      peerValues.set(peerKey(line.bench, "tfjs-wasm", line.size as number), line.value);
+    }
+  }
+}
 
-/** ratio_vs_torch / ratio_vs_numpy fields for one of our measurements. */
+/** ratio_vs_torch / ratio_vs_numpy / ratio_vs_tfjs_wasm fields for one of our measurements. */
 function ratios(bench: string, kind: Kind, size: number | string, value: number): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const torchPeer = kind === "hardware" ? "torch-cuda" : "torch-cpu";
@@ -180,6 +193,8 @@ function ratios(bench: string, kind: Kind, size: number | string, value: number)
   if (torch) Object.assign(out, { ratio_vs_torch: round(value / torch, 3), torch_peer: torchPeer });
   const numpy = kind === "hardware" ? undefined : peerValues.get(peerKey(bench, "numpy", size));
   if (numpy) out.ratio_vs_numpy = round(value / numpy, 3);
+  const tfjs = kind === "cpu" ? peerValues.get(peerKey(bench, "tfjs-wasm", size)) : undefined;
+  if (tfjs) out.ratio_vs_tfjs_wasm = round(value / tfjs, 3);
   return out;
 }
 

@@ -15,6 +15,19 @@ export function randomWord(seed: number, stream: number, lo: number, hi: number,
   return philox4x32([block >>> 0, Math.floor(block / 4294967296) >>> 0, 0, 0], [seed, stream])[word % 4];
 }
 
+function elementRange(
+  start: number,
+  end: number,
+  [x]: readonly Uint32Array[],
+  [out]: readonly Uint32Array[],
+  p: Uint32Array,
+) {
+  const q = quantParamsAt(p, 0), mode = p[4];
+  for (let i = start; i < end; i++) {
+    out[i] = quantizeBits(x[i], q, mode, mode === 2 ? randomWord(p[5], p[6], p[7], p[8], i) : 0);
+  }
+}
+
 /**
  * Elementwise quantize-dequantize of f32 bits to an element format, no scale.
  * Params: [fmt (4 words), rounding mode, seed, stream, offset lo, offset hi].
@@ -23,10 +36,8 @@ export const ELEMENT_KERNEL: WordKernel = {
   name: "quantize_element",
   inputs: 1,
   outputs: 1,
-  cpu: (i, [x], [out], p) => {
-    const rand = p[4] === 2 ? randomWord(p[5], p[6], p[7], p[8], i) : 0;
-    out[i] = quantizeBits(x[i], quantParamsAt(p, 0), p[4], rand);
-  },
+  cpu: (i, ins, outs, p) => elementRange(i, i + 1, ins, outs, p),
+  cpuRange: (start, end, ins, outs, p) => elementRange(start, end, ins, outs, p),
   wgslHelpers: ELEMENT_WGSL + PHILOX_WGSL,
   wgsl: `  var rand = 0u;
   if (Q(4u) == 2u) { rand = philox_word(Q(5u), Q(6u), Q(7u), Q(8u), i); }

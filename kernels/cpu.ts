@@ -4,6 +4,13 @@
  * accumulations round to f32 at every step with `Math.fround`; nothing is
  * silently kept in f64. Reductions run in index order.
  *
+ * Matmul is the exception to "plain loops": products of at least
+ * {@link WASM_MATMUL_MIN_MACS} multiply-adds run in a WebAssembly SIMD kernel
+ * (kernels/wasm/sgemm.wat, f32 multiply then f32 add per step, still in order
+ * p = 0..k-1), smaller ones in {@link referenceMatmul}. The environment variable
+ * `LOWP_CPU_KERNELS=reference` (read once at import; unset without env
+ * permission) forces {@link referenceMatmul} for every size.
+ *
  * @module
  */
 import {
@@ -18,8 +25,12 @@ import {
   type Storage,
   type TypedArray,
   type View,
+  type WordKernel,
 } from "./backend.ts";
 import { philoxWords, wordToUniform } from "./philox.ts";
+import { createPool, defaultWorkerCount } from "./cpu_pool.ts";
+import { sgemmModule, SharedArena } from "./wasm/loader.ts";
+import { pooledExecutor, type SgemmExecutor, singleThreadExecutor, wasmMatmul } from "./wasm/matmul.ts";
 
 /** CPU storage: one ArrayBuffer viewed as f32, i32 and u32. */
 export class CpuStorage implements Storage {
@@ -83,13 +94,138 @@ function forEachRow(
 
 const last = (strides: readonly number[]) => strides[strides.length - 1] ?? 0;
 
+/**
+ * The reference matmul: `out[i] = op(A[i])·op(B[i])` in plain JS, each output summed over p = 0..k-1 in
+ * order, one f32 rounding per step: `a·b + acc` is exact product plus acc in f64, stored to f32 (a fused
+ * multiply-add but for a rare double rounding through f64). The CPU backend uses it for small products and
+ * under `LOWP_CPU_KERNELS=reference`; tests compare the WebAssembly kernel against it.
+ */
+export function referenceMatmul(a: Float32Array, b: Float32Array, out: Float32Array, s: MatmulShape): void {
+  const { m, n, k } = s;
+  // Element strides of A[i, p] inside one matrix.
+  const aRow = s.transA ? 1 : k, aCol = s.transA ? m : 1;
+  const acc = new Float32Array(4 * n);
+  const bT = s.transB ? new Float32Array(k * n) : null;
+  for (let bi = 0; bi < s.batch; bi++) {
+    const aBase = bi * s.strideA, oBase = bi * m * n;
+    // The inner loop wants B's rows contiguous: un-transpose B once per matrix.
+    let bRows = b, bBase = bi * s.strideB;
+    if (bT) {
+      for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) bT[p * n + j] = b[bBase + j * k + p];
+      bRows = bT;
+      bBase = 0;
+    }
+    // Four rows at a time share each load of a B row; each output still sums p = 0..k-1 in order.
+    for (let i0 = 0; i0 < m; i0 += 4) {
+      const rows = Math.min(4, m - i0);
+      acc.fill(0);
+      for (let p = 0; p < k; p++) {
+        const at = (r: number) => (r < rows ? a[aBase + (i0 + r) * aRow + p * aCol] : 0);
+        const a0 = at(0), a1 = at(1), a2 = at(2), a3 = at(3);
+        const bp = bBase + p * n;
+        for (let j = 0; j < n; j++) {
+          const bv = bRows[bp + j];
+          acc[j] = a0 * bv + acc[j];
+          acc[n + j] = a1 * bv + acc[n + j];
+          acc[2 * n + j] = a2 * bv + acc[2 * n + j];
+          acc[3 * n + j] = a3 * bv + acc[3 * n + j];
+        }
+      }
+      out.set(acc.subarray(0, rows * n), oBase + i0 * n);
+    }
+  }
+}
+
+/**
+ * Products of at least this many multiply-adds per matrix (m·n·k, 16³) go to the WebAssembly kernel
+ * (kernels/wasm/), smaller ones to {@link referenceMatmul}. The kernel is already faster at 16³ (about 3x
+ * here), so the threshold only keeps the tiny products, where either takes microseconds, on the reference
+ * path. It depends on the shape alone: a given product always takes the same path and gives the same bits.
+ */
+export const WASM_MATMUL_MIN_MACS = 4096;
+
+/** Whether `matmul` of this shape runs in WebAssembly: big enough, kernel built, no `LOWP_CPU_KERNELS=reference`. */
+function useWasmMatmul(s: MatmulShape): boolean {
+  return sgemmModule !== undefined && s.m * s.n * s.k >= WASM_MATMUL_MIN_MACS;
+}
+
+let executor: SgemmExecutor | undefined;
+/**
+ * The threads that run the WebAssembly matmul: a pool of `defaultWorkerCount()` participants (2 here;
+ * `LOWP_CPU_WORKERS` overrides) over one shared memory, or this thread alone when workers cannot start.
+ * Every output row block is computed by one thread in a fixed order, so the bits do not depend on the count.
+ */
+function matmulExecutor(): SgemmExecutor {
+  if (executor) return executor;
+  if (defaultWorkerCount() === 1 || !sgemmModule) return executor = singleThreadExecutor();
+  const arena = new SharedArena();
+  // Without read permission on the worker entry the pool quietly runs on this thread alone.
+  return executor = pooledExecutor(arena, createPool({ memory: arena.memory, module: sgemmModule }));
+}
+
+type MapLoop = (
+  o: Float32Array,
+  start: number,
+  a: Float32Array,
+  oa: number,
+  sa: number,
+  b: Float32Array | undefined,
+  ob: number,
+  sb: number,
+  c: Float32Array | undefined,
+  oc: number,
+  sc: number,
+  n: number,
+  q0: number,
+  q1: number,
+) => void;
+
+const mapLoops = new WeakMap<MapOp, MapLoop>();
+/**
+ * One strided loop per op, each its own compiled function: the call to
+ * `op.cpu` inside stays monomorphic, so the JIT can inline it (a single loop
+ * shared by every op calls through a megamorphic site, several times slower).
+ */
+function mapLoop(op: MapOp): MapLoop {
+  let loop = mapLoops.get(op);
+  if (!loop) {
+    loop = new Function(
+      "fn",
+      `return function (o, start, a, oa, sa, b, ob, sb, c, oc, sc, n, q0, q1) {
+        for (let j = 0; j < n; j++) {
+          o[start + j] = fn(a[oa + j * sa], b ? b[ob + j * sb] : 0, c ? c[oc + j * sc] : 0, q0, q1);
+        }
+      };`,
+    )(op.cpu) as MapLoop;
+    mapLoops.set(op, loop);
+  }
+  return loop;
+}
+
+type WordLoop = (items: number, ins: readonly Uint32Array[], outs: readonly Uint32Array[], p: Uint32Array) => void;
+const wordLoops = new WeakMap<WordKernel, WordLoop>();
+/** One item loop per word kernel, each its own compiled function (see {@link mapLoop}). */
+function wordLoop(kernel: WordKernel): WordLoop {
+  let loop = wordLoops.get(kernel);
+  if (!loop) {
+    loop = new Function(
+      "item",
+      "return function (items, ins, outs, p) { for (let i = 0; i < items; i++) item(i, ins, outs, p); };",
+    )(kernel.cpu) as WordLoop;
+    wordLoops.set(kernel, loop);
+  }
+  return loop;
+}
+
 /** Creates the CPU reference backend. */
 export function createCpuBackend(): Backend {
   let live = 0;
   const cpu = (s: Storage) => s as CpuStorage;
   return {
     name: "cpu",
-    adapter: `${Deno.build.arch} ${Deno.build.os} (TypedArray reference)`,
+    adapter: `${Deno.build.arch} ${Deno.build.os} (TypedArray reference${
+      sgemmModule ? ", WebAssembly SIMD matmul" : ""
+    })`,
     alloc(length) {
       if (length > MAX_ELEMENTS) {
         throw new BackendLimitError(`cpu: cannot allocate ${length} elements (limit ${MAX_ELEMENTS})`);
@@ -118,20 +254,16 @@ export function createCpuBackend(): Backend {
     map(op: MapOp, inputs: readonly MapInput[], shape, out, p0, p1) {
       const o = cpu(out).f32;
       const [a, b, c] = inputs.map((x) => cpu(x.storage).f32);
-      const fn = op.cpu;
+      const loop = mapLoop(op);
       const q0 = fround(p0), q1 = fround(p1); // parameters travel as f32, as on the GPU
       const dense = contiguousStrides(shape);
       if (inputs.every((x) => x.strides.every((st, d) => st === dense[d] || shape[d] === 1))) {
-        const n = shape.reduce((x, y) => x * y, 1);
-        for (let i = 0; i < n; i++) o[i] = fn(a[i], b ? b[i] : 0, c ? c[i] : 0, q0, q1);
+        loop(o, 0, a, 0, 1, b, 0, 1, c, 0, 1, shape.reduce((x, y) => x * y, 1), q0, q1);
         return;
       }
       const [sa, sb, sc] = inputs.map((x) => last(x.strides));
-      forEachRow(shape, inputs.map((x) => x.strides), inputs.map(() => 0), (start, off, length) => {
-        const [oa, ob, oc] = off;
-        for (let j = 0; j < length; j++) {
-          o[start + j] = fn(a[oa + j * sa], b ? b[ob + j * sb] : 0, c ? c[oc + j * sc] : 0, q0, q1);
-        }
+      forEachRow(shape, inputs.map((x) => x.strides), inputs.map(() => 0), (start, [oa, ob, oc], length) => {
+        loop(o, start, a, oa, sa, b, ob, sb, c, oc, sc, length, q0, q1);
       });
     },
 
@@ -168,39 +300,8 @@ export function createCpuBackend(): Backend {
 
     matmul(aS, bS, outS, s: MatmulShape) {
       const a = cpu(aS).f32, b = cpu(bS).f32, out = cpu(outS).f32;
-      const { m, n, k } = s;
-      // Element strides of A[i, p] inside one matrix.
-      const aRow = s.transA ? 1 : k, aCol = s.transA ? m : 1;
-      const acc = new Float32Array(4 * n);
-      const bT = s.transB ? new Float32Array(k * n) : null;
-      for (let bi = 0; bi < s.batch; bi++) {
-        const aBase = bi * s.strideA, oBase = bi * m * n;
-        // The inner loop wants B's rows contiguous: un-transpose B once per matrix.
-        let bRows = b, bBase = bi * s.strideB;
-        if (bT) {
-          for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) bT[p * n + j] = b[bBase + j * k + p];
-          bRows = bT;
-          bBase = 0;
-        }
-        // Four rows at a time share each load of a B row; each output still sums p = 0..k-1 in order.
-        for (let i0 = 0; i0 < m; i0 += 4) {
-          const rows = Math.min(4, m - i0);
-          acc.fill(0);
-          for (let p = 0; p < k; p++) {
-            const at = (r: number) => (r < rows ? a[aBase + (i0 + r) * aRow + p * aCol] : 0);
-            const a0 = at(0), a1 = at(1), a2 = at(2), a3 = at(3);
-            const bp = bBase + p * n;
-            for (let j = 0; j < n; j++) {
-              const bv = bRows[bp + j];
-              acc[j] = a0 * bv + acc[j];
-              acc[n + j] = a1 * bv + acc[n + j];
-              acc[2 * n + j] = a2 * bv + acc[2 * n + j];
-              acc[3 * n + j] = a3 * bv + acc[3 * n + j];
-            }
-          }
-          out.set(acc.subarray(0, rows * n), oBase + i0 * n);
-        }
-      }
+      if (useWasmMatmul(s)) wasmMatmul(a, b, out, s, matmulExecutor());
+      else referenceMatmul(a, b, out, s);
     },
 
     copy(src, srcView: View, dst, dstView: View, shape) {
@@ -245,7 +346,7 @@ export function createCpuBackend(): Backend {
       const ins = inputs.map((x) => cpu(x).u32), outs = outputs.map((x) => cpu(x).u32);
       const p = Uint32Array.from(params);
       if (kernel.cpuRange) kernel.cpuRange(0, items, ins, outs, p);
-      else for (let i = 0; i < items; i++) kernel.cpu(i, ins, outs, p);
+      else wordLoop(kernel)(items, ins, outs, p);
     },
 
     randomUniform(out, seed, stream, offset) {

@@ -10,3 +10,4 @@ export { CpuStorage, createCpuBackend } from "./cpu.ts";
 export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend, type WebGpuOptions } from "./webgpu/backend.ts";
 export { type Dispatch, GpuContext, GpuStorage } from "./webgpu/context.ts";
 export { philox4x32, PHILOX_WGSL, philoxWords, wordToUniform } from "./philox.ts";
+export { type CpuPool, createPool, defaultWorkerCount, type PoolOptions } from "./cpu_pool.ts";

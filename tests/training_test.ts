@@ -8,46 +8,9 @@ import { type Backend, backward, cpuBackend, GPT, tensor, tidy, useBackend } fro
 import { AdamW, clipGradNorm } from "@lowp/optim";
 import { buildModel, type Corpus, type LMRecipe, loadCorpus, trainLM, unigramBaseline } from "@lowp/recipes";
 import { gpuBackendOrSkip } from "./helpers.ts";
+import { smallRecipe } from "./recipe_fixture.ts";
 
-/** A CI-sized recipe: two small blocks on short byte windows. */
-function recipe(overrides: Partial<LMRecipe["train"]> = {}, seed = 0): LMRecipe {
-  return {
-    name: "test",
-    seed,
-    backend: "cpu",
-    out_dir: "runs",
-    data: { corpus: "brown", path: "", max_bytes: 2_000_000, val_fraction: 0.05 },
-    model: {
-      d_model: 48,
-      n_layers: 2,
-      n_heads: 2,
-      context: 24,
-      mlp_ratio: 4,
-      norm: "layernorm",
-      mlp: "gelu",
-      position: "learned",
-      tie_embeddings: true,
-    },
-    train: {
-      steps: 12,
-      batch_size: 8,
-      optimizer: "adamw",
-      lr: 5e-3,
-      min_lr: 5e-4,
-      warmup: 5,
-      weight_decay: 0.1,
-      beta1: 0.9,
-      beta2: 0.99,
-      momentum: 0.9,
-      grad_clip: 1,
-      log_every: 1,
-      eval_every: 1000,
-      eval_batches: 2,
-      checkpoint_every: 0,
-      ...overrides,
-    },
-  };
-}
+const recipe = smallRecipe;
 
 let corpus: Corpus | null = null;
 async function brown(): Promise<Corpus> {
@@ -167,4 +130,20 @@ Deno.test("Llama-style GPT (RMSNorm, RoPE, SwiGLU): every parameter gets a gradi
   if (!gpu) return;
   const other = await run("webgpu");
   assert.ok(Math.abs(other.value - cpu.value) < 1e-5 * Math.abs(cpu.value), `loss ${other.value} vs ${cpu.value}`);
+});
+
+Deno.test("determinism: the CPU loss curve is bit-identical with 1 and 2 worker threads", async () => {
+  const run = async (workers: string) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-env", new URL("./worker_count_child.ts", import.meta.url).pathname],
+      env: { LOWP_CPU_WORKERS: workers },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    return JSON.parse(new TextDecoder().decode(out.stdout)) as number[];
+  };
+  const [one, two] = [await run("1"), await run("2")];
+  assert.equal(one.length, 6);
+  assert.deepEqual(two, one);
 });

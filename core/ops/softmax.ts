@@ -45,13 +45,18 @@ function forwardRows(
     const base = r * d;
     let m = x[base];
     for (let j = 1; j < d; j++) m = Math.max(m, x[base + j]);
+    // e_j is stored in y first (the WGSL recomputes it: same value), so exp runs once per element here.
     let s = 0;
-    for (let j = 0; j < d; j++) s = fr(s + fr(Math.exp(fr(x[base + j] - m))));
+    for (let j = 0; j < d; j++) {
+      const e = fr(Math.exp(fr(x[base + j] - m)));
+      y[base + j] = e;
+      s = fr(s + e);
+    }
     if (isLog) {
       const ls = fr(Math.log(s));
       for (let j = 0; j < d; j++) y[base + j] = fr(fr(x[base + j] - m) - ls);
     } else {
-      for (let j = 0; j < d; j++) y[base + j] = fr(fr(Math.exp(fr(x[base + j] - m))) / s);
+      for (let j = 0; j < d; j++) y[base + j] = fr(y[base + j] / s);
     }
   }
 }
