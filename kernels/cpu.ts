@@ -60,6 +60,8 @@ export class CpuStorage implements Storage {
 }
 
 const MAX_ELEMENTS = 2 ** 30;
+/** Freed storage kept for reuse, at most this many elements (1 GiB). */
+const POOL_MAX_ELEMENTS = 2 ** 28;
 const fround = Math.fround;
 
 /**
@@ -220,6 +222,8 @@ function wordLoop(kernel: WordKernel): WordLoop {
 /** Creates the CPU reference backend. */
 export function createCpuBackend(): Backend {
   let live = 0;
+  const pool = new Map<number, CpuStorage[]>();
+  let pooled = 0;
   const cpu = (s: Storage) => s as CpuStorage;
   return {
     name: "cpu",
@@ -231,7 +235,9 @@ export function createCpuBackend(): Backend {
         throw new BackendLimitError(`cpu: cannot allocate ${length} elements (limit ${MAX_ELEMENTS})`);
       }
       live++;
-      return new CpuStorage(length);
+      const reused = pool.get(length)?.pop();
+      if (reused) pooled -= length;
+      return reused ?? new CpuStorage(length);
     },
     upload(data) {
       const s = this.alloc(data.length) as CpuStorage;
@@ -241,8 +247,14 @@ export function createCpuBackend(): Backend {
     read(storage, dtype) {
       return Promise.resolve(cpu(storage).view(dtype).slice());
     },
-    free() {
+    free(storage) {
       live--;
+      // Keep freed arrays for reuse (a training step frees and allocates the same sizes every time), up to a cap.
+      if (pooled + storage.length > POOL_MAX_ELEMENTS) return;
+      const list = pool.get(storage.length) ?? [];
+      list.push(storage as CpuStorage);
+      pool.set(storage.length, list);
+      pooled += storage.length;
     },
     liveCount: () => live,
     sync: () => Promise.resolve(),

@@ -123,22 +123,24 @@ export const relu: (x: Tensor) => Tensor = unaryOp({
   wgsl: "select(0.0, a, a > 0.0)",
   grad: (x, _y, g) => mul(g, stepPositive(x)),
 });
-const geluGrad = unaryOp({
-  name: "gelu_grad",
-  cpu: (a) => {
+/** g · gelu'(x) in one pass (inputs x, g): the backward of {@link gelu}. */
+const GELU_BACKWARD: MapOp = {
+  name: "gelu_backward",
+  arity: 2,
+  cpu: (a, g) => {
     const t = tanhClamped(geluInner(a));
-    return 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * a * a);
+    return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * a * a));
   },
   // t·t, not pow(t, 2.0): WGSL leaves pow undefined for a negative base.
-  wgsl: `(0.5 * (1.0 + ${GELU_TANH_WGSL}) + 0.5 * a * (1.0 - ${GELU_TANH_WGSL} * ${GELU_TANH_WGSL}) * ` +
+  wgsl: `b * (0.5 * (1.0 + ${GELU_TANH_WGSL}) + 0.5 * a * (1.0 - ${GELU_TANH_WGSL} * ${GELU_TANH_WGSL}) * ` +
     `${SQRT_2_OVER_PI} * (1.0 + ${3 * GELU_C} * a * a))`,
-});
+};
 /** GELU, tanh approximation (GPT-2's `gelu_new`). */
 export const gelu: (x: Tensor) => Tensor = unaryOp({
   name: "gelu",
   cpu: (a) => 0.5 * a * (1 + tanhClamped(geluInner(a))),
   wgsl: `0.5 * a * (1.0 + ${GELU_TANH_WGSL})`,
-  grad: (x, _y, g) => mul(g, geluGrad(x)),
+  grad: (x, _y, g) => runMap(GELU_BACKWARD, [x, g]),
 });
 const siluGrad = unaryOp({
   name: "silu_grad",
