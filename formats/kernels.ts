@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { philox4x32, PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import { philox4x32, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { ELEMENT_WGSL, quantizeBits, quantParamsAt } from "./element.ts";
 
 /** The Philox word for element `i` of a draw keyed (seed, stream) starting at word offset lo + 2^32·hi. */
@@ -32,14 +32,13 @@ function elementRange(
  * Elementwise quantize-dequantize of f32 bits to an element format, no scale.
  * Params: [fmt (4 words), rounding mode, seed, stream, offset lo, offset hi].
  */
-export const ELEMENT_KERNEL: WordKernel = {
+export const ELEMENT_KERNEL: WordKernel = rangeKernel({
   name: "quantize_element",
   inputs: 1,
   outputs: 1,
-  cpu: (i, ins, outs, p) => elementRange(i, i + 1, ins, outs, p),
-  cpuRange: (start, end, ins, outs, p) => elementRange(start, end, ins, outs, p),
+  range: elementRange,
   wgslHelpers: ELEMENT_WGSL + PHILOX_WGSL,
   wgsl: `  var rand = 0u;
   if (Q(4u) == 2u) { rand = philox_word(Q(5u), Q(6u), Q(7u), Q(8u), i); }
   out0[i] = quantize_bits(in0[i], fmt_at(0u), Q(4u), rand);`,
-};
+});

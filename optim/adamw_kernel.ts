@@ -7,7 +7,7 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import type { WordKernel } from "@lowp/kernels";
+import { asF32, rangeKernel, type WordKernel } from "@lowp/kernels";
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
 const bits = (v: number) => (f32[0] = v, u32[0]);
@@ -21,9 +21,9 @@ function adamwRange(
   outs: readonly Uint32Array[],
   q: Uint32Array,
 ): void {
-  const k = new Float32Array(q.buffer, q.byteOffset, q.length);
-  const [p, g, m, v] = ins.map((a) => new Float32Array(a.buffer, a.byteOffset, a.length));
-  const [pOut, mOut, vOut] = outs.map((a) => new Float32Array(a.buffer, a.byteOffset, a.length));
+  const k = asF32(q);
+  const [p, g, m, v] = ins.map(asF32);
+  const [pOut, mOut, vOut] = outs.map(asF32);
   for (let i = start; i < end; i++) {
     const gi = g[i];
     const mi = fr(fr(k[0] * m[i]) + fr(k[1] * gi));
@@ -39,12 +39,11 @@ function adamwRange(
  * Inputs p, g, m, v; outputs p', m', v'. Params (f32 bits): β1, 1-β1, β2, 1-β2, 1/sqrt(1-β2^t), ε,
  * decay factor (1 - lr·λ), step size lr/(1-β1^t).
  */
-const ADAMW_KERNEL: WordKernel = {
+const ADAMW_KERNEL: WordKernel = rangeKernel({
   name: "adamw_step",
   inputs: 4,
   outputs: 3,
-  cpu: (i, ins, outs, q) => adamwRange(i, i + 1, ins, outs, q),
-  cpuRange: (start, end, ins, outs, q) => adamwRange(start, end, ins, outs, q),
+  range: adamwRange,
   wgsl: `  let k0 = bitcast<f32>(Q(0u)); let k1 = bitcast<f32>(Q(1u)); let k2 = bitcast<f32>(Q(2u));
   let k3 = bitcast<f32>(Q(3u)); let k4 = bitcast<f32>(Q(4u)); let k5 = bitcast<f32>(Q(5u));
   let k6 = bitcast<f32>(Q(6u)); let k7 = bitcast<f32>(Q(7u));
@@ -55,7 +54,7 @@ const ADAMW_KERNEL: WordKernel = {
   out1[i] = bitcast<u32>(m);
   out2[i] = bitcast<u32>(v);
   out0[i] = bitcast<u32>(bitcast<f32>(in0[i]) * k6 - k7 * (m / denom));`,
-};
+});
 
 /** The constants of one AdamW step, as {@link adamwUpdate} takes them. */
 export interface AdamWConstants {

@@ -7,19 +7,17 @@
  *
  * @module
  */
-import type { WordKernel } from "@lowp/kernels";
+import { asF32, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { emptyTensor, record, sameBackend, type Tensor } from "../tensor.ts";
 
 const fr = Math.fround;
-const f32 = (a: Uint32Array) => new Float32Array(a.buffer, a.byteOffset, a.length);
 
 /** Forward: ins x, w, b; outs y, mean, rstd (per row). Params: [D, eps bits, has w, has b]. */
-const FORWARD: WordKernel = {
+const FORWARD: WordKernel = rangeKernel({
   name: "layernorm_forward",
   inputs: 3,
   outputs: 3,
-  cpu: (r, ins, outs, p) => forwardRows(r, r + 1, ins, outs, p),
-  cpuRange: (start, end, ins, outs, p) => forwardRows(start, end, ins, outs, p),
+  range: forwardRows,
   wgsl: `  let d = Q(0u); let eps = bitcast<f32>(Q(1u)); let base = i * d;
   var s = 0.0;
   for (var j = 0u; j < d; j++) { s = s + bitcast<f32>(in0[base + j]); }
@@ -35,7 +33,7 @@ const FORWARD: WordKernel = {
   }
   out1[i] = bitcast<u32>(mean);
   out2[i] = bitcast<u32>(rstd);`,
-};
+});
 
 function forwardRows(
   start: number,
@@ -44,7 +42,7 @@ function forwardRows(
   outs: readonly Uint32Array[],
   p: Uint32Array,
 ) {
-  const [x, w, b] = ins.map(f32), [y, means, rstds] = outs.map(f32);
+  const [x, w, b] = ins.map(asF32), [y, means, rstds] = outs.map(asF32);
   const d = p[0], eps = new Float32Array(p.buffer, p.byteOffset + 4, 1)[0];
   for (let r = start; r < end; r++) {
     const base = r * d;
@@ -69,12 +67,11 @@ function forwardRows(
 }
 
 /** dx per row: ins g, x, w, mean, rstd; out dx. Params [D, has w]. */
-const BACKWARD_ROWS: WordKernel = {
+const BACKWARD_ROWS: WordKernel = rangeKernel({
   name: "layernorm_backward_rows",
   inputs: 5,
   outputs: 1,
-  cpu: (r, ins, outs, p) => backwardRows(r, r + 1, ins, outs, p),
-  cpuRange: (start, end, ins, outs, p) => backwardRows(start, end, ins, outs, p),
+  range: backwardRows,
   wgsl: `  let d = Q(0u); let base = i * d;
   let mean = bitcast<f32>(in3[i]); let rstd = bitcast<f32>(in4[i]);
   var s1 = 0.0; var s2 = 0.0;
@@ -91,7 +88,7 @@ const BACKWARD_ROWS: WordKernel = {
     let xh = (bitcast<f32>(in1[base + j]) - mean) * rstd;
     out0[base + j] = bitcast<u32>(rstd * (gh - m1 - xh * m2));
   }`,
-};
+});
 
 function backwardRows(
   start: number,
@@ -100,7 +97,7 @@ function backwardRows(
   outs: readonly Uint32Array[],
   p: Uint32Array,
 ) {
-  const [g, x, w, means, rstds] = ins.map(f32), [dx] = outs.map(f32);
+  const [g, x, w, means, rstds] = ins.map(asF32), [dx] = outs.map(asF32);
   const d = p[0];
   const gh = (base: number, j: number) => (p[1] ? fr(g[base + j] * w[j]) : g[base + j]);
   for (let r = start; r < end; r++) {
@@ -120,12 +117,11 @@ function backwardRows(
 }
 
 /** dw, db per column: ins g, x, mean, rstd; outs dw, db. Params [D, rows]. */
-const BACKWARD_COLUMNS: WordKernel = {
+const BACKWARD_COLUMNS: WordKernel = rangeKernel({
   name: "layernorm_backward_columns",
   inputs: 4,
   outputs: 2,
-  cpu: (j, ins, outs, p) => backwardColumns(j, j + 1, ins, outs, p),
-  cpuRange: (start, end, ins, outs, p) => backwardColumns(start, end, ins, outs, p),
+  range: backwardColumns,
   wgsl: `  let d = Q(0u);
   var sw = 0.0; var sb = 0.0;
   for (var r = 0u; r < Q(1u); r++) {
@@ -135,7 +131,7 @@ const BACKWARD_COLUMNS: WordKernel = {
   }
   out0[i] = bitcast<u32>(sw);
   out1[i] = bitcast<u32>(sb);`,
-};
+});
 
 function backwardColumns(
   start: number,
@@ -144,7 +140,7 @@ function backwardColumns(
   outs: readonly Uint32Array[],
   p: Uint32Array,
 ) {
-  const [g, x, means, rstds] = ins.map(f32), [dw, db] = outs.map(f32);
+  const [g, x, means, rstds] = ins.map(asF32), [dw, db] = outs.map(asF32);
   const d = p[0], rows = p[1];
   for (let j = start; j < end; j++) {
     let sw = 0, sb = 0;

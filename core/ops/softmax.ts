@@ -6,19 +6,17 @@
  *
  * @module
  */
-import type { WordKernel } from "@lowp/kernels";
+import { asF32, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { emptyTensor, record, type Tensor } from "../tensor.ts";
 
 const fr = Math.fround;
-const f32 = (a: Uint32Array) => new Float32Array(a.buffer, a.byteOffset, a.length);
 
 /** Forward: in x; out y. Params [D, log (0/1)]. y = softmax or log-softmax of each row, max-shifted. */
-const FORWARD: WordKernel = {
+const FORWARD: WordKernel = rangeKernel({
   name: "softmax_forward",
   inputs: 1,
   outputs: 1,
-  cpu: (r, ins, outs, p) => forwardRows(r, r + 1, ins, outs, p),
-  cpuRange: (start, end, ins, outs, p) => forwardRows(start, end, ins, outs, p),
+  range: forwardRows,
   wgsl: `  let d = Q(0u); let base = i * d;
   var m = bitcast<f32>(in0[base]);
   for (var j = 1u; j < d; j++) { m = max(m, bitcast<f32>(in0[base + j])); }
@@ -30,7 +28,7 @@ const FORWARD: WordKernel = {
   } else {
     for (var j = 0u; j < d; j++) { out0[base + j] = bitcast<u32>(exp(bitcast<f32>(in0[base + j]) - m) / s); }
   }`,
-};
+});
 
 function forwardRows(
   start: number,
@@ -39,7 +37,7 @@ function forwardRows(
   outs: readonly Uint32Array[],
   p: Uint32Array,
 ) {
-  const [x] = ins.map(f32), [y] = outs.map(f32);
+  const [x] = ins.map(asF32), [y] = outs.map(asF32);
   const d = p[0], isLog = p[1] !== 0;
   for (let r = start; r < end; r++) {
     const base = r * d;
@@ -65,12 +63,11 @@ function forwardRows(
  * Backward: ins g, y; out dx. Params [D, log]. softmax: dx = y·(g − Σ g·y);
  * log-softmax: dx = g − exp(y)·Σ g.
  */
-const BACKWARD: WordKernel = {
+const BACKWARD: WordKernel = rangeKernel({
   name: "softmax_backward",
   inputs: 2,
   outputs: 1,
-  cpu: (r, ins, outs, p) => backwardRows(r, r + 1, ins, outs, p),
-  cpuRange: (start, end, ins, outs, p) => backwardRows(start, end, ins, outs, p),
+  range: backwardRows,
   wgsl: `  let d = Q(0u); let base = i * d;
   var s = 0.0;
   if (Q(1u) != 0u) {
@@ -84,7 +81,7 @@ const BACKWARD: WordKernel = {
       out0[base + j] = bitcast<u32>(bitcast<f32>(in1[base + j]) * (bitcast<f32>(in0[base + j]) - s));
     }
   }`,
-};
+});
 
 function backwardRows(
   start: number,
@@ -93,7 +90,7 @@ function backwardRows(
   outs: readonly Uint32Array[],
   p: Uint32Array,
 ) {
-  const [g, y] = ins.map(f32), [dx] = outs.map(f32);
+  const [g, y] = ins.map(asF32), [dx] = outs.map(asF32);
   const d = p[0], isLog = p[1] !== 0;
   for (let r = start; r < end; r++) {
     const base = r * d;
