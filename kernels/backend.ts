@@ -46,6 +46,15 @@ export interface MapInput {
   readonly strides: readonly number[];
 }
 
+/** The TypeScript loop of a word kernel over items [start, end). */
+export type WordRange = (
+  start: number,
+  end: number,
+  ins: readonly Uint32Array[],
+  outs: readonly Uint32Array[],
+  params: Uint32Array,
+) => void;
+
 /**
  * A kernel over raw 32-bit words, defined once for both backends and run once
  * per item (an element, a row or a block). Number formats use it: working on
@@ -64,13 +73,7 @@ export interface WordKernel {
    * Optional whole-call implementation for items [start, end), used by the CPU backend when present (it can
    * set up views once instead of per item); must give the same words as `cpu`.
    */
-  readonly cpuRange?: (
-    start: number,
-    end: number,
-    ins: readonly Uint32Array[],
-    outs: readonly Uint32Array[],
-    params: Uint32Array,
-  ) => void;
+  readonly cpuRange?: WordRange;
   /**
    * WGSL body of item `i` (a `u32` in scope): reads `in0[..]`, `in1[..]`, writes `out0[..]`, ...
    * (all `array<u32>`), and parameter `k` as `Q(k)` (u32).

@@ -11,4 +11,4 @@ export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend, type WebGp
 export { type Dispatch, GpuContext, GpuStorage } from "./webgpu/context.ts";
 export { philox4x32, PHILOX_WGSL, philoxWords, wordToUniform } from "./philox.ts";
 export { type CpuPool, createPool, defaultWorkerCount, type PoolOptions } from "./cpu_pool.ts";
-export { asF32, rangeKernel, type WordRange } from "./word_kernel.ts";
+export { asF32, rangeKernel } from "./word_kernel.ts";

@@ -4,16 +4,7 @@
  *
  * @module
  */
-import type { WordKernel } from "./backend.ts";
-
-/** The loop over items [start, end) of a word kernel. */
-export type WordRange = (
-  start: number,
-  end: number,
-  ins: readonly Uint32Array[],
-  outs: readonly Uint32Array[],
-  params: Uint32Array,
-) => void;
+import type { WordKernel, WordRange } from "./backend.ts";
 
 /** A {@link WordKernel} from its range loop (`cpu` runs it for one item) and its WGSL. */
 export function rangeKernel(def: Omit<WordKernel, "cpu" | "cpuRange"> & { readonly range: WordRange }): WordKernel {
