@@ -27,6 +27,7 @@ export * from "./ops/matmul.ts";
 export * from "./ops/index.ts";
 export * from "./ops/nn.ts";
 export * from "./ops/layernorm.ts";
+export * from "./ops/softmax.ts";
 export * from "./safetensors.ts";
 export * from "./nn/module.ts";
 export * from "./nn/layers.ts";

@@ -44,6 +44,7 @@ import {
   silu,
   slice,
   softmax,
+  softmaxLastAxis,
   split,
   sqrt,
   square,
@@ -510,6 +511,12 @@ const nnCases = (): OpCase[] => [
   },
   { op: "softmax", name: "softmax [2,3,5] axis -1", inputs: X235, fn: (x) => softmax(x) },
   { op: "softmax", name: "softmax [2,3,5] axis 1", inputs: X235, fn: (x) => softmax(x, 1) },
+  {
+    op: "softmaxLastAxis",
+    name: "softmaxLastAxis causal, scale 0.7 [2,4,4]",
+    inputs: [{ shape: [2, 4, 4] }],
+    fn: (x) => softmaxLastAxis(x, { scale: 0.7, causal: true }),
+  },
   { op: "logSoftmax", name: "logSoftmax [2,3,5] axis -1", inputs: X235, fn: (x) => logSoftmax(x) },
   { op: "logSoftmax", name: "logSoftmax [2,3,5] axis 0", inputs: X235, fn: (x) => logSoftmax(x, 0) },
   {

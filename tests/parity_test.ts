@@ -128,6 +128,7 @@ const TOLERANCES: Record<string, ParityTolerance> = {
   // of the largest intermediate; atol covers outputs that cancel to ~0 (centred layerNorm outputs, softmax
   // gradients, log-probabilities near 0). lavapipe uses at most 8% of it (layerNorm [4,256]).
   softmax: COMPOSITE,
+  softmaxLastAxis: COMPOSITE,
   logSoftmax: COMPOSITE,
   crossEntropy: COMPOSITE,
   layerNorm: COMPOSITE,

@@ -6,9 +6,9 @@
  * @module
  */
 import { noGrad } from "../runtime.ts";
-import { Tensor } from "../tensor.ts";
+import type { Tensor } from "../tensor.ts";
 import { normalizeAxis } from "./broadcast.ts";
-import { add, div, exp, log, mul, neg, rsqrt, square, sub, where } from "./elementwise.ts";
+import { add, div, exp, log, mul, neg, rsqrt, square, sub } from "./elementwise.ts";
 import { oneHot } from "./index.ts";
 import { matmul } from "./matmul.ts";
 import { softmaxLastAxis } from "./softmax.ts";
@@ -23,7 +23,7 @@ function shifted(x: Tensor, axis: number): Tensor {
 /** Softmax along `axis` (default last; the last axis runs as one fused kernel each way). */
 export function softmax(x: Tensor, axis = -1): Tensor {
   const a = normalizeAxis("softmax", axis, x.rank);
-  if (a === x.rank - 1) return softmaxLastAxis(x, false);
+  if (a === x.rank - 1) return softmaxLastAxis(x);
   const e = exp(shifted(x, a));
   return div(e, sum(e, a, { keepDims: true }));
 }
@@ -31,7 +31,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 /** log(softmax(x)) along `axis`, computed stably (the last axis as one fused kernel each way). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   const a = normalizeAxis("logSoftmax", axis, x.rank);
-  if (a === x.rank - 1) return softmaxLastAxis(x, true);
+  if (a === x.rank - 1) return softmaxLastAxis(x, { log: true });
   const z = shifted(x, a);
   return sub(z, log(sum(exp(z), a, { keepDims: true })));
 }
@@ -74,28 +74,13 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
   return weight ? mul(normed, weight) : normed;
 }
 
-const masks = new WeakMap<object, Map<number, Tensor>>();
-/** The [T, T] causal mask (1 on and below the diagonal), cached per backend. */
-function causalMask(like: Tensor, t: number): Tensor {
-  const byBackend = masks.get(like.backend) ?? new Map<number, Tensor>();
-  masks.set(like.backend, byBackend);
-  let m = byBackend.get(t);
-  if (!m) {
-    const host = new Float32Array(t * t);
-    for (let i = 0; i < t; i++) for (let j = 0; j <= i; j++) host[i * t + j] = 1;
-    m = new Tensor(like.backend, like.backend.upload(host), [t, t], "f32").keep();
-    byBackend.set(t, m);
-  }
-  return m;
-}
-
 /**
  * Scaled dot-product attention over [..., T, D] queries, keys and values,
  * optionally causal (position i attends to positions ≤ i).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: { causal?: boolean } = {}): Tensor {
-  const t = q.shape[q.rank - 2], d = q.shape[q.rank - 1];
-  let scores = mul(matmul(q, k, { transB: true }), 1 / Math.sqrt(d));
-  if (opts.causal) scores = where(causalMask(q, t), scores, -1e9);
-  return matmul(softmax(scores, -1), v);
+  const d = q.shape[q.rank - 1];
+  // Scale and causal mask are folded into the softmax kernel (masked scores are never exponentiated).
+  const weights = softmaxLastAxis(matmul(q, k, { transB: true }), { scale: 1 / Math.sqrt(d), causal: opts.causal });
+  return matmul(weights, v);
 }
