@@ -283,6 +283,10 @@ export function createCpuBackend(): Backend {
       const x = cpu(input).f32;
       const isArg = op === "argmax" || op === "argmin";
       const of = cpu(out).f32, oi = cpu(out).i32;
+      // max/min/arg*: NaN wins (propagates); ties keep the first index.
+      const better = op === "max" || op === "argmax"
+        ? (v: number, best: number) => v > best || (v !== v && best === best)
+        : (v: number, best: number) => v < best || (v !== v && best === best);
       for (let o = 0; o < outer; o++) {
         for (let j = 0; j < inner; j++) {
           const base = o * size * inner + j;
@@ -292,10 +296,6 @@ export function createCpuBackend(): Backend {
             of[o * inner + j] = acc;
             continue;
           }
-          // max/min/arg*: NaN wins (propagates); ties keep the first index.
-          const better = op === "max" || op === "argmax"
-            ? (v: number, best: number) => v > best || (v !== v && best === best)
-            : (v: number, best: number) => v < best || (v !== v && best === best);
           let best = size > 0 ? x[base] : NaN, bestIndex = 0;
           for (let r = 1; r < size; r++) {
             const v = x[base + r * inner];
