@@ -19,7 +19,7 @@ fn stride(which: u32, d: u32) -> u32 { return P(12u + which * 8u + d); }
 `;
 
 /** Elementwise kernel for `op`; `contiguous` skips index math when no input broadcasts. */
-export function mapShader(op: MapOp, contiguous: boolean): string {
+function buildMapShader(op: MapOp, contiguous: boolean): string {
   const names = ["a", "b", "c"].slice(0, op.arity);
   const bindings = names.map((n, k) => `@group(0) @binding(${k + 2}) var<storage, read> in_${n}: array<f32>;`);
   const offsets = contiguous ? names.map((n) => `let off_${n} = i;`) : [
@@ -60,7 +60,7 @@ ${ENTRY_1D}
 `;
 
 /** Reduction over the middle axis of [outer, size, inner]; params [outer*inner, size, inner]. */
-export function reduceShader(op: ReduceOp): string {
+function buildReduceShader(op: ReduceOp): string {
   const arg = op === "argmax" || op === "argmin";
   const cmp = op === "max" || op === "argmax" ? ">" : "<";
   const body = op === "sum"
@@ -112,7 +112,7 @@ export const MATMUL_TILES = {
  * (generated code, no loops over private arrays) so compilers keep the
  * accumulators in registers. Each output sums k in increasing order.
  */
-export function matmulShader(transA: boolean, transB: boolean, tile: MatmulTile): string {
+function buildMatmulShader(transA: boolean, transB: boolean, tile: MatmulTile): string {
   const { tm, tn, bk } = tile;
   const bm = 16 * tm, bn = 16 * tn;
   const aIndex = transA ? "aBase + p * M + r" : "aBase + r * K + p";
@@ -257,3 +257,31 @@ ${ENTRY_1D}
   return source;
 }
 const wordShaders = new WeakMap<WordKernel, string>();
+
+// Shader sources are built once per structural choice: the backends ask for them on every dispatch.
+const mapShaders = new WeakMap<MapOp, [string?, string?]>();
+const reduceShaders = new Map<ReduceOp, string>();
+const matmulShaders = new Map<string, string>();
+
+/** Elementwise kernel for `op`; `contiguous` skips index math when no input broadcasts. */
+export function mapShader(op: MapOp, contiguous: boolean): string {
+  const pair = mapShaders.get(op) ?? [];
+  mapShaders.set(op, pair);
+  const k = contiguous ? 1 : 0;
+  return pair[k] ??= buildMapShader(op, contiguous);
+}
+
+/** Reduction over the middle axis of [outer, size, inner]; params [outer*inner, size, inner]. */
+export function reduceShader(op: ReduceOp): string {
+  let source = reduceShaders.get(op);
+  if (!source) reduceShaders.set(op, source = buildReduceShader(op));
+  return source;
+}
+
+/** Tiled, register-blocked batched matmul for the given transposes and tiling. */
+export function matmulShader(transA: boolean, transB: boolean, tile: MatmulTile): string {
+  const key = `${transA}|${transB}|${tile.tm}|${tile.tn}|${tile.bk}`;
+  let source = matmulShaders.get(key);
+  if (!source) matmulShaders.set(key, source = buildMatmulShader(transA, transB, tile));
+  return source;
+}
