@@ -340,14 +340,16 @@ export function codeWords(f: CodeFormat): number[] {
   return [f.ebits, f.mbits, f.bias >>> 0, f.emin >>> 0, f.specials === "ieee" ? 0 : f.specials === "fn" ? 1 : 2];
 }
 
-/** Reads the {@link CodeFormat} of {@link codeWords} at k (cached per parameter array: one call, one object). */
+/** Reads the {@link CodeFormat} of {@link codeWords} at k (cached per parameter array and k: one call, one object). */
 export function codeFormatAt(p: Uint32Array, k: number): CodeFormat {
-  let f = codeFormatCache.get(p);
+  let byOffset = codeFormatCache.get(p);
+  if (!byOffset) codeFormatCache.set(p, byOffset = new Map());
+  let f = byOffset.get(k);
   if (!f) {
     const specials = p[k + 4] === 0 ? "ieee" : p[k + 4] === 1 ? "fn" : "none";
     f = { ebits: p[k], mbits: p[k + 1], bias: p[k + 2] | 0, emin: p[k + 3] | 0, specials };
-    codeFormatCache.set(p, f);
+    byOffset.set(k, f);
   }
   return f;
 }
-const codeFormatCache = new WeakMap<Uint32Array, CodeFormat>();
+const codeFormatCache = new WeakMap<Uint32Array, Map<number, CodeFormat>>();

@@ -6,7 +6,7 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import { PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
 import {
   codeFormatAt,
   CODES_WGSL,
@@ -25,32 +25,36 @@ import { roundingParams } from "./scaling.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
 
 /** Quantize and encode: params [quant (4 words), code (5 words), mode, seed, stream, offset lo, offset hi]. */
-const ENCODE_KERNEL: WordKernel = {
+const ENCODE_KERNEL: WordKernel = rangeKernel({
   name: "encode_element",
   inputs: 1,
   outputs: 1,
-  cpu: (i, [x], [out], p) => {
-    const rand = p[9] === 2 ? randomWord(p[10], p[11], p[12], p[13], i) : 0;
-    out[i] = encodeBits(quantizeBits(x[i], quantParamsAt(p, 0), p[9], rand), codeFormatAt(p, 4));
+  range: (start, end, [x], [out], p) => {
+    const q = quantParamsAt(p, 0), f = codeFormatAt(p, 4), mode = p[9];
+    for (let i = start; i < end; i++) {
+      const rand = mode === 2 ? randomWord(p[10], p[11], p[12], p[13], i) : 0;
+      out[i] = encodeBits(quantizeBits(x[i], q, mode, rand), f);
+    }
   },
   wgslHelpers: ELEMENT_WGSL + CODES_WGSL + PHILOX_WGSL,
   wgsl: `  var rand = 0u;
   if (Q(9u) == 2u) { rand = philox_word(Q(10u), Q(11u), Q(12u), Q(13u), i); }
   let v = quantize_bits(in0[i], fmt_at(0u), Q(9u), rand);
   out0[i] = encode_bits(v, Q(4u), Q(5u), bitcast<i32>(Q(6u)), bitcast<i32>(Q(7u)));`,
-};
+});
 
 /** Decode: params [code (5 words)]. */
-const DECODE_KERNEL: WordKernel = {
+const DECODE_KERNEL: WordKernel = rangeKernel({
   name: "decode_element",
   inputs: 1,
   outputs: 1,
-  cpu: (i, [c], [out], p) => {
-    out[i] = decodeBits(c[i], codeFormatAt(p, 0));
+  range: (start, end, [c], [out], p) => {
+    const f = codeFormatAt(p, 0);
+    for (let i = start; i < end; i++) out[i] = decodeBits(c[i], f);
   },
   wgslHelpers: ELEMENT_WGSL + CODES_WGSL,
   wgsl: `  out0[i] = decode_bits(in0[i], Q(0u), Q(1u), bitcast<i32>(Q(2u)), bitcast<i32>(Q(3u)), Q(4u));`,
-};
+});
 
 function requireF32(name: string, x: Tensor): void {
   if (x.dtype !== "f32") throw new Error(`${name}: ${x.describe()} must be f32`);
