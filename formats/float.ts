@@ -20,6 +20,7 @@ import {
   quantParamsAt,
   quantWords,
 } from "./element.ts";
+import { hostElement } from "./host_quant.ts";
 import { ELEMENT_KERNEL, randomWord } from "./kernels.ts";
 import { roundingParams } from "./scaling.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
@@ -83,10 +84,8 @@ export function floatQuantizer(name: string): Quantizer | null {
     quantDequant(x, opts = {}) {
       requireF32(name, x);
       noGranularity(opts);
-      return run(ELEMENT_KERNEL, x, "f32", [
-        ...quantWords(quantParams(f, opts.saturate ?? true)),
-        ...roundingParams(opts),
-      ]);
+      const q = quantParams(f, opts.saturate ?? true), params = [...quantWords(q), ...roundingParams(opts)];
+      return hostElement(x, q, opts) ?? run(ELEMENT_KERNEL, x, "f32", params);
     },
     quantize(x, opts = {}): Quantized {
       requireF32(name, x);

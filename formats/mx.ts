@@ -58,6 +58,7 @@ import {
   quantWords,
 } from "./element.ts";
 import { EXACT_WGSL, f32MulBits } from "./exact.ts";
+import { hostMx } from "./host_quant.ts";
 import { roundingParams } from "./scaling.ts";
 import { randomWord } from "./kernels.ts";
 import { decodeScaleBits, pow2Bits, SCALE_FORMATS, SCALES_WGSL } from "./scales.ts";
@@ -332,7 +333,8 @@ export function blockScaleShape(shape: readonly number[], block: number): number
 export function mxQuantizer(name: string): MxQuantizer | null {
   if (!Object.hasOwn(MX_FORMATS, name)) return null;
   const el = MX_FORMATS[name];
-  const run = (x: Tensor, opts: MxQuantizeOptions, codes: boolean): [Tensor, Tensor] => {
+  /** Values or codes, and the scale codes (null when the fused host kernel made the values). */
+  const run = (x: Tensor, opts: MxQuantizeOptions, codes: boolean): [Tensor, Tensor | null] => {
     const blocks = checkBlockInput(name, x, MX_BLOCK, opts);
     const rounding = opts.scaleRounding ?? "floor";
     if (!Object.hasOwn(MX_SCALE_ROUNDING_CODE, rounding)) {
@@ -347,6 +349,8 @@ export function mxQuantizer(name: string): MxQuantizer | null {
       codes ? 1 : 0,
       ...elementWords(el),
     ];
+    const fused = codes || !el.float ? null : hostMx(x, q, el.emax, rounding === "floor", opts);
+    if (fused) return [fused, null];
     const out = emptyTensor(x.backend, x.shape, codes ? "u32" : "f32");
     const scales = emptyTensor(x.backend, blockScaleShape(x.shape, MX_BLOCK), "u32");
     if (blocks > 0) x.backend.runWords(QUANT_KERNEL, [x.storage], [out.storage, scales.storage], blocks, params);
@@ -358,7 +362,7 @@ export function mxQuantizer(name: string): MxQuantizer | null {
     blockSize: MX_BLOCK,
     quantDequant(x, opts = {}) {
       const [out, scales] = run(x, opts, false);
-      scales.dispose();
+      scales?.dispose();
       return out;
     },
     quantize(x, opts = {}): Quantized {
@@ -368,7 +372,7 @@ export function mxQuantizer(name: string): MxQuantizer | null {
         shape: x.shape,
         parts: [
           { name: "codes", codes, bits: el.bits, format: el.name },
-          { name: "scales", codes: scales, bits: 8, format: "e8m0" },
+          { name: "scales", codes: scales!, bits: 8, format: "e8m0" },
         ],
         meta: { blockSize: MX_BLOCK, scaleRounding: opts.scaleRounding ?? "floor" },
       };

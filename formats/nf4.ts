@@ -57,6 +57,7 @@ import {
   SCALED_WGSL,
   SIGN_BIT,
 } from "./scaling.ts";
+import { hostNf4 } from "./host_quant.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
 
 /** NF4 block size (QLoRA). */
@@ -110,6 +111,8 @@ export const NF4_MIDPOINT_BITS: readonly number[] = [
 ];
 
 const MIDPOINT_KEYS = NF4_MIDPOINT_BITS.map(orderKey);
+/** Code values then midpoints, as the fused host kernel reads them (`host_quant.ts`). */
+const HOST_TABLE = [...NF4_CODE_BITS, ...NF4_MIDPOINT_BITS];
 const ZERO_CODE = 7;
 
 /** The NF4 code of the f32 `x` in a block with 1/absmax = `inv` (0 when absmax is 0, NaN when it is NaN). */
@@ -322,6 +325,9 @@ export function nf4Quantizer(name: string): Nf4Quantizer | null {
     elementBits: 4,
     blockSize: NF4_BLOCK,
     quantDequant(x, opts = {}) {
+      checkOptions(name, x, opts);
+      const fused = wantDq(opts) ? null : hostNf4(x, HOST_TABLE, opts);
+      if (fused) return fused;
       const { absmax, inv, dq } = scalesOf(x, opts);
       const out = encode(x, inv, dq ? dq.restored : absmax, 1);
       freeAll(x.backend, absmax, inv, dq?.codes, dq?.scales, dq?.mean, dq?.restored);

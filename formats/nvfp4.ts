@@ -48,6 +48,7 @@ import {
   quantParams,
 } from "./element.ts";
 import { EXACT_WGSL, f32MulBits, f32RecipBits } from "./exact.ts";
+import { hostNvfp4, type HostNvfp4Params } from "./host_quant.ts";
 import { roundingParams } from "./scaling.ts";
 import { randomWord } from "./kernels.ts";
 import { blockScaleShape, checkBlockInput, storedPart } from "./mx.ts";
@@ -221,15 +222,23 @@ function amaxes(x: Tensor, blocks: number): [Tensor, Tensor] {
   return [blockAmax, level];
 }
 
+/** What the fused host kernel needs (`host_quant.ts`). */
+const HOST_PARAMS: HostNvfp4Params = {
+  element: E2M1_Q,
+  scale: UE4M3_Q,
+  tensorScale: nvfp4TensorScaleBits,
+  blockFactor: (st) => f32RecipBits(f32MulBits(SIX, st)),
+};
+
 /** The NVFP4 {@link Quantizer} for the name `nvfp4`, else null. */
 export function nvfp4Quantizer(name: string): Quantizer | null {
   if (name !== "nvfp4") return null;
   const run = (x: Tensor, opts: QuantizeOptions, codes: boolean): [Tensor, Tensor, Tensor] => {
     const blocks = checkBlockInput(name, x, NVFP4_BLOCK, opts);
+    const params = [...roundingParams(opts), codes ? 1 : 0];
     const [blockAmax, tensorScale] = amaxes(x, blocks);
     const out = emptyTensor(x.backend, x.shape, codes ? "u32" : "f32");
     const scales = emptyTensor(x.backend, blockScaleShape(x.shape, NVFP4_BLOCK), "u32");
-    const params = [...roundingParams(opts), codes ? 1 : 0];
     if (blocks > 0) {
       const ins = [x.storage, blockAmax.storage, tensorScale.storage];
       x.backend.runWords(QUANT_KERNEL, ins, [out.storage, scales.storage], blocks, params);
@@ -242,6 +251,10 @@ export function nvfp4Quantizer(name: string): Quantizer | null {
     elementBits: E2M1.bits,
     blockSize: NVFP4_BLOCK,
     quantDequant(x, opts = {}) {
+      checkBlockInput(name, x, NVFP4_BLOCK, opts);
+      roundingParams(opts); // the same errors as the word kernels' path
+      const fused = hostNvfp4(x, HOST_PARAMS, opts);
+      if (fused) return fused;
       const [out, scales, tensorScale] = run(x, opts, false);
       scales.dispose();
       tensorScale.dispose();

@@ -29,7 +29,7 @@ import {
 } from "./backend.ts";
 import { philoxWords, wordToUniform } from "./philox.ts";
 import { createPool, defaultWorkerCount } from "./cpu_pool.ts";
-import { sgemmModule, SharedArena } from "./wasm/loader.ts";
+import { CPU_KERNELS, type CpuKernels, sgemmModule, SharedArena } from "./wasm/loader.ts";
 import { pooledExecutor, type SgemmExecutor, singleThreadExecutor, wasmMatmul } from "./wasm/matmul.ts";
 
 /** CPU storage: one ArrayBuffer viewed as f32, i32 and u32. */
@@ -151,6 +151,15 @@ function useWasmMatmul(s: MatmulShape): boolean {
   return sgemmModule !== undefined && s.m * s.n * s.k >= WASM_MATMUL_MIN_MACS;
 }
 
+/** Options of {@link createCpuBackend}. */
+export interface CpuBackendOptions {
+  /**
+   * `auto` (default: `LOWP_CPU_KERNELS`, else WebAssembly matmul and fused host kernels where they apply)
+   * or `reference` (plain loops and word kernels only, as tests compare against).
+   */
+  kernels?: CpuKernels;
+}
+
 let executor: SgemmExecutor | undefined;
 /**
  * The threads that run the WebAssembly matmul: a pool of `defaultWorkerCount()` participants (2 here;
@@ -219,8 +228,9 @@ function wordLoop(kernel: WordKernel): WordLoop {
   return loop;
 }
 
-/** Creates the CPU reference backend. */
-export function createCpuBackend(): Backend {
+/** Creates a CPU backend (the process-wide `LOWP_CPU_KERNELS` setting wins over `options.kernels`). */
+export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
+  const reference = CPU_KERNELS === "reference" || options.kernels === "reference";
   let live = 0;
   const pool = new Map<number, CpuStorage[]>();
   let pooled = 0;
@@ -228,8 +238,9 @@ export function createCpuBackend(): Backend {
   return {
     name: "cpu",
     adapter: `${Deno.build.arch} ${Deno.build.os} (TypedArray reference${
-      sgemmModule ? ", WebAssembly SIMD matmul" : ""
+      sgemmModule && !reference ? ", WebAssembly SIMD matmul" : ""
     })`,
+    hostKernels: !reference,
     alloc(length) {
       if (length > MAX_ELEMENTS) {
         throw new BackendLimitError(`cpu: cannot allocate ${length} elements (limit ${MAX_ELEMENTS})`);
@@ -312,7 +323,7 @@ export function createCpuBackend(): Backend {
 
     matmul(aS, bS, outS, s: MatmulShape) {
       const a = cpu(aS).f32, b = cpu(bS).f32, out = cpu(outS).f32;
-      if (useWasmMatmul(s)) wasmMatmul(a, b, out, s, matmulExecutor());
+      if (!reference && useWasmMatmul(s)) wasmMatmul(a, b, out, s, matmulExecutor());
       else referenceMatmul(a, b, out, s);
     },
 

@@ -6,7 +6,8 @@
  * @module
  */
 export * from "./backend.ts";
-export { CpuStorage, createCpuBackend } from "./cpu.ts";
+export { type CpuBackendOptions, CpuStorage, createCpuBackend } from "./cpu.ts";
+export { assembleWat, CPU_KERNELS, type CpuKernels } from "./wasm/loader.ts";
 export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend, type WebGpuOptions } from "./webgpu/backend.ts";
 export { type Dispatch, GpuContext, GpuStorage } from "./webgpu/context.ts";
 export { philox4x32, PHILOX_WGSL, philoxWords, wordToUniform } from "./philox.ts";

@@ -41,26 +41,30 @@ export const CPU_KERNELS: CpuKernels = cpuKernelsFromEnv();
 
 const WAT_URL = new URL("./sgemm.wat", import.meta.url);
 
-/** The WAT source, or why it cannot be read without asking for a permission. */
-async function readWat(): Promise<string> {
-  if (WAT_URL.protocol === "file:") {
-    const state = Deno.permissions.querySync({ name: "read", path: WAT_URL }).state;
-    if (state !== "granted") throw new Error(`no read permission for ${WAT_URL.pathname}`);
-    return await Deno.readTextFile(WAT_URL);
+/** The WAT source at `url`, or why it cannot be read without asking for a permission. */
+async function readWat(url: URL): Promise<string> {
+  if (url.protocol === "file:") {
+    const state = Deno.permissions.querySync({ name: "read", path: url }).state;
+    if (state !== "granted") throw new Error(`no read permission for ${url.pathname}`);
+    return await Deno.readTextFile(url);
   }
-  const state = Deno.permissions.querySync({ name: "net", host: WAT_URL.host }).state;
-  if (state !== "granted") throw new Error(`no net permission for ${WAT_URL.host}`);
-  const response = await fetch(WAT_URL);
-  if (!response.ok) throw new Error(`${WAT_URL}: HTTP ${response.status}`);
+  const state = Deno.permissions.querySync({ name: "net", host: url.host }).state;
+  if (state !== "granted") throw new Error(`no net permission for ${url.host}`);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return await response.text();
 }
 
-/** Assembles `sgemm.wat` into a compiled module (throws with the reason when it cannot). */
-async function assemble(): Promise<WebAssembly.Module> {
-  const text = await readWat();
+/**
+ * Reads the WAT file at `url` (a `file:` URL needs read permission, a remote one net permission; neither
+ * is ever prompted for) and assembles it with npm:wabt, SIMD and threads enabled, into a compiled module.
+ * Rejects with the reason when it cannot (no permission, a syntax error with its line, invalid code).
+ */
+export async function assembleWat(url: URL): Promise<WebAssembly.Module> {
+  const text = await readWat(url);
   const { default: wabtInit } = await import("wabt");
   const wabt = await wabtInit();
-  const parsed = wabt.parseWat("sgemm.wat", text, { simd: true, threads: true });
+  const parsed = wabt.parseWat(url.pathname.split("/").pop() ?? "module.wat", text, { simd: true, threads: true });
   try {
     // No parsed.validate(): its typings take no feature flags, so it rejects the shared memory; the
     // WebAssembly.Module constructor validates anyway (wabt's parse already reports syntax errors by line).
@@ -78,7 +82,7 @@ let pending: Promise<WebAssembly.Module> | undefined;
  * for tests and tools that want the kernel explicitly). Rejects with the reason it cannot be built.
  */
 export function loadSgemmModule(): Promise<WebAssembly.Module> {
-  return pending ??= assemble();
+  return pending ??= assembleWat(WAT_URL);
 }
 
 /** What the CPU backend gets at import: the module, or why there is none (`reference` or a failure). */

@@ -1,0 +1,250 @@
+/**
+ * Fused quantize-dequantize on the CPU backend: `quantDequant` of the
+ * element formats, MX, NVFP4 and symmetric INT-k in one WebAssembly SIMD pass
+ * per block (`wasm/quant.wat`, assembled at import by npm:wabt like the
+ * matmul kernel), instead of the reference word kernels' integer emulation one
+ * item at a time. The bits are the same: the kernels do each reference step
+ * as the IEEE f32 operation it emulates (see the WAT file's header), and
+ * `host_quant_test.ts` compares them with the reference on values chosen to
+ * break them (ties, subnormals, overflow, NaN, ±Inf, ±0, tiny and huge scales).
+ *
+ * Each entry point returns `null` when it does not apply, and the quantizer
+ * then runs its word kernels: another backend, a CPU backend made with
+ * `kernels: "reference"` (or `LOWP_CPU_KERNELS=reference`), a rounding mode
+ * other than `nearest`, and the cases listed at each function. Codes
+ * (`quantize`) always come from the word kernels.
+ *
+ * Data moves through the module's memory in chunks of about 64 KiB (copy in,
+ * run, copy out), so a pass streams the tensor once through the cache; one
+ * thread does the work (the matmul's worker pool is not used here).
+ *
+ * @module
+ */
+import { assembleWat, CPU_KERNELS, CpuStorage } from "@lowp/kernels";
+import { emptyTensor, type Tensor } from "@lowp/core";
+import { quantizeBits, type QuantParams } from "./element.ts";
+import type { QuantizeOptions } from "./spec.ts";
+
+/** The exports of wasm/quant.wat (addresses in bytes, counts as named). */
+interface QuantKernels {
+  memory: WebAssembly.Memory;
+  amax(at: number, vectors: number): number;
+  element(at: number, out: number, vectors: number, mbits: number, emin: number, maxBits: number, ovf: number): void;
+  mx(
+    at: number,
+    out: number,
+    blocks: number,
+    mbits: number,
+    emin: number,
+    maxBits: number,
+    ovf: number,
+    emax: number,
+  ): void;
+  nvfp4(
+    at: number,
+    out: number,
+    blocks: number,
+    st: number,
+    r6: number,
+    eMbits: number,
+    eEmin: number,
+    eMax: number,
+    sMbits: number,
+    sEmin: number,
+    sMax: number,
+  ): void;
+  int_symmetric(at: number, out: number, groups: number, vectors: number, lr: number, qmin: number, qmax: number): void;
+  nf4(at: number, out: number, blocks: number, table: number): void;
+}
+
+async function load(): Promise<QuantKernels | undefined> {
+  if (CPU_KERNELS === "reference") return undefined;
+  try {
+    const module = await assembleWat(new URL("./wasm/quant.wat", import.meta.url));
+    return new WebAssembly.Instance(module, {}).exports as unknown as QuantKernels;
+  } catch (e) {
+    const reason = e instanceof Error ? e.message : String(e);
+    console.error(`lowp: fused quantization kernels unavailable (${reason}); formats use their word kernels`);
+    return undefined;
+  }
+}
+
+/** Assembled at import, so whether the fused path exists is settled before the first quantization. */
+const kernels = await load();
+
+/** Whether the fused kernels were built (false under `LOWP_CPU_KERNELS=reference` or when wabt failed). */
+export const HOST_QUANT_AVAILABLE: boolean = kernels !== undefined;
+
+/** Elements per chunk copied through the module's memory (64 KiB of f32). */
+const CHUNK = 16384;
+/** The largest group the INT-k kernel takes in one piece (4 MiB of f32); larger ones use the word kernels. */
+const MAX_GROUP = 1 << 20;
+const PAGE = 65536;
+/** Bytes at the start of the module's memory kept for a kernel's constant table (NF4's 31 words). */
+const CONSTANTS = 256;
+
+/** f32 bits as a number and back (the WebAssembly f32 parameters take values). */
+const bitsView = new Uint32Array(1), floatView = new Float32Array(bitsView.buffer);
+function f32Of(bits: number): number {
+  bitsView[0] = bits;
+  return floatView[0];
+}
+
+/** The host arrays of `x` when the fused path may run on it with these options, else null. */
+function hostInput(x: Tensor, opts: QuantizeOptions): Float32Array | null {
+  if (!kernels || !x.backend.hostKernels || !(x.storage instanceof CpuStorage)) return null;
+  if ((opts.rounding ?? "nearest") !== "nearest") return null;
+  return x.storage.f32.subarray(0, x.size);
+}
+
+/** A new f32 tensor shaped like `x` and its host array. */
+function hostOutput(x: Tensor): [Tensor, Float32Array] {
+  const out = emptyTensor(x.backend, x.shape, "f32");
+  return [out, (out.storage as CpuStorage).f32];
+}
+
+/** The module's memory as f32, grown to at least `bytes`. */
+function memoryF32(k: QuantKernels, bytes: number): Float32Array {
+  const have = k.memory.buffer.byteLength;
+  if (bytes > have) k.memory.grow(Math.ceil((bytes - have) / PAGE));
+  return new Float32Array(k.memory.buffer);
+}
+
+/**
+ * Runs `run(inAt, outAt, units)` over `x` in chunks of whole units of `unit` elements (a multiple of 4
+ * dividing x.length), copying each chunk in and its result out to `out`.
+ */
+function chunked(
+  k: QuantKernels,
+  x: Float32Array,
+  out: Float32Array,
+  unit: number,
+  run: (inAt: number, outAt: number, units: number) => void,
+): void {
+  const span = Math.max(1, Math.floor(CHUNK / unit)) * unit;
+  const mem = memoryF32(k, CONSTANTS + 8 * span);
+  const inAt = CONSTANTS, outAt = CONSTANTS + 4 * span;
+  for (let start = 0; start < x.length; start += span) {
+    const length = Math.min(span, x.length - start);
+    mem.set(x.subarray(start, start + length), inAt / 4);
+    run(inAt, outAt, length / unit);
+    out.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
+  }
+}
+
+/** What overflow becomes in the kernels, before the sign: ±max, ±Inf or NaN (`QuantParams.overflow`). */
+function overflowBits(q: QuantParams): number {
+  return q.overflow === 0 ? q.maxBits : q.overflow === 1 ? 0x7f800000 : 0x7fc00000;
+}
+
+/** Whether the kernels' rounding covers `q`: a mantissa bit at least, and normal quanta (see quant.wat). */
+function roundable(q: QuantParams): boolean {
+  return q.mbits >= 1 && q.emin - q.mbits >= -126;
+}
+
+/** `quantDequant` of a plain element format with quantizer `q` (`float.ts`), or null. */
+export function hostElement(x: Tensor, q: QuantParams, opts: QuantizeOptions): Tensor | null {
+  const xs = hostInput(x, opts);
+  if (!xs || !roundable(q)) return null;
+  const [out, os] = hostOutput(x);
+  const body = xs.length - (xs.length % 4);
+  chunked(kernels!, xs.subarray(0, body), os, 4, (at, to, units) => {
+    kernels!.element(at, to, units, q.mbits, q.emin, q.maxBits, overflowBits(q));
+  });
+  const xu = new Uint32Array(xs.buffer, xs.byteOffset, xs.length);
+  const ou = new Uint32Array(os.buffer, os.byteOffset, os.length);
+  for (let i = body; i < xs.length; i++) ou[i] = quantizeBits(xu[i], q, 0, 0); // the last < 4 values
+  return out;
+}
+
+/**
+ * `quantDequant` of an MX format with float elements of quantizer `q` and emax `emax` (≥ 0) under scale
+ * rounding `floor` (`mx.ts`; other scale roundings and MXINT8 return null).
+ */
+export function hostMx(x: Tensor, q: QuantParams, emax: number, floor: boolean, opts: QuantizeOptions): Tensor | null {
+  const xs = hostInput(x, opts);
+  if (!xs || !floor || !roundable(q) || emax < 0) return null;
+  const [out, os] = hostOutput(x);
+  chunked(kernels!, xs, os, 32, (at, to, blocks) => {
+    kernels!.mx(at, to, blocks, q.mbits, q.emin, q.maxBits, overflowBits(q), emax);
+  });
+  return out;
+}
+
+/** The largest `bits & 0x7fffffff` of `xs` (length a multiple of 4), in chunks through the module's memory. */
+export function hostAmaxBits(xs: Float32Array): number {
+  const k = kernels!, mem = memoryF32(k, CONSTANTS + 4 * CHUNK);
+  let m = 0;
+  for (let start = 0; start < xs.length; start += CHUNK) {
+    const length = Math.min(CHUNK, xs.length - start);
+    mem.set(xs.subarray(start, start + length), CONSTANTS / 4);
+    m = Math.max(m, k.amax(CONSTANTS, length / 4) >>> 0);
+  }
+  return m;
+}
+
+/** NVFP4 parameters the kernel takes besides the data: element and scale quantizers. */
+export interface HostNvfp4Params {
+  /** E2M1, saturating. */
+  readonly element: QuantParams;
+  /** UE4M3, saturating. */
+  readonly scale: QuantParams;
+  /** s_t from the tensor's amax bits (`nvfp4TensorScaleBits`). */
+  readonly tensorScale: (amaxBits: number) => number;
+  /** RN(1/RN(6·s_t)) from s_t (f32 bits). */
+  readonly blockFactor: (st: number) => number;
+}
+
+/** `quantDequant` of NVFP4 (`nvfp4.ts`; x.length a multiple of 16), or null. */
+export function hostNvfp4(x: Tensor, p: HostNvfp4Params, opts: QuantizeOptions): Tensor | null {
+  const xs = hostInput(x, opts);
+  if (!xs) return null;
+  const [out, os] = hostOutput(x);
+  const st = p.tensorScale(hostAmaxBits(xs));
+  if ((st & 0x7fffffff) > 0x7f800000) {
+    new Uint32Array(os.buffer, os.byteOffset, os.length).fill(0x7fc00000); // a NaN or Inf anywhere: all NaN
+    return out;
+  }
+  const stValue = f32Of(st), r6 = f32Of(p.blockFactor(st)), e = p.element, s = p.scale;
+  chunked(kernels!, xs, os, 16, (at, to, blocks) => {
+    kernels!.nvfp4(at, to, blocks, stValue, r6, e.mbits, e.emin, e.maxBits, s.mbits, s.emin, s.maxBits);
+  });
+  return out;
+}
+
+/**
+ * `quantDequant` of a symmetric INT-k (`int.ts`) whose groups are runs of `inner` consecutive values
+ * (`outer` = 1: per-tensor, per-group, or per-channel on the first axis) with `inner` a multiple of 4 up
+ * to 2^20, or null. `levelsRecip` is fround(1/qmax) as f32 bits, [qmin, qmax] the code range.
+ */
+export function hostIntSymmetric(
+  x: Tensor,
+  layout: { outer: number; inner: number },
+  levelsRecip: number,
+  qmin: number,
+  qmax: number,
+  opts: QuantizeOptions,
+): Tensor | null {
+  const xs = hostInput(x, opts);
+  if (!xs || layout.outer !== 1 || layout.inner % 4 !== 0 || layout.inner > MAX_GROUP) return null;
+  const [out, os] = hostOutput(x);
+  const lr = f32Of(levelsRecip), g = layout.inner;
+  chunked(kernels!, xs, os, g, (at, to, groups) => kernels!.int_symmetric(at, to, groups, g / 4, lr, qmin, qmax));
+  return out;
+}
+
+/**
+ * `quantDequant` of NF4 without double quantization (`nf4.ts`; x.length a multiple of 64), or null.
+ * `table` holds the f32 bits of the 16 code values then the 15 midpoints.
+ */
+export function hostNf4(x: Tensor, table: readonly number[], opts: QuantizeOptions): Tensor | null {
+  const xs = hostInput(x, opts);
+  if (!xs) return null;
+  const [out, os] = hostOutput(x);
+  const k = kernels!;
+  chunked(k, xs, os, 64, (at, to, blocks) => {
+    new Uint32Array(k.memory.buffer, 0, table.length).set(table); // the memory may have grown: a fresh view
+    k.nf4(at, to, blocks, 0);
+  });
+  return out;
+}

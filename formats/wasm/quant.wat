@@ -1,0 +1,296 @@
+;; Fused quantize-dequantize kernels for the CPU backend (formats/host_quant.ts drives them).
+;;
+;; They give the same bits as the reference word kernels (element.ts, mx.ts, nvfp4.ts, int.ts), which work
+;; on integer bits; here the same steps are IEEE f32 operations, four lanes at a time. WebAssembly's f32
+;; arithmetic is correctly rounded to nearest-even with subnormals (no flush to zero), so every multiply
+;; and reciprocal below is the reference's f32MulBits / f32RecipBits. What WebAssembly leaves open is the
+;; bit pattern of a NaN result: every NaN that can reach an output is replaced by the canonical 0x7fc00000.
+;; Only `nearest` rounding is here (f32x4.nearest rounds ties to even); other modes use the word kernels.
+;;
+;; Rounding |v| to an element format with M mantissa bits and smallest normal exponent emin: the quantum
+;; at |v| is 2^(max(floor(log2|v|), emin) - M), so |v| / quantum is exact (a power-of-two scaling), its
+;; nearest integer is the rounded significand, and times the quantum is exact again. That needs both the
+;; quantum and its inverse to be normal f32 powers of two: M >= 1 and emin - M >= -126 (checked by the
+;; caller); the f32 exponent field is clamped to 254 so that Inf maps to a finite quantum and overflows.
+;;
+;; Addresses and lengths are in bytes / elements as named; every buffer is 16-byte aligned.
+(module
+  (memory (export "memory") 4)
+
+  ;; Element rounding of four lanes. lo: emin + 127, mb: M, maxv: f32 bits of the largest finite value,
+  ;; ovf: what overflow becomes before the sign is applied (max, Inf, or NaN), all splat.
+  (func $elem (param $v v128) (param $lo v128) (param $mb v128) (param $maxv v128) (param $ovf v128)
+    (result v128)
+    (local $a v128) (local $qb v128) (local $r v128)
+    (local.set $a (f32x4.abs (local.get $v)))
+    ;; biased exponent of the quantum: max(E, emin + 127) - M, with E clamped to 254
+    (local.set $qb
+      (i32x4.sub
+        (i32x4.max_s
+          (i32x4.min_s (i32x4.shr_u (local.get $a) (i32.const 23)) (v128.const i32x4 254 254 254 254))
+          (local.get $lo))
+        (local.get $mb)))
+    (local.set $r
+      (f32x4.mul
+        (f32x4.nearest
+          (f32x4.mul (local.get $a)
+            (i32x4.shl (i32x4.sub (v128.const i32x4 254 254 254 254) (local.get $qb)) (i32.const 23))))
+        (i32x4.shl (local.get $qb) (i32.const 23))))
+    (local.set $r (v128.bitselect (local.get $ovf) (local.get $r) (f32x4.gt (local.get $r) (local.get $maxv))))
+    (local.set $r
+      (v128.or (local.get $r)
+        (v128.and (local.get $v) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
+    (call $canonical (local.get $r)))
+
+  ;; NaN lanes become 0x7fc00000.
+  (func $canonical (param $r v128) (result v128)
+    (v128.bitselect
+      (v128.const i32x4 0x7fc00000 0x7fc00000 0x7fc00000 0x7fc00000)
+      (local.get $r)
+      (f32x4.ne (local.get $r) (local.get $r))))
+
+  ;; Largest unsigned lane.
+  (func $hmax (param $v v128) (result i32)
+    (local.set $v
+      (i32x4.max_u (local.get $v)
+        (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v))))
+    (local.set $v
+      (i32x4.max_u (local.get $v)
+        (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $v) (local.get $v))))
+    (i32x4.extract_lane 0 (local.get $v)))
+
+  ;; Largest magnitude bits (bits & 0x7fffffff) of `vectors` four-lane vectors at $in.
+  (func $amax (export "amax") (param $in i32) (param $vectors i32) (result i32)
+    (local $m v128) (local $end i32)
+    (local.set $end (i32.add (local.get $in) (i32.shl (local.get $vectors) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $in) (local.get $end)))
+        (local.set $m
+          (i32x4.max_u (local.get $m)
+            (v128.and (v128.load (local.get $in))
+              (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff))))
+        (local.set $in (i32.add (local.get $in) (i32.const 16)))
+        (br $next)))
+    (call $hmax (local.get $m)))
+
+  ;; f32 bits of 2^e for e in [-127, 127] (2^-127 is subnormal), as scales.ts pow2Bits.
+  (func $pow2 (param $e i32) (result i32)
+    (if (result i32) (i32.eq (local.get $e) (i32.const -127))
+      (then (i32.const 0x00400000))
+      (else (i32.shl (i32.add (local.get $e) (i32.const 127)) (i32.const 23)))))
+
+  ;; Stores `vectors` copies of `value` from $out on.
+  (func $fill (param $out i32) (param $vectors i32) (param $value v128)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $vectors) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (v128.store (local.get $out) (local.get $value))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; Element formats without a scale (float.ts): `vectors` four-lane vectors rounded to the format.
+  (func (export "element") (param $in i32) (param $out i32) (param $vectors i32)
+    (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32)
+    (local $lo v128) (local $mb v128) (local $maxv v128) (local $ovf v128) (local $end i32)
+    (local.set $lo (i32x4.splat (i32.add (local.get $emin) (i32.const 127))))
+    (local.set $mb (i32x4.splat (local.get $mbits)))
+    (local.set $maxv (i32x4.splat (local.get $maxBits)))
+    (local.set $ovf (i32x4.splat (local.get $ovfBits)))
+    (local.set $end (i32.add (local.get $in) (i32.shl (local.get $vectors) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $in) (local.get $end)))
+        (v128.store (local.get $out)
+          (call $elem (v128.load (local.get $in)) (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $ovf)))
+        (local.set $in (i32.add (local.get $in) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; MX (mx.ts, scale rounding `floor`, float elements with emax_elem >= 0): `blocks` blocks of 32. Shared
+  ;; exponent floor(log2 amax) - emax_elem clamped to [-127, 127] (-127 for a zero block); amax NaN/Inf or
+  ;; an exponent above 127 makes the block NaN. Values: round(x · 2^-e) · 2^e.
+  (func (export "mx") (param $in i32) (param $out i32) (param $blocks i32)
+    (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32) (param $emax i32)
+    (local $lo v128) (local $mb v128) (local $maxv v128) (local $ovf v128)
+    (local $b i32) (local $j i32) (local $amax i32) (local $e i32) (local $inv v128) (local $scale v128)
+    (local.set $lo (i32x4.splat (i32.add (local.get $emin) (i32.const 127))))
+    (local.set $mb (i32x4.splat (local.get $mbits)))
+    (local.set $maxv (i32x4.splat (local.get $maxBits)))
+    (local.set $ovf (i32x4.splat (local.get $ovfBits)))
+    (block $done
+      (loop $block
+        (br_if $done (i32.ge_u (local.get $b) (local.get $blocks)))
+        (local.set $amax (call $amax (local.get $in) (i32.const 8)))
+        (local.set $e (i32.const 128))
+        (if (i32.lt_u (local.get $amax) (i32.const 0x7f800000))
+          (then
+            ;; floor(log2 amax) for a normal amax; zero and subnormal amaxes clamp to -127 whatever it is
+            (local.set $e
+              (i32.sub (i32.sub (i32.shr_u (local.get $amax) (i32.const 23)) (i32.const 127)) (local.get $emax)))
+            (if (i32.lt_s (local.get $e) (i32.const -127)) (then (local.set $e (i32.const -127))))))
+        (if (i32.gt_s (local.get $e) (i32.const 127))
+          (then (call $fill (local.get $out) (i32.const 8) (v128.const i32x4 0x7fc00000 0x7fc00000 0x7fc00000 0x7fc00000)))
+          (else
+            (local.set $inv (i32x4.splat (call $pow2 (i32.sub (i32.const 0) (local.get $e)))))
+            (local.set $scale (i32x4.splat (call $pow2 (local.get $e))))
+            (local.set $j (i32.const 0))
+            (loop $element
+              (v128.store (i32.add (local.get $out) (local.get $j))
+                (call $canonical
+                  (f32x4.mul
+                    (call $elem
+                      (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $inv))
+                      (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $ovf))
+                    (local.get $scale))))
+              (local.set $j (i32.add (local.get $j) (i32.const 16)))
+              (br_if $element (i32.lt_u (local.get $j) (i32.const 128))))))
+        (local.set $in (i32.add (local.get $in) (i32.const 128)))
+        (local.set $out (i32.add (local.get $out) (i32.const 128)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $block))))
+
+  ;; NVFP4 (nvfp4.ts) for a finite tensor scale $st: `blocks` blocks of 16. $r6 = RN(1/RN(6·s_t)).
+  ;; Block scale s_b = UE4M3(amax_b · r6), 0 for a zero block or s_t = 0; elements
+  ;; E2M1(x · RN(1/RN(s_b·s_t))), values RN(RN(q·s_b)·s_t). The reference gives a signed zero where x is
+  ;; zero (here explicit: 0 · Inf would be NaN) or where s_b·s_t is 0. The latter needs no test: s_b·s_t
+  ;; is 0 only when s_b is (r6 overflows to Inf for every s_t below 2^-130.6, making s_b 448), and then
+  ;; q = ±6 times s_b = 0 gives the same signed zero. e*: E2M1's M, emin, max bits; s*: UE4M3's (saturating).
+  (func (export "nvfp4") (param $in i32) (param $out i32) (param $blocks i32) (param $st f32) (param $r6 f32)
+    (param $eMbits i32) (param $eEmin i32) (param $eMax i32) (param $sMbits i32) (param $sEmin i32) (param $sMax i32)
+    (local $lo v128) (local $mb v128) (local $maxv v128) (local $slo v128) (local $smb v128) (local $smax v128)
+    (local $b i32) (local $j i32) (local $amax i32) (local $sb f32) (local $prod f32)
+    (local $r v128) (local $sbv v128) (local $stv v128) (local $x v128) (local $q v128)
+    (local.set $lo (i32x4.splat (i32.add (local.get $eEmin) (i32.const 127))))
+    (local.set $mb (i32x4.splat (local.get $eMbits)))
+    (local.set $maxv (i32x4.splat (local.get $eMax)))
+    (local.set $slo (i32x4.splat (i32.add (local.get $sEmin) (i32.const 127))))
+    (local.set $smb (i32x4.splat (local.get $sMbits)))
+    (local.set $smax (i32x4.splat (local.get $sMax)))
+    (local.set $stv (f32x4.splat (local.get $st)))
+    (block $done
+      (loop $block
+        (br_if $done (i32.ge_u (local.get $b) (local.get $blocks)))
+        (local.set $amax (call $amax (local.get $in) (i32.const 4)))
+        (local.set $sb (f32.const 0))
+        (if (i32.and (f32.ne (local.get $st) (f32.const 0)) (i32.ne (local.get $amax) (i32.const 0)))
+          (then
+            (local.set $sb
+              (f32x4.extract_lane 0
+                (call $elem
+                  (f32x4.splat (f32.mul (f32.reinterpret_i32 (local.get $amax)) (local.get $r6)))
+                  (local.get $slo) (local.get $smb) (local.get $smax) (local.get $smax))))))
+        (local.set $prod (f32.mul (local.get $sb) (local.get $st)))
+        (local.set $r (f32x4.splat (f32.div (f32.const 1) (local.get $prod))))
+        (local.set $sbv (f32x4.splat (local.get $sb)))
+        (local.set $j (i32.const 0))
+        (loop $element
+          (local.set $x (v128.load (i32.add (local.get $in) (local.get $j))))
+          (local.set $q
+            (call $elem (f32x4.mul (local.get $x) (local.get $r))
+              (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $maxv)))
+          (local.set $q
+            (v128.bitselect
+              (v128.and (local.get $x) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))
+              (local.get $q)
+              (f32x4.eq (local.get $x) (v128.const f32x4 0 0 0 0))))
+          (v128.store (i32.add (local.get $out) (local.get $j))
+            (f32x4.mul (f32x4.mul (local.get $q) (local.get $sbv)) (local.get $stv)))
+          (local.set $j (i32.add (local.get $j) (i32.const 16)))
+          (br_if $element (i32.lt_u (local.get $j) (i32.const 64))))
+        (local.set $in (i32.add (local.get $in) (i32.const 64)))
+        (local.set $out (i32.add (local.get $out) (i32.const 64)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $block))))
+
+  ;; Symmetric INT-k (int.ts) over `groups` consecutive groups of 4·$vectors values: s = RN(amax · $lr),
+  ;; values RN(clamp(round(x · RN(1/s)), qmin, qmax) · s); a NaN/Inf in a group makes it NaN, s = 0 gives
+  ;; +0. A NaN product (0 · Inf, when 1/s overflows) rounds to code 0 as in round_to_int; adding +0 turns
+  ;; a -0 code into +0 (integer codes have no -0).
+  (func (export "int_symmetric") (param $in i32) (param $out i32) (param $groups i32) (param $vectors i32)
+    (param $lr f32) (param $qmin f32) (param $qmax f32)
+    (local $g i32) (local $j i32) (local $bytes i32) (local $amax i32) (local $s f32)
+    (local $inv v128) (local $sv v128) (local $lov v128) (local $hiv v128) (local $r v128)
+    (local.set $bytes (i32.shl (local.get $vectors) (i32.const 4)))
+    (local.set $lov (f32x4.splat (local.get $qmin)))
+    (local.set $hiv (f32x4.splat (local.get $qmax)))
+    (block $done
+      (loop $group
+        (br_if $done (i32.ge_u (local.get $g) (local.get $groups)))
+        (local.set $amax (call $amax (local.get $in) (local.get $vectors)))
+        (if (i32.ge_u (local.get $amax) (i32.const 0x7f800000))
+          (then
+            (call $fill (local.get $out) (local.get $vectors)
+              (v128.const i32x4 0x7fc00000 0x7fc00000 0x7fc00000 0x7fc00000)))
+          (else
+            (local.set $s (f32.mul (f32.reinterpret_i32 (local.get $amax)) (local.get $lr)))
+            (local.set $sv (f32x4.splat (local.get $s)))
+            (local.set $inv
+              (f32x4.splat
+                (if (result f32) (f32.eq (local.get $s) (f32.const 0))
+                  (then (f32.const 0))
+                  (else (f32.div (f32.const 1) (local.get $s))))))
+            (local.set $j (i32.const 0))
+            (block $end
+              (loop $element
+                (br_if $end (i32.ge_u (local.get $j) (local.get $bytes)))
+                (local.set $r
+                  (f32x4.nearest (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $inv))))
+                (local.set $r
+                  (v128.bitselect (local.get $r) (v128.const f32x4 0 0 0 0) (f32x4.eq (local.get $r) (local.get $r))))
+                (local.set $r
+                  (f32x4.min (f32x4.max (f32x4.add (local.get $r) (v128.const f32x4 0 0 0 0)) (local.get $lov))
+                    (local.get $hiv)))
+                (v128.store (i32.add (local.get $out) (local.get $j)) (f32x4.mul (local.get $r) (local.get $sv)))
+                (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                (br $element)))))
+        (local.set $in (i32.add (local.get $in) (local.get $bytes)))
+        (local.set $out (i32.add (local.get $out) (local.get $bytes)))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $group))))
+
+  ;; NF4 (nf4.ts, no double quantization): `blocks` blocks of 64. Code values (16) and midpoints (15) as f32
+  ;; bits at $table (31 words). absmax NaN/Inf: the block is NaN; absmax 0: +0. Else s = x · RN(1/absmax)
+  ;; takes the value of the highest code whose lower midpoint s is strictly above (midpoints ascend, so
+  ;; each compare overrides the previous), code 0.0 for a NaN s (0 · Inf); values RN(code · absmax).
+  (func (export "nf4") (param $in i32) (param $out i32) (param $blocks i32) (param $table i32)
+    (local $b i32) (local $j i32) (local $k i32) (local $amax i32)
+    (local $inv v128) (local $scale v128) (local $s v128) (local $v v128)
+    (block $done
+      (loop $block
+        (br_if $done (i32.ge_u (local.get $b) (local.get $blocks)))
+        (local.set $amax (call $amax (local.get $in) (i32.const 16)))
+        (if (i32.ge_u (local.get $amax) (i32.const 0x7f800000))
+          (then (call $fill (local.get $out) (i32.const 16) (v128.const i32x4 0x7fc00000 0x7fc00000 0x7fc00000 0x7fc00000)))
+          (else
+            (if (i32.eqz (local.get $amax))
+              (then (call $fill (local.get $out) (i32.const 16) (v128.const i32x4 0 0 0 0)))
+              (else
+                (local.set $scale (i32x4.splat (local.get $amax)))
+                (local.set $inv (f32x4.splat (f32.div (f32.const 1) (f32.reinterpret_i32 (local.get $amax)))))
+                (local.set $j (i32.const 0))
+                (loop $element
+                  (local.set $s (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $inv)))
+                  (local.set $v (v128.load32_splat (local.get $table)))
+                  (local.set $k (i32.const 0))
+                  (loop $midpoint
+                    (local.set $v
+                      (v128.bitselect
+                        (v128.load32_splat (i32.add (local.get $table) (i32.shl (i32.add (local.get $k) (i32.const 1)) (i32.const 2))))
+                        (local.get $v)
+                        (f32x4.gt (local.get $s)
+                          (v128.load32_splat (i32.add (local.get $table) (i32.shl (i32.add (local.get $k) (i32.const 16)) (i32.const 2)))))))
+                    (local.set $k (i32.add (local.get $k) (i32.const 1)))
+                    (br_if $midpoint (i32.lt_u (local.get $k) (i32.const 15))))
+                  (local.set $v
+                    (v128.bitselect (v128.const i32x4 0 0 0 0) (local.get $v) (f32x4.ne (local.get $s) (local.get $s))))
+                  (v128.store (i32.add (local.get $out) (local.get $j)) (f32x4.mul (local.get $v) (local.get $scale)))
+                  (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                  (br_if $element (i32.lt_u (local.get $j) (i32.const 256))))))))
+        (local.set $in (i32.add (local.get $in) (i32.const 256)))
+        (local.set $out (i32.add (local.get $out) (i32.const 256)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $block))))
+)
