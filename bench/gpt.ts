@@ -7,7 +7,7 @@
  * @module
  */
 import { type Backend, backward, GPT, tensor, tidy } from "@lowp/core";
-import { AdamW, clipGradNorm } from "@lowp/optim";
+import { AdamW, gradClip } from "@lowp/optim";
 
 /** The benchmarked architecture (shared with the PyTorch peer in peers.py). */
 export const TINY_GPT = { vocab: 256, dModel: 128, nLayers: 4, nHeads: 4, context: 64, batch: 16 } as const;
@@ -65,8 +65,7 @@ export async function benchGptStep(backend: Backend, timing: StepTiming): Promis
       tidy(() => {
         const loss = model.loss(tensor(x, { shape }), tensor(y, { shape }));
         backward(loss);
-        clipGradNorm(model.parameters(), TINY_OPT.clip);
-        opt.step(TINY_OPT.lr);
+        opt.step(TINY_OPT.lr, { gradScale: gradClip(model.parameters(), TINY_OPT.clip).scale });
         model.zeroGrad();
         return loss;
       });

@@ -89,6 +89,20 @@ export const WORD_KERNEL_MAX_PARAMS = 60;
 /** Reductions over the middle axis of an `[outer, size, inner]` view. */
 export type ReduceOp = "sum" | "max" | "min" | "argmax" | "argmin";
 
+/** Lanes of a split sum (see {@link splitSum}); a power of two. */
+export const SUM_LANES = 256;
+
+/**
+ * Whether a `sum` over an axis of `size` elements is split: lane t of {@link SUM_LANES} adds elements
+ * t, t + 256, t + 512, … in order, then the lanes combine pairwise, `lane[t] += lane[t + s]` for
+ * s = 128, 64, …, 1, and lane 0 is the sum. Every backend sums in this order when it applies, so sums stay
+ * bit-identical across backends; it applies to long axes (at least 512 elements), where one GPU thread per
+ * output would otherwise walk the whole axis alone (the global gradient norm sums each parameter so).
+ */
+export function splitSum(size: number): boolean {
+  return size >= 2 * SUM_LANES;
+}
+
 /** Shape of a batched matrix product `out[b] = op(A[b]) · op(B[b])`. */
 export interface MatmulShape {
   /** Number of matrices in the batch. */
@@ -152,7 +166,7 @@ export interface Backend {
   fill(out: Storage, value: number, dtype: DType): void;
   /** Elementwise `op` over broadcast inputs into contiguous `out` of `shape`. */
   map(op: MapOp, inputs: readonly MapInput[], shape: readonly number[], out: Storage, p0: number, p1: number): void;
-  /** Reduces the middle axis of `[outer, size, inner]`; argmax/argmin write i32. */
+  /** Reduces the middle axis of `[outer, size, inner]` (a long `sum` in the order of {@link splitSum}); argmax/argmin write i32. */
   reduce(op: ReduceOp, input: Storage, outer: number, size: number, inner: number, out: Storage): void;
   /** Batched matrix product into contiguous `[batch, m, n]`. */
   matmul(a: Storage, b: Storage, out: Storage, shape: MatmulShape): void;

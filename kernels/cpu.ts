@@ -22,7 +22,9 @@ import {
   type MapOp,
   type MatmulShape,
   type ReduceOp,
+  splitSum,
   type Storage,
+  SUM_LANES,
   type TypedArray,
   type View,
   type WordKernel,
@@ -228,6 +230,24 @@ function wordLoop(kernel: WordKernel): WordLoop {
   return loop;
 }
 
+/** Σ x[base + r·inner] for r = 0..size-1 in order, rounding to f32 at every step. */
+function sequentialSum(x: Float32Array, base: number, size: number, inner: number): number {
+  let acc = 0;
+  for (let r = 0; r < size; r++) acc = fround(acc + x[base + r * inner]);
+  return acc;
+}
+
+/** The same sum in the lane order of {@link splitSum} (`lanes`: scratch of SUM_LANES). */
+function splitSumAt(x: Float32Array, base: number, size: number, inner: number, lanes: Float32Array): number {
+  for (let t = 0; t < SUM_LANES; t++) {
+    let acc = 0;
+    for (let r = t; r < size; r += SUM_LANES) acc = fround(acc + x[base + r * inner]);
+    lanes[t] = acc;
+  }
+  for (let s = SUM_LANES / 2; s >= 1; s >>= 1) for (let t = 0; t < s; t++) lanes[t] = fround(lanes[t] + lanes[t + s]);
+  return lanes[0];
+}
+
 /** Creates a CPU backend (the process-wide `LOWP_CPU_KERNELS` setting wins over `options.kernels`). */
 export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
   const reference = CPU_KERNELS === "reference" || options.kernels === "reference";
@@ -292,6 +312,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
 
     reduce(op: ReduceOp, input, outer, size, inner, out) {
       const x = cpu(input).f32;
+      const split = splitSum(size), lanes = split ? new Float32Array(SUM_LANES) : null;
       const isArg = op === "argmax" || op === "argmin";
       const of = cpu(out).f32, oi = cpu(out).i32;
       // max/min/arg*: NaN wins (propagates); ties keep the first index.
@@ -302,9 +323,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
         for (let j = 0; j < inner; j++) {
           const base = o * size * inner + j;
           if (op === "sum") {
-            let acc = 0;
-            for (let r = 0; r < size; r++) acc = fround(acc + x[base + r * inner]);
-            of[o * inner + j] = acc;
+            of[o * inner + j] = split ? splitSumAt(x, base, size, inner, lanes!) : sequentialSum(x, base, size, inner);
             continue;
           }
           let best = size > 0 ? x[base] : NaN, bestIndex = 0;

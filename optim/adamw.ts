@@ -7,7 +7,16 @@
  */
 import { type Tensor, tidy } from "@lowp/core";
 import { adamwUpdate } from "./adamw_kernel.ts";
-import { decayMatrices, type DecayRule, namedParams, type Optimizer, type ParamList, stateLike } from "./optimizer.ts";
+import {
+  checkGradScale,
+  decayMatrices,
+  type DecayRule,
+  namedParams,
+  type Optimizer,
+  type ParamList,
+  stateLike,
+  type StepOptions,
+} from "./optimizer.ts";
 
 /** Options for {@link AdamW}. */
 export interface AdamWOptions {
@@ -67,8 +76,9 @@ export class AdamW implements Optimizer {
     }
     this.#steps = steps;
   }
-  /** One update with learning rate `lr`. */
-  step(lr: number): void {
+  /** One update with learning rate `lr`; gradients are multiplied by `opts.gradScale` first (in the kernel) when given. */
+  step(lr: number, opts: StepOptions = {}): void {
+    checkGradScale(opts.gradScale);
     const [b1, b2] = this.opts.betas ?? [0.9, 0.999];
     const { eps = 1e-8, weightDecay = 0.01, decay = decayMatrices } = this.opts;
     const t = this.#steps + 1;
@@ -79,7 +89,8 @@ export class AdamW implements Optimizer {
         const m = this.#m.get(p) ?? this.#m.set(p, stateLike(p)).get(p)!;
         const v = this.#v.get(p) ?? this.#v.set(p, stateLike(p)).get(p)!;
         const lambda = weightDecay && decay(name, p) ? weightDecay : 0;
-        const [pNew, mNew, vNew] = adamwUpdate(p, p.grad, m, v, { betas, eps, step: t, lr, weightDecay: lambda });
+        const constants = { betas, eps, step: t, lr, weightDecay: lambda, gradScale: opts.gradScale };
+        const [pNew, mNew, vNew] = adamwUpdate(p, p.grad, m, v, constants);
         p.assign(pNew);
         m.assign(mNew);
         v.assign(vNew);

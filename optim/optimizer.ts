@@ -28,12 +28,25 @@ export function stateLike(p: Tensor): Tensor {
   return zeros(p.shape, { backend: p.backend }).keep();
 }
 
+/** Options of {@link Optimizer.step}. */
+export interface StepOptions {
+  /** A 1-element tensor every gradient is multiplied by first (the clipping factor of `gradClip`). */
+  readonly gradScale?: Tensor;
+}
+
 /** What every optimizer offers. */
 export interface Optimizer {
   /** Updates every parameter that has a gradient, using learning rate `lr`. */
-  step(lr: number): void;
+  step(lr: number, opts?: StepOptions): void;
   /** Number of steps taken. */
   readonly steps: number;
   /** State tensors by `name/slot`, for checkpoints. */
   state(): [string, Tensor][];
+}
+
+/** Throws unless `scale` (when given) is a 1-element f32 tensor. */
+export function checkGradScale(scale: Tensor | undefined): void {
+  if (scale && (scale.size !== 1 || scale.dtype !== "f32")) {
+    throw new Error(`step: gradScale must be a 1-element f32 tensor, got ${scale.describe()}`);
+  }
 }

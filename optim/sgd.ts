@@ -5,7 +5,16 @@
  * @module
  */
 import { add, mul, noGrad, sub, type Tensor, tidy } from "@lowp/core";
-import { decayMatrices, type DecayRule, namedParams, type Optimizer, type ParamList, stateLike } from "./optimizer.ts";
+import {
+  checkGradScale,
+  decayMatrices,
+  type DecayRule,
+  namedParams,
+  type Optimizer,
+  type ParamList,
+  stateLike,
+  type StepOptions,
+} from "./optimizer.ts";
 
 /** Options for {@link SGD}. */
 export interface SGDOptions {
@@ -55,14 +64,16 @@ export class SGD implements Optimizer {
       [n, p],
     ) => [`${n}/momentum`, this.#buffers.get(p)!]);
   }
-  /** One update with learning rate `lr`. */
-  step(lr: number): void {
+  /** One update with learning rate `lr`; gradients are multiplied by `opts.gradScale` first when given. */
+  step(lr: number, opts: StepOptions = {}): void {
     const { momentum = 0, nesterov = false, weightDecay = 0, decay = decayMatrices } = this.opts;
+    checkGradScale(opts.gradScale);
     noGrad(() =>
       tidy(() => {
         for (const [name, p] of this.#params) {
           if (!p.grad) continue;
-          let g = weightDecay && decay(name, p) ? add(p.grad, mul(p, weightDecay)) : p.grad;
+          const grad = opts.gradScale ? mul(p.grad, opts.gradScale) : p.grad;
+          let g = weightDecay && decay(name, p) ? add(grad, mul(p, weightDecay)) : grad;
           if (momentum > 0) {
             const prev = this.#buffers.get(p);
             const buf = prev ? prev.assign(add(mul(prev, momentum), g)) : stateLike(p).assign(g);

@@ -8,7 +8,7 @@
  * @module
  */
 import { assignByName, backward, GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
-import { AdamW, clipGradNorm, cosineSchedule, type Optimizer, SGD } from "@lowp/optim";
+import { AdamW, cosineSchedule, gradClip, type Optimizer, SGD } from "@lowp/optim";
 import { type Corpus, sampleBatch, TRAIN_STREAM, VAL_STREAM } from "./data.ts";
 import type { LMRecipe } from "./schema.ts";
 
@@ -141,8 +141,8 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
     const loss = tidy(() => {
       const loss = model.loss(tensor(inputs, { shape }), tensor(targets, { shape }));
       backward(loss);
-      if (t.grad_clip > 0) clipGradNorm(model.parameters(), t.grad_clip);
-      opt.step(lr);
+      // The clipping factor goes to the optimizer, which applies it inside its update (AdamW: in its kernel).
+      opt.step(lr, t.grad_clip > 0 ? { gradScale: gradClip(model.parameters(), t.grad_clip).scale } : {});
       model.zeroGrad();
       return loss;
     });

@@ -215,12 +215,22 @@ const LARGER_CASES: OpCase[] = [
     fn: (a, b) => concat([a, b], 1),
   },
   { op: "sum", name: "sum [3,1000] axis 1", inputs: [{ shape: [3, 1000] }], fn: (x) => sum(x, 1) },
+  // Long axes take the split (lane) order on both backends: whole tensors, a strided axis, an odd length.
+  { op: "sum", name: "sum [256,257] all (split)", inputs: [{ shape: [256, 257] }], fn: (x) => sum(x) },
+  { op: "sum", name: "sum [1024,24] axis 0 (split, strided)", inputs: [{ shape: [1024, 24] }], fn: (x) => sum(x, 0) },
+  { op: "sum", name: "sum [2,513,3] axis 1 (split)", inputs: [{ shape: [2, 513, 3] }], fn: (x) => sum(x, 1) },
   { op: "gelu", name: "gelu [40,70]", inputs: [{ shape: [40, 70], gen: uniform(-4, 4) }], fn: (x) => gelu(x) },
   { op: "softmax", name: "softmax [4,300]", inputs: [{ shape: [4, 300], gen: uniform(-4, 4) }], fn: (x) => softmax(x) },
   {
     op: "layerNorm",
     name: "layerNorm [4,256]",
     inputs: [{ shape: [4, 256] }, { shape: [256] }, { shape: [256] }],
+    fn: (x, w, b) => layerNorm(x, w, b),
+  },
+  {
+    op: "layerNorm",
+    name: "layerNorm [1024,16] (weight and bias gradients as split sums)",
+    inputs: [{ shape: [1024, 16] }, { shape: [16] }, { shape: [16] }],
     fn: (x, w, b) => layerNorm(x, w, b),
   },
   {

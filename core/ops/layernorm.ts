@@ -1,9 +1,10 @@
 /**
- * Layer normalisation as three kernels (forward per row; backward per row for
- * dx and per column for dw, db) instead of some thirty elementwise and
- * reduction dispatches. Float arithmetic written twice, TypeScript (every
- * operation rounded to f32) and WGSL, in the same order; sums run in index
- * order, so each backend is deterministic and the two agree within a few ulp.
+ * Layer normalisation as a few kernels (forward per row; backward per row for
+ * dx, and for dw, db the products g·x̂ then the backend's column sums) instead
+ * of some thirty elementwise and reduction dispatches. Float arithmetic written
+ * twice, TypeScript (every operation rounded to f32) and WGSL, in the same
+ * order; sums run in a fixed order, so each backend is deterministic and the
+ * two agree within a few ulp.
  *
  * @module
  */
@@ -116,41 +117,29 @@ function backwardRows(
   }
 }
 
-/** dw, db per column: ins g, x, mean, rstd; outs dw, db. Params [D, rows]. */
-const BACKWARD_COLUMNS: WordKernel = rangeKernel({
-  name: "layernorm_backward_columns",
+/** The terms of dw, g·x̂ per element: ins g, x, mean, rstd; out the terms. Params [D]. */
+const WEIGHT_GRAD_TERMS: WordKernel = rangeKernel({
+  name: "layernorm_weight_grad_terms",
   inputs: 4,
-  outputs: 2,
-  range: backwardColumns,
-  wgsl: `  let d = Q(0u);
-  var sw = 0.0; var sb = 0.0;
-  for (var r = 0u; r < Q(1u); r++) {
-    let g = bitcast<f32>(in0[r * d + i]);
-    let xh = (bitcast<f32>(in1[r * d + i]) - bitcast<f32>(in2[r])) * bitcast<f32>(in3[r]);
-    sw = sw + g * xh; sb = sb + g;
-  }
-  out0[i] = bitcast<u32>(sw);
-  out1[i] = bitcast<u32>(sb);`,
+  outputs: 1,
+  range: weightGradTerms,
+  wgsl: `  let r = i / Q(0u);
+  let xh = (bitcast<f32>(in1[i]) - bitcast<f32>(in2[r])) * bitcast<f32>(in3[r]);
+  out0[i] = bitcast<u32>(bitcast<f32>(in0[i]) * xh);`,
 });
 
-function backwardColumns(
+function weightGradTerms(
   start: number,
   end: number,
   ins: readonly Uint32Array[],
   outs: readonly Uint32Array[],
   p: Uint32Array,
 ) {
-  const [g, x, means, rstds] = ins.map(asF32), [dw, db] = outs.map(asF32);
-  const d = p[0], rows = p[1];
-  for (let j = start; j < end; j++) {
-    let sw = 0, sb = 0;
-    for (let r = 0; r < rows; r++) {
-      const gv = g[r * d + j], xh = fr(fr(x[r * d + j] - means[r]) * rstds[r]);
-      sw = fr(sw + fr(gv * xh));
-      sb = fr(sb + gv);
-    }
-    dw[j] = sw;
-    db[j] = sb;
+  const [g, x, means, rstds] = ins.map(asF32), [terms] = outs.map(asF32);
+  const d = p[0];
+  for (let i = start; i < end; i++) {
+    const r = Math.floor(i / d);
+    terms[i] = fr(g[i] * fr(fr(x[i] - means[r]) * rstds[r]));
   }
 }
 
@@ -187,18 +176,22 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   }
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   return record(y, "layerNorm", inputs, (g) => {
-    const dx = emptyTensor(backend, x.shape), dw = emptyTensor(backend, [d]), db = emptyTensor(backend, [d]);
+    const dx = emptyTensor(backend, x.shape);
+    const dw = weight ? emptyTensor(backend, [d]) : null, db = bias ? emptyTensor(backend, [d]) : null;
     if (x.size > 0) {
       const rowIns = [g, x, weight ?? x, mean, rstd].map((t) => t.storage);
       backend.runWords(BACKWARD_ROWS, rowIns, [dx.storage], rows, [d, weight ? 1 : 0]);
-      backend.runWords(BACKWARD_COLUMNS, [g, x, mean, rstd].map((t) => t.storage), [dw.storage, db.storage], d, [
-        d,
-        rows,
-      ]);
-    } else {
-      backend.fill(dw.storage, 0, "f32");
-      backend.fill(db.storage, 0, "f32");
     }
-    return [dx, ...(weight ? [dw] : []), ...(bias ? [db] : [])];
+    // dw and db are column sums over the rows (the backend's sum runs a long column in parallel lanes).
+    if (dw) {
+      const terms = emptyTensor(backend, x.shape);
+      if (x.size > 0) {
+        backend.runWords(WEIGHT_GRAD_TERMS, [g, x, mean, rstd].map((t) => t.storage), [terms.storage], x.size, [d]);
+      }
+      backend.reduce("sum", terms.storage, 1, rows, d, dw.storage);
+      terms.dispose();
+    }
+    if (db) backend.reduce("sum", g.storage, 1, rows, d, db.storage);
+    return [dx, ...(dw ? [dw] : []), ...(db ? [db] : [])];
   });
 }

@@ -11,6 +11,7 @@ import {
   contiguousStrides,
   type DType,
   type MatmulShape,
+  splitSum,
   type Storage,
   type TypedArray,
   WORD_KERNEL_MAX_PARAMS,
@@ -28,6 +29,7 @@ import {
   RANDOM_UNIFORM_SHADER,
   reduceShader,
   SCATTER_ADD_ROWS_SHADER,
+  SPLIT_SUM_SHADER,
   wordKernelShader,
 } from "./shaders.ts";
 
@@ -133,7 +135,16 @@ export function webGpuBackend(ctx: GpuContext, opts: WebGpuOptions = {}): Backen
     },
 
     reduce(op, input, outer, size, inner, out) {
-      run1d(reduceShader(op), [gpu(input), gpu(out)], [outer * inner, size, inner], outer * inner);
+      const params = [outer * inner, size, inner];
+      if (op !== "sum" || !splitSum(size)) {
+        return run1d(reduceShader(op), [gpu(input), gpu(out)], params, outer * inner);
+      }
+      ctx.dispatch({
+        source: SPLIT_SUM_SHADER,
+        buffers: [gpu(input), gpu(out)],
+        params: Uint32Array.from(params),
+        workgroups: grid1d(outer * inner, 1),
+      });
     },
 
     matmul(a, b, out, s: MatmulShape) {

@@ -28,6 +28,16 @@ export class GpuStorage implements Storage {
 /** Parameters are written into 256-byte slots (the WebGPU uniform offset alignment). */
 const SLOT_BYTES = 256;
 const SLOTS = 512;
+/** Bind groups kept for reuse (a training step of the tiny GPT uses a few hundred). */
+const BIND_GROUP_CACHE = 8192;
+
+/** A bind-group layout shape: `key` lists the storage bindings' access (`r` read, `w` read_write). */
+interface Layout {
+  readonly key: string;
+  readonly bindGroupLayout: GPUBindGroupLayout;
+  readonly pipelineLayout: GPUPipelineLayout;
+}
+
 /** Threads per workgroup for the 1-D kernels. */
 export const WORKGROUP = 256;
 
@@ -52,7 +62,11 @@ export class GpuContext {
   /** Number of dispatches recorded since creation (for dispatches/step figures). */
   dispatchCount = 0;
   private readonly pool = new Map<number, GPUBuffer[]>();
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: Layout }>();
+  private readonly layouts = new Map<string, Layout>();
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 0;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private readonly uniformHost = new Uint32Array((SLOT_BYTES * SLOTS) / 4);
@@ -134,21 +148,77 @@ export class GpuContext {
     }
     if (d.workgroups.some((w) => w === 0)) return;
     if (this.slot === SLOTS) this.flush();
-    const pipeline = this.#pipeline(d.source);
+    const { pipeline, layout } = this.#pipeline(d.source);
     this.uniformHost.set(d.params, (this.slot * SLOT_BYTES) / 4);
-    const entries: GPUBindGroupEntry[] = [{
-      binding: 0,
-      resource: { buffer: this.uniform, offset: this.slot * SLOT_BYTES, size: SLOT_BYTES },
-    }];
-    d.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
-    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-    this.slot++;
+    const bindGroup = this.#bindGroup(layout, d.buffers);
     this.encoder ??= this.device.createCommandEncoder();
     this.pass ??= this.encoder.beginComputePass();
     this.pass.setPipeline(pipeline);
-    this.pass.setBindGroup(0, bindGroup);
+    this.pass.setBindGroup(0, bindGroup, [this.slot * SLOT_BYTES]);
+    this.slot++;
     this.pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
     this.dispatchCount++;
+  }
+
+  /**
+   * The bind group of `buffers` under `layout`, made once and reused: the uniform slot is a dynamic
+   * offset, so a training step that binds the same pooled buffers again (it does, step after step) skips
+   * `createBindGroup`, the larger part of a dispatch's host cost. Pooled buffers are never destroyed, so
+   * a cached group stays valid; the cache is dropped whole past {@link BIND_GROUP_CACHE} entries.
+   */
+  #bindGroup(layout: Layout, buffers: readonly GPUBuffer[]): GPUBindGroup {
+    let key = layout.key;
+    for (const b of buffers) key += `,${this.#bufferId(b)}`;
+    let group = this.bindGroups.get(key);
+    if (!group) {
+      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniform, size: SLOT_BYTES } }];
+      buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+      group = this.device.createBindGroup({ layout: layout.bindGroupLayout, entries });
+      this.bindGroups.set(key, group);
+    }
+    return group;
+  }
+
+  #bufferId(b: GPUBuffer): number {
+    let id = this.bufferIds.get(b);
+    if (id === undefined) this.bufferIds.set(b, id = this.nextBufferId++);
+    return id;
+  }
+
+  /**
+   * The explicit layout of a shader's bindings: binding 0 the uniform slot (dynamic offset), then each
+   * `var<storage, read>` / `var<storage, read_write>` in binding order, read from the source.
+   */
+  #layout(source: string): Layout {
+    const access = [...source.matchAll(/@binding\((\d+)\) var<storage, (read_write|read)>/g)]
+      .sort((a, b) => Number(a[1]) - Number(b[1]))
+      .map((m, i) => {
+        if (Number(m[1]) !== i + 1) {
+          throw new Error(`webgpu: storage bindings must be 1, 2, ... (found @binding(${m[1]}))`);
+        }
+        return m[2] === "read" ? "r" : "w";
+      }).join("");
+    let layout = this.layouts.get(access);
+    if (!layout) {
+      const entries: GPUBindGroupLayoutEntry[] = [{
+        binding: 0,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: SLOT_BYTES },
+      }];
+      [...access].forEach((a, i) =>
+        entries.push({
+          binding: i + 1,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: a === "r" ? "read-only-storage" : "storage" },
+        })
+      );
+      const bindGroupLayout = this.device.createBindGroupLayout({ entries });
+      const pipelineLayout = this.device.createPipelineLayout({ bindGroupLayouts: [bindGroupLayout] });
+      layout = { key: access, bindGroupLayout, pipelineLayout };
+      this.layouts.set(access, layout);
+    }
+    return layout;
   }
 
   /** Submits everything recorded so far (no wait). */
@@ -193,11 +263,16 @@ export class GpuContext {
     }
   }
 
-  #pipeline(source: string): GPUComputePipeline {
+  #pipeline(source: string): { pipeline: GPUComputePipeline; layout: Layout } {
     let p = this.pipelines.get(source);
     if (!p) {
       const module = this.device.createShaderModule({ code: source });
-      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      const layout = this.#layout(source);
+      const pipeline = this.device.createComputePipeline({
+        layout: layout.pipelineLayout,
+        compute: { module, entryPoint: "main" },
+      });
+      p = { pipeline, layout };
       this.pipelines.set(source, p);
     }
     return p;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { MapOp, ReduceOp, WordKernel } from "../backend.ts";
+import { type MapOp, type ReduceOp, SUM_LANES, type WordKernel } from "../backend.ts";
 import { PHILOX_WGSL } from "../philox.ts";
 import { ENTRY_1D, PRELUDE } from "./context.ts";
 
@@ -85,6 +85,33 @@ ${ENTRY_1D}
 }
 `;
 }
+
+/**
+ * A long `sum` (see `splitSum`): one workgroup of SUM_LANES threads per output; thread t adds elements
+ * t, t + 256, … in order, then the workgroup combines the lanes pairwise. Params [outputs, size, inner].
+ */
+export const SPLIT_SUM_SHADER = `${PRELUDE}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+var<workgroup> lanes: array<f32, ${SUM_LANES}>;
+@compute @workgroup_size(${SUM_LANES})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  let i = wg.x + wg.y * nwg.x;
+  if (i >= P(0u)) { return; }
+  let size = P(1u); let inner = P(2u);
+  let base = (i / inner) * size * inner + i % inner;
+  var acc = 0.0;
+  for (var r = t; r < size; r += ${SUM_LANES}u) { acc = acc + x[base + r * inner]; }
+  lanes[t] = acc;
+  workgroupBarrier();
+  for (var s = ${SUM_LANES / 2}u; s > 0u; s = s >> 1u) {
+    if (t < s) { lanes[t] = lanes[t] + lanes[t + s]; }
+    workgroupBarrier();
+  }
+  if (t == 0u) { out[i] = lanes[0]; }
+}
+`;
 
 /**
  * A matmul tiling: a 16x16 workgroup computes a (16·tm) x (16·tn) block of C,

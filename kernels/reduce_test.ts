@@ -1,0 +1,46 @@
+/**
+ * The summation order of `reduce("sum")` on the CPU backend: in index order below 512 elements, in the
+ * lane order of `splitSum` from there on (the WebGPU backend's order too; tests/parity_test.ts compares
+ * the two bit for bit). Each case is built so that the two orders give different f32 results.
+ */
+import assert from "node:assert/strict";
+import { splitSum, SUM_LANES } from "./backend.ts";
+import { CpuStorage, createCpuBackend } from "./cpu.ts";
+
+const cpu = createCpuBackend();
+
+function sumOf(values: Float32Array): number {
+  const input = cpu.upload(values), out = cpu.alloc(1);
+  cpu.reduce("sum", input, 1, values.length, 1, out);
+  const result = (out as CpuStorage).f32[0];
+  cpu.free(input);
+  cpu.free(out);
+  return result;
+}
+
+/** 2^24 then ones: adding a one to 2^24 rounds back to 2^24 (ties to even), two ones at once do not. */
+function bigThenOnes(n: number): Float32Array {
+  const x = new Float32Array(n).fill(1);
+  x[0] = 2 ** 24;
+  return x;
+}
+
+Deno.test("sums shorter than 512 run in index order", () => {
+  assert.equal(splitSum(511), false);
+  assert.equal(sumOf(bigThenOnes(511)), 2 ** 24); // every +1 is lost
+});
+
+Deno.test("sums of 512 or more run in lane order: lane t adds t, t + 256, …; lanes combine pairwise", () => {
+  assert.equal(splitSum(512), true);
+  assert.equal(SUM_LANES, 256);
+  // Lane 0: 2^24 + 1 rounds to 2^24; lanes 1..255: 1 + 1 = 2 each; their pairwise total 510 is exact.
+  assert.equal(sumOf(bigThenOnes(512)), 2 ** 24 + 510);
+  // A length that is not a multiple of 256, against the order written out step by step.
+  const x = bigThenOnes(700), lanes = new Float32Array(SUM_LANES);
+  for (let i = 0; i < x.length; i++) lanes[i % SUM_LANES] = Math.fround(lanes[i % SUM_LANES] + x[i]);
+  for (let s = SUM_LANES / 2; s >= 1; s /= 2) {
+    for (let t = 0; t < s; t++) lanes[t] = Math.fround(lanes[t] + lanes[t + s]);
+  }
+  assert.equal(sumOf(x), lanes[0]);
+  assert.notEqual(lanes[0], 2 ** 24);
+});
