@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { splitSum, SUM_LANES } from "./backend.ts";
-import { CpuStorage, createCpuBackend } from "./cpu.ts";
+import { type CpuStorage, createCpuBackend } from "./cpu.ts";
 
 const cpu = createCpuBackend();
 
