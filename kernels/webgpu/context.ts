@@ -62,6 +62,8 @@ export class GpuContext {
   /** Number of dispatches recorded since creation (for dispatches/step figures). */
   dispatchCount = 0;
   private readonly pool = new Map<number, GPUBuffer[]>();
+  /** Pool sizes whose free list got a buffer since it was last sorted. */
+  private readonly unsorted = new Set<number>();
   private readonly pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: Layout }>();
   private readonly layouts = new Map<string, Layout>();
   private readonly bindGroups = new Map<string, GPUBindGroup>();
@@ -115,6 +117,7 @@ export class GpuContext {
     }
     const bytes = bucketBytes(length * 4);
     const free = this.pool.get(bytes);
+    if (free && this.unsorted.delete(bytes)) free.sort((a, b) => this.#bufferId(b) - this.#bufferId(a));
     const buffer = free?.pop() ?? this.device.createBuffer({
       size: bytes,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -123,12 +126,18 @@ export class GpuContext {
     return new GpuStorage(buffer, length);
   }
 
-  /** Returns a buffer to the pool. Pending dispatches that read it still run first (queue order). */
+  /**
+   * Returns a buffer to the pool. Pending dispatches that read it still run first (queue order). The
+   * pool hands out the free buffer of a size with the lowest id, not the last one freed: which buffers
+   * a step gets then depends only on which are free, not on the order they were freed in, so a training
+   * step binds the same buffers as the step before (or the one before that) and reuses its bind groups.
+   */
   release(s: GpuStorage): void {
     this.live--;
     const list = this.pool.get(s.buffer.size) ?? [];
     list.push(s.buffer);
     this.pool.set(s.buffer.size, list);
+    this.unsorted.add(s.buffer.size);
   }
 
   /** Writes host data into a storage. Pending work is submitted first so it keeps its order. */
