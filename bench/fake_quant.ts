@@ -138,8 +138,13 @@ export async function benchFakeQuant(
           ? { ratio_vs_torch: round(r.value / peer.value, 3), torch_peer: torchPeer }
           : {};
         if (peer && peer.elements !== elements) Object.assign(ratio, { torch_elements: peer.elements });
+        // Which implementation ran on the CPU: the fused WebAssembly kernels where they apply, else word kernels.
+        const cpuPath = backend.name === "cpu"
+          ? { kernels: formats.HOST_QUANT_AVAILABLE && backend.hostKernels ? "fused-wasm-simd" : "word-kernels" }
+          : {};
         emit({
           ...line,
+          ...cpuPath,
           value: round(r.value),
           unit: "elements/s",
           best: round(r.best),

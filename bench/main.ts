@@ -31,7 +31,8 @@
  * - `{"bench": "fake_quant", "format", "elements", "shape", "value", "unit": "elements/s", ...}`: `quantDequant`
  *   throughput of e4m3, mxfp4, nvfp4, nf4 and int4 (`granularity: "group:128"`) on a [2048, 2048] tensor
  *   ([512, 512] on a software adapter, said in `note`), timed like matmul_f32 (bench/fake_quant.ts); the torch
- *   peer runs the same quantize-dequantize written with plain tensor ops (`torch_elements` when its size differs).
+ *   peer runs the same quantize-dequantize written with plain tensor ops (`torch_elements` when its size differs). CPU
+ *   lines say which implementation ran: `kernels: "fused-wasm-simd"` (formats/host_quant.ts) or `"word-kernels"`.
  * - Peers, when `python3` has them (bench/peers.py): `"backend": "numpy"`, `"torch-cpu"`, `"torch-cuda"` (TF32
  *   off) with the same timing scheme. Our lines then carry `ratio_vs_torch` (ours / torch; > 1 is faster) with
  *   `torch_peer` naming the peer compared against (torch-cuda for a hardware adapter, torch-cpu for the CPU

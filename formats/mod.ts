@@ -23,3 +23,4 @@ export * from "./flex.ts";
 export * from "./pack.ts";
 export * from "./scale_quantizer.ts";
 export * from "./quantize_file.ts";
+export { HOST_QUANT_AVAILABLE } from "./host_quant.ts";

@@ -18,7 +18,10 @@
  */
 import { BackendLimitError } from "../backend.ts";
 
-/** Which matmul the CPU backend uses: `auto` (WebAssembly above a size threshold) or `reference` (JS loop). */
+/**
+ * Which kernels the CPU backend uses: `auto` (the WebAssembly matmul above a size threshold, and the fused
+ * WebAssembly quantize-dequantize of `@lowp/formats`) or `reference` (JS loops and word kernels only).
+ */
 export type CpuKernels = "auto" | "reference";
 
 /** Reads `LOWP_CPU_KERNELS` once; without env permission (or unset) it is `auto`, never a prompt. */
@@ -55,6 +58,10 @@ async function readWat(url: URL): Promise<string> {
   return await response.text();
 }
 
+/** The wabt instance: npm:wabt is loaded once for every module assembled. */
+type Wabt = Awaited<ReturnType<typeof import("wabt")>>;
+let wabtInstance: Promise<Wabt> | undefined;
+
 /**
  * Reads the WAT file at `url` (a `file:` URL needs read permission, a remote one net permission; neither
  * is ever prompted for) and assembles it with npm:wabt, SIMD and threads enabled, into a compiled module.
@@ -62,8 +69,7 @@ async function readWat(url: URL): Promise<string> {
  */
 export async function assembleWat(url: URL): Promise<WebAssembly.Module> {
   const text = await readWat(url);
-  const { default: wabtInit } = await import("wabt");
-  const wabt = await wabtInit();
+  const wabt = await (wabtInstance ??= import("wabt").then(({ default: init }) => init()));
   const parsed = wabt.parseWat(url.pathname.split("/").pop() ?? "module.wat", text, { simd: true, threads: true });
   try {
     // No parsed.validate(): its typings take no feature flags, so it rejects the shared memory; the
