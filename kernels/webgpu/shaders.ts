@@ -134,6 +134,12 @@ export const MATMUL_TILES = {
 } as const satisfies Record<string, MatmulTile>;
 
 /**
+ * Padding of each k-row of the workgroup tiles: a k-first tile load stores a column of the tile (stride
+ * bm + 4 words), so 8 consecutive k land in distinct shared-memory banks.
+ */
+const TILE_PAD = 4;
+
+/**
  * Tiled, register-blocked batched matmul; transposes and tiling are baked
  * into the source. The register block is written out with constant indices
  * (generated code, no loops over private arrays) so compilers keep the
@@ -145,6 +151,10 @@ function buildMatmulShader(transA: boolean, transB: boolean, tile: MatmulTile): 
   const aIndex = transA ? "aBase + p * M + r" : "aBase + r * K + p";
   const bIndex = transB ? "bBase + c * K + p" : "bBase + p * N + c";
   const loadsA = (bm * bk) / 256, loadsB = (bn * bk) / 256;
+  // Tile loads: consecutive threads read consecutive addresses (coalesced). Where K is the contiguous axis
+  // (A as [M, K], B as [N, K]) they walk k first, else rows (A) / columns (B).
+  const tileIndex = (kFast: boolean, width: number, name: string) =>
+    kFast ? `let ${name} = e / ${bk}u; let kk = e % ${bk}u;` : `let kk = e / ${width}u; let ${name} = e % ${width}u;`;
   const range = (n: number) => [...Array(n).keys()];
   const accDecl = range(tm).map((x) => range(tn).map((y) => `var c${x}_${y} = 0.0;`).join(" ")).join("\n  ");
   const regs = [
@@ -163,8 +173,8 @@ function buildMatmulShader(transA: boolean, transB: boolean, tile: MatmulTile): 
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
-var<workgroup> As: array<array<f32, ${bm}>, ${bk}>;
-var<workgroup> Bs: array<array<f32, ${bn}>, ${bk}>;
+var<workgroup> As: array<array<f32, ${bm + TILE_PAD}>, ${bk}>;
+var<workgroup> Bs: array<array<f32, ${bn + TILE_PAD}>, ${bk}>;
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let M = P(0u); let N = P(1u); let K = P(2u);
@@ -175,7 +185,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   for (var k0 = 0u; k0 < K; k0 += ${bk}u) {
     for (var l = 0u; l < ${loadsA}u; l++) {
       let e = t + l * 256u;
-      let kk = e / ${bm}u; let mm = e % ${bm}u;
+      ${tileIndex(!transA, bm, "mm")}
       let p = k0 + kk; let r = row0 + mm;
       var v = 0.0;
       if (r < M && p < K) { v = A[${aIndex}]; }
@@ -183,7 +193,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     for (var l = 0u; l < ${loadsB}u; l++) {
       let e = t + l * 256u;
-      let kk = e / ${bn}u; let nn = e % ${bn}u;
+      ${tileIndex(transB, bn, "nn")}
       let p = k0 + kk; let c = col0 + nn;
       var v = 0.0;
       if (c < N && p < K) { v = B[${bIndex}]; }
