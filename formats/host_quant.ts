@@ -1,6 +1,6 @@
 /**
  * Fused quantize-dequantize on the CPU backend: `quantDequant` of the
- * element formats, MX, NVFP4 and symmetric INT-k in one WebAssembly SIMD pass
+ * element formats, MX, NVFP4, NF4 and INT-k in one WebAssembly SIMD pass
  * per block (`wasm/quant.wat`, assembled at import by npm:wabt like the
  * matmul kernel), instead of the reference word kernels' integer emulation one
  * item at a time. The bits are the same: the kernels do each reference step
@@ -53,7 +53,16 @@ interface QuantKernels {
     sEmin: number,
     sMax: number,
   ): void;
-  int_symmetric(at: number, out: number, groups: number, vectors: number, lr: number, qmin: number, qmax: number): void;
+  int(
+    at: number,
+    out: number,
+    groups: number,
+    vectors: number,
+    lr: number,
+    qmin: number,
+    qmax: number,
+    asymmetric: number,
+  ): void;
   nf4(at: number, out: number, blocks: number, table: number): void;
 }
 
@@ -213,23 +222,23 @@ export function hostNvfp4(x: Tensor, p: HostNvfp4Params, opts: QuantizeOptions):
 }
 
 /**
- * `quantDequant` of a symmetric INT-k (`int.ts`) whose groups are runs of `inner` consecutive values
- * (`outer` = 1: per-tensor, per-group, or per-channel on the first axis) with `inner` a multiple of 4 up
- * to 2^20, or null. `levelsRecip` is fround(1/qmax) as f32 bits, [qmin, qmax] the code range.
+ * `quantDequant` of INT-k (`int.ts`, symmetric or with a zero point) whose groups are runs of `inner`
+ * consecutive values (`outer` = 1: per-tensor, per-group, or per-channel on the first axis) with `inner` a
+ * multiple of 4 up to 2^20, or null. `levelsRecip` is fround(1/L) as f32 bits, [qmin, qmax] the code range.
  */
-export function hostIntSymmetric(
+export function hostInt(
   x: Tensor,
   layout: { outer: number; inner: number },
+  signed: boolean,
   levelsRecip: number,
-  qmin: number,
-  qmax: number,
+  [qmin, qmax]: [number, number],
   opts: QuantizeOptions,
 ): Tensor | null {
   const xs = hostInput(x, opts);
   if (!xs || layout.outer !== 1 || layout.inner % 4 !== 0 || layout.inner > MAX_GROUP) return null;
   const [out, os] = hostOutput(x);
-  const lr = f32Of(levelsRecip), g = layout.inner;
-  chunked(kernels!, xs, os, g, (at, to, groups) => kernels!.int_symmetric(at, to, groups, g / 4, lr, qmin, qmax));
+  const lr = f32Of(levelsRecip), g = layout.inner, asymmetric = signed ? 0 : 1;
+  chunked(kernels!, xs, os, g, (at, to, groups) => kernels!.int(at, to, groups, g / 4, lr, qmin, qmax, asymmetric));
   return out;
 }
 

@@ -107,8 +107,8 @@ const MX_CASES: Case[] = [
   { format: "mxfp8_e4m3", opts: { saturate: false } },
   { format: "mxfp8_e5m2", opts: { saturate: false } },
 ];
-const INT_CASES: Case[] = [2, 3, 4, 8].flatMap((k) =>
-  ["group:4", "group:32", "group:128", "channel:0", "tensor"].map((granularity) => ({ format: `int${k}`, granularity }))
+const INT_CASES: Case[] = ["int2", "int3", "int4", "int8", "uint2", "uint4", "uint8"].flatMap((format) =>
+  ["group:4", "group:32", "group:128", "channel:0", "tensor"].map((granularity) => ({ format, granularity }))
 );
 
 /** Runs `c` on both backends over `words` (shape `shape`) and compares the bits. */
@@ -163,13 +163,20 @@ Deno.test("NF4: fused = reference on midpoints, code values and specials", async
   await compare({ format: "nf4" }, words, [64, 1024], "wide exponents");
 });
 
-Deno.test("symmetric INT-k: fused = reference for every group shape it takes", async () => {
+Deno.test("INT-k, symmetric and with zero points: fused = reference for every group shape it takes", async () => {
   const words = adversarial(64 * 1024, 6, { block: 32, lo: -150, hi: 127, specials: true });
   const finite = adversarial(64 * 1024, 7, { block: 4, lo: -150, hi: 127, specials: false });
   for (const c of INT_CASES) {
     await compare(c, words, [64, 1024], "wide exponents");
     await compare(c, finite, [64, 1024], "finite");
   }
+});
+
+Deno.test("empty tensors come back empty on the fused path", async () => {
+  for (const c of [...ELEMENT_CASES.slice(0, 1), ...MX_CASES.slice(0, 1), { format: "nvfp4" }, { format: "nf4" }]) {
+    await compare(c, new Uint32Array(0), [0, 64], "empty");
+  }
+  await compare({ format: "int4", granularity: "group:32" }, new Uint32Array(0), [0, 64], "empty");
 });
 
 Deno.test("cases the fused kernels do not take go to the word kernels", () => {
@@ -179,7 +186,6 @@ Deno.test("cases the fused kernels do not take go to the word kernels", () => {
     ["e8m7", {}], // quanta below f32's normal range
     ["mxint8", {}],
     ["mxfp4", { scaleRounding: "ceil" }],
-    ["uint4", { granularity: parseGranularity("group:32") }],
     ["int4", { granularity: parseGranularity("channel:1") }], // strided groups
     ["nf4", { doubleQuant: true }],
   ];

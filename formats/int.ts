@@ -33,7 +33,7 @@
 import type { Backend, Storage, WordKernel } from "@lowp/kernels";
 import { Tensor } from "@lowp/core";
 import { f32MulBits, f32RecipBits } from "./exact.ts";
-import { hostIntSymmetric } from "./host_quant.ts";
+import { hostInt } from "./host_quant.ts";
 import { randomWord } from "./kernels.ts";
 import {
   f32AddBits,
@@ -296,19 +296,19 @@ export function intQuantizer(name: string): Quantizer | null {
     const out = applyIntScales(x.backend, x.storage, layout, scales, spec, opts, emit);
     return { layout, scales, out, granularity };
   };
-  const fusedSymmetric = (x: Tensor, opts: QuantizeOptions) => {
+  /** The fused host kernel's result, or null where it does not apply (see host_quant.ts). */
+  const fusedQuantDequant = (x: Tensor, opts: QuantizeOptions) => {
     requireF32(x, name);
     roundingParams(opts); // the same errors as the word kernels' path
     const layout = layoutOf(x.shape, opts.granularity ?? { kind: "tensor" }, name);
-    const [qmin, qmax] = intRange(spec);
-    return hostIntSymmetric(x, layout, levelsRecipBits(spec), qmin, qmax, opts);
+    return hostInt(x, layout, spec.signed, levelsRecipBits(spec), intRange(spec), opts);
   };
   return {
     name,
     elementBits: spec.bits,
     blockSize: null,
     quantDequant(x, opts = {}) {
-      const fused = spec.signed ? fusedSymmetric(x, opts) : null;
+      const fused = fusedQuantDequant(x, opts);
       if (fused) return fused;
       const { scales, out } = run(x, opts, "values");
       freeAll(x.backend, scales.scale, scales.inv, scales.zp);

@@ -205,14 +205,23 @@
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $block))))
 
-  ;; Symmetric INT-k (int.ts) over `groups` consecutive groups of 4·$vectors values: s = RN(amax · $lr),
-  ;; values RN(clamp(round(x · RN(1/s)), qmin, qmax) · s); a NaN/Inf in a group makes it NaN, s = 0 gives
-  ;; +0. A NaN product (0 · Inf, when 1/s overflows) rounds to code 0 as in round_to_int; adding +0 turns
-  ;; a -0 code into +0 (integer codes have no -0).
-  (func (export "int_symmetric") (param $in i32) (param $out i32) (param $groups i32) (param $vectors i32)
-    (param $lr f32) (param $qmin f32) (param $qmax f32)
-    (local $g i32) (local $j i32) (local $bytes i32) (local $amax i32) (local $s f32)
-    (local $inv v128) (local $sv v128) (local $lov v128) (local $hiv v128) (local $r v128)
+  ;; Rounds four lanes to integers (ties to even); NaN lanes (0 · Inf when 1/s overflows) give 0, as
+  ;; round_to_int does.
+  (func $round_int (param $v v128) (result v128)
+    (local.set $v (f32x4.nearest (local.get $v)))
+    (v128.bitselect (local.get $v) (v128.const f32x4 0 0 0 0) (f32x4.eq (local.get $v) (local.get $v))))
+
+  ;; INT-k (int.ts) over `groups` consecutive groups of 4·$vectors values, codes clamped to [qmin, qmax].
+  ;; Symmetric: s = RN(amax · $lr), zero point 0. Asymmetric: min and max taken with 0 included,
+  ;; s = RN(RN(max − min) · $lr) (NaN when that overflows), zp = clamp(round(−min · RN(1/s)), 0, qmax)
+  ;; (the clamp at 0 mirrors int.ts: −min · RN(1/s) is never negative).
+  ;; Values RN((clamp(round(x · RN(1/s)) + zp) − zp) · s); a NaN/Inf in a group makes it NaN, s = 0 gives
+  ;; +0. Adding zp (+0 for symmetric) turns a -0 code into +0 (integer codes have no -0).
+  (func (export "int") (param $in i32) (param $out i32) (param $groups i32) (param $vectors i32)
+    (param $lr f32) (param $qmin f32) (param $qmax f32) (param $asymmetric i32)
+    (local $g i32) (local $j i32) (local $bytes i32) (local $amax i32) (local $s f32) (local $inv f32)
+    (local $lo f32) (local $hi f32) (local $zp f32) (local $x v128) (local $mn v128) (local $mx v128)
+    (local $invv v128) (local $sv v128) (local $zpv v128) (local $lov v128) (local $hiv v128) (local $r v128)
     (local.set $bytes (i32.shl (local.get $vectors) (i32.const 4)))
     (local.set $lov (f32x4.splat (local.get $qmin)))
     (local.set $hiv (f32x4.splat (local.get $qmax)))
@@ -220,30 +229,60 @@
       (loop $group
         (br_if $done (i32.ge_u (local.get $g) (local.get $groups)))
         (local.set $amax (call $amax (local.get $in) (local.get $vectors)))
-        (if (i32.ge_u (local.get $amax) (i32.const 0x7f800000))
+        (local.set $s (f32.mul (f32.reinterpret_i32 (local.get $amax)) (local.get $lr)))
+        (if (local.get $asymmetric)
+          (then
+            ;; min and max with 0 included (NaN lanes are moot: such a group is NaN anyway)
+            (local.set $mn (v128.const f32x4 0 0 0 0))
+            (local.set $mx (v128.const f32x4 0 0 0 0))
+            (local.set $j (i32.const 0))
+            (block $end
+              (loop $range
+                (br_if $end (i32.ge_u (local.get $j) (local.get $bytes)))
+                (local.set $x (v128.load (i32.add (local.get $in) (local.get $j))))
+                (local.set $mn (f32x4.min (local.get $mn) (local.get $x)))
+                (local.set $mx (f32x4.max (local.get $mx) (local.get $x)))
+                (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                (br $range)))
+            (local.set $lo
+              (f32.min
+                (f32.min (f32x4.extract_lane 0 (local.get $mn)) (f32x4.extract_lane 1 (local.get $mn)))
+                (f32.min (f32x4.extract_lane 2 (local.get $mn)) (f32x4.extract_lane 3 (local.get $mn)))))
+            (local.set $hi
+              (f32.max
+                (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+                (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
+            (local.set $s (f32.mul (f32.sub (local.get $hi) (local.get $lo)) (local.get $lr)))))
+        (if (i32.or (i32.ge_u (local.get $amax) (i32.const 0x7f800000)) (f32.eq (local.get $s) (f32.const inf)))
           (then
             (call $fill (local.get $out) (local.get $vectors)
               (v128.const i32x4 0x7fc00000 0x7fc00000 0x7fc00000 0x7fc00000)))
           (else
-            (local.set $s (f32.mul (f32.reinterpret_i32 (local.get $amax)) (local.get $lr)))
-            (local.set $sv (f32x4.splat (local.get $s)))
             (local.set $inv
-              (f32x4.splat
-                (if (result f32) (f32.eq (local.get $s) (f32.const 0))
-                  (then (f32.const 0))
-                  (else (f32.div (f32.const 1) (local.get $s))))))
+              (if (result f32) (f32.eq (local.get $s) (f32.const 0))
+                (then (f32.const 0))
+                (else (f32.div (f32.const 1) (local.get $s)))))
+            (local.set $zp (f32.const 0))
+            (if (local.get $asymmetric)
+              (then
+                (local.set $zp
+                  (f32.min (local.get $qmax)
+                    (f32.max (f32.const 0)
+                      (f32x4.extract_lane 0
+                        (call $round_int (f32x4.splat (f32.mul (f32.neg (local.get $lo)) (local.get $inv))))))))))
+            (local.set $sv (f32x4.splat (local.get $s)))
+            (local.set $invv (f32x4.splat (local.get $inv)))
+            (local.set $zpv (f32x4.splat (local.get $zp)))
             (local.set $j (i32.const 0))
             (block $end
               (loop $element
                 (br_if $end (i32.ge_u (local.get $j) (local.get $bytes)))
                 (local.set $r
-                  (f32x4.nearest (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $inv))))
+                  (call $round_int (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $invv))))
                 (local.set $r
-                  (v128.bitselect (local.get $r) (v128.const f32x4 0 0 0 0) (f32x4.eq (local.get $r) (local.get $r))))
-                (local.set $r
-                  (f32x4.min (f32x4.max (f32x4.add (local.get $r) (v128.const f32x4 0 0 0 0)) (local.get $lov))
-                    (local.get $hiv)))
-                (v128.store (i32.add (local.get $out) (local.get $j)) (f32x4.mul (local.get $r) (local.get $sv)))
+                  (f32x4.min (f32x4.max (f32x4.add (local.get $r) (local.get $zpv)) (local.get $lov)) (local.get $hiv)))
+                (v128.store (i32.add (local.get $out) (local.get $j))
+                  (f32x4.mul (f32x4.sub (local.get $r) (local.get $zpv)) (local.get $sv)))
                 (local.set $j (i32.add (local.get $j) (i32.const 16)))
                 (br $element)))))
         (local.set $in (i32.add (local.get $in) (local.get $bytes)))
