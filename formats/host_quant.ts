@@ -10,9 +10,10 @@
  *
  * Each entry point returns `null` when it does not apply, and the quantizer
  * then runs its word kernels: another backend, a CPU backend made with
- * `kernels: "reference"` (or `LOWP_CPU_KERNELS=reference`), a rounding mode
- * other than `nearest`, and the cases listed at each function. Codes
- * (`quantize`) always come from the word kernels.
+ * `kernels: "reference"` (or `LOWP_CPU_KERNELS=reference`), `nearest-away`
+ * rounding, and the cases listed at each function. `nearest` and
+ * `stochastic` rounding are fused (the Philox words are drawn in the module
+ * too). Codes (`quantize`) always come from the word kernels.
  *
  * Data moves through the module's memory in chunks of about 64 KiB (copy in,
  * run, copy out), so a pass streams the tensor once through the cache; one
@@ -20,7 +21,7 @@
  *
  * @module
  */
-import { assembleWat, CPU_KERNELS, CpuStorage } from "@lowp/kernels";
+import { assembleWat, CPU_KERNELS, CpuStorage, philoxWords } from "@lowp/kernels";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { quantizeBits, type QuantParams } from "./element.ts";
 import type { QuantizeOptions } from "./spec.ts";
@@ -29,7 +30,16 @@ import type { QuantizeOptions } from "./spec.ts";
 interface QuantKernels {
   memory: WebAssembly.Memory;
   amax(at: number, vectors: number): number;
-  element(at: number, out: number, vectors: number, mbits: number, emin: number, maxBits: number, ovf: number): void;
+  element(
+    at: number,
+    out: number,
+    vectors: number,
+    mbits: number,
+    emin: number,
+    maxBits: number,
+    ovf: number,
+    rd: number,
+  ): void;
   mx(
     at: number,
     out: number,
@@ -39,6 +49,7 @@ interface QuantKernels {
     maxBits: number,
     ovf: number,
     emax: number,
+    rd: number,
   ): void;
   nvfp4(
     at: number,
@@ -52,6 +63,7 @@ interface QuantKernels {
     sMbits: number,
     sEmin: number,
     sMax: number,
+    rd: number,
   ): void;
   int(
     at: number,
@@ -62,8 +74,10 @@ interface QuantKernels {
     qmin: number,
     qmax: number,
     asymmetric: number,
+    rd: number,
   ): void;
   nf4(at: number, out: number, blocks: number, table: number): void;
+  philox(out: number, count: number, seed: number, stream: number, lo: number, hi: number): void;
 }
 
 async function load(): Promise<QuantKernels | undefined> {
@@ -99,11 +113,18 @@ function f32Of(bits: number): number {
   return floatView[0];
 }
 
-/** The host arrays of `x` when the fused path may run on it with these options, else null. */
-function hostInput(x: Tensor, opts: QuantizeOptions): Float32Array | null {
+/** The Philox key and first word of a stochastic rounding (null: round to nearest). */
+type Draw = { seed: number; stream: number; offset: number } | null;
+
+/** The host array of `x` and its rounding when the fused path may run on it with these options, else null. */
+function hostInput(x: Tensor, opts: QuantizeOptions): { xs: Float32Array; draw: Draw } | null {
   if (!kernels || !x.backend.hostKernels || !(x.storage instanceof CpuStorage)) return null;
-  if ((opts.rounding ?? "nearest") !== "nearest") return null;
-  return x.storage.f32.subarray(0, x.size);
+  const rounding = opts.rounding ?? "nearest";
+  if (rounding !== "nearest" && rounding !== "stochastic") return null;
+  const draw = rounding === "stochastic"
+    ? { seed: (opts.seed ?? 0) >>> 0, stream: (opts.stream ?? 0) >>> 0, offset: opts.offset ?? 0 }
+    : null;
+  return { xs: x.storage.f32.subarray(0, x.size), draw };
 }
 
 /** A new f32 tensor shaped like `x` and its host array. */
@@ -120,23 +141,29 @@ function memoryF32(k: QuantKernels, bytes: number): Float32Array {
 }
 
 /**
- * Runs `run(inAt, outAt, units)` over `x` in chunks of whole units of `unit` elements (a multiple of 4
- * dividing x.length), copying each chunk in and its result out to `out`.
+ * Runs `run(inAt, outAt, units, rd)` over `x` in chunks of whole units of `unit` elements (a multiple of 4
+ * dividing x.length), copying each chunk in and its result out to `out`. With a `draw`, each chunk's
+ * Philox words (element i of x takes word offset + i) are filled `rd` bytes after its values; else rd = 0.
  */
 function chunked(
   k: QuantKernels,
   x: Float32Array,
   out: Float32Array,
   unit: number,
-  run: (inAt: number, outAt: number, units: number) => void,
+  draw: Draw,
+  run: (inAt: number, outAt: number, units: number, rd: number) => void,
 ): void {
   const span = Math.max(1, Math.floor(CHUNK / unit)) * unit;
-  const mem = memoryF32(k, CONSTANTS + 8 * span);
-  const inAt = CONSTANTS, outAt = CONSTANTS + 4 * span;
+  const mem = memoryF32(k, CONSTANTS + (draw ? 12 : 8) * span);
+  const inAt = CONSTANTS, outAt = CONSTANTS + 4 * span, randAt = CONSTANTS + 8 * span;
   for (let start = 0; start < x.length; start += span) {
     const length = Math.min(span, x.length - start);
     mem.set(x.subarray(start, start + length), inAt / 4);
-    run(inAt, outAt, length / unit);
+    if (draw) {
+      const word = draw.offset + start;
+      k.philox(randAt, length, draw.seed, draw.stream, word % 2 ** 32, Math.floor(word / 2 ** 32));
+    }
+    run(inAt, outAt, length / unit, draw ? randAt - inAt : 0);
     out.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
   }
 }
@@ -153,16 +180,22 @@ function roundable(q: QuantParams): boolean {
 
 /** `quantDequant` of a plain element format with quantizer `q` (`float.ts`), or null. */
 export function hostElement(x: Tensor, q: QuantParams, opts: QuantizeOptions): Tensor | null {
-  const xs = hostInput(x, opts);
-  if (!xs || !roundable(q)) return null;
+  const input = hostInput(x, opts);
+  if (!input || !roundable(q)) return null;
+  const { xs, draw } = input;
   const [out, os] = hostOutput(x);
   const body = xs.length - (xs.length % 4);
-  chunked(kernels!, xs.subarray(0, body), os, 4, (at, to, units) => {
-    kernels!.element(at, to, units, q.mbits, q.emin, q.maxBits, overflowBits(q));
+  chunked(kernels!, xs.subarray(0, body), os, 4, draw, (at, to, units, rd) => {
+    kernels!.element(at, to, units, q.mbits, q.emin, q.maxBits, overflowBits(q), rd);
   });
+  // The last < 4 values, as the word kernel does them.
   const xu = new Uint32Array(xs.buffer, xs.byteOffset, xs.length);
   const ou = new Uint32Array(os.buffer, os.byteOffset, os.length);
-  for (let i = body; i < xs.length; i++) ou[i] = quantizeBits(xu[i], q, 0, 0); // the last < 4 values
+  const rand = new Uint32Array(1);
+  for (let i = body; i < xs.length; i++) {
+    if (draw) philoxWords(rand, draw.seed, draw.stream, draw.offset + i);
+    ou[i] = quantizeBits(xu[i], q, draw ? 2 : 0, rand[0]);
+  }
   return out;
 }
 
@@ -171,11 +204,11 @@ export function hostElement(x: Tensor, q: QuantParams, opts: QuantizeOptions): T
  * rounding `floor` (`mx.ts`; other scale roundings and MXINT8 return null).
  */
 export function hostMx(x: Tensor, q: QuantParams, emax: number, floor: boolean, opts: QuantizeOptions): Tensor | null {
-  const xs = hostInput(x, opts);
-  if (!xs || !floor || !roundable(q) || emax < 0) return null;
+  const input = hostInput(x, opts);
+  if (!input || !floor || !roundable(q) || emax < 0) return null;
   const [out, os] = hostOutput(x);
-  chunked(kernels!, xs, os, 32, (at, to, blocks) => {
-    kernels!.mx(at, to, blocks, q.mbits, q.emin, q.maxBits, overflowBits(q), emax);
+  chunked(kernels!, input.xs, os, 32, input.draw, (at, to, blocks, rd) => {
+    kernels!.mx(at, to, blocks, q.mbits, q.emin, q.maxBits, overflowBits(q), emax, rd);
   });
   return out;
 }
@@ -206,8 +239,9 @@ export interface HostNvfp4Params {
 
 /** `quantDequant` of NVFP4 (`nvfp4.ts`; x.length a multiple of 16), or null. */
 export function hostNvfp4(x: Tensor, p: HostNvfp4Params, opts: QuantizeOptions): Tensor | null {
-  const xs = hostInput(x, opts);
-  if (!xs) return null;
+  const input = hostInput(x, opts);
+  if (!input) return null;
+  const { xs, draw } = input;
   const [out, os] = hostOutput(x);
   const st = p.tensorScale(hostAmaxBits(xs));
   if ((st & 0x7fffffff) > 0x7f800000) {
@@ -215,8 +249,8 @@ export function hostNvfp4(x: Tensor, p: HostNvfp4Params, opts: QuantizeOptions):
     return out;
   }
   const stValue = f32Of(st), r6 = f32Of(p.blockFactor(st)), e = p.element, s = p.scale;
-  chunked(kernels!, xs, os, 16, (at, to, blocks) => {
-    kernels!.nvfp4(at, to, blocks, stValue, r6, e.mbits, e.emin, e.maxBits, s.mbits, s.emin, s.maxBits);
+  chunked(kernels!, xs, os, 16, draw, (at, to, blocks, rd) => {
+    kernels!.nvfp4(at, to, blocks, stValue, r6, e.mbits, e.emin, e.maxBits, s.mbits, s.emin, s.maxBits, rd);
   });
   return out;
 }
@@ -234,11 +268,13 @@ export function hostInt(
   [qmin, qmax]: [number, number],
   opts: QuantizeOptions,
 ): Tensor | null {
-  const xs = hostInput(x, opts);
-  if (!xs || layout.outer !== 1 || layout.inner % 4 !== 0 || layout.inner > MAX_GROUP) return null;
+  const input = hostInput(x, opts);
+  if (!input || layout.outer !== 1 || layout.inner % 4 !== 0 || layout.inner > MAX_GROUP) return null;
   const [out, os] = hostOutput(x);
   const lr = f32Of(levelsRecip), g = layout.inner, asymmetric = signed ? 0 : 1;
-  chunked(kernels!, xs, os, g, (at, to, groups) => kernels!.int(at, to, groups, g / 4, lr, qmin, qmax, asymmetric));
+  chunked(kernels!, input.xs, os, g, input.draw, (at, to, groups, rd) => {
+    kernels!.int(at, to, groups, g / 4, lr, qmin, qmax, asymmetric, rd);
+  });
   return out;
 }
 
@@ -247,11 +283,11 @@ export function hostInt(
  * `table` holds the f32 bits of the 16 code values then the 15 midpoints.
  */
 export function hostNf4(x: Tensor, table: readonly number[], opts: QuantizeOptions): Tensor | null {
-  const xs = hostInput(x, opts);
-  if (!xs) return null;
+  const input = hostInput(x, opts);
+  if (!input || input.draw) return null;
   const [out, os] = hostOutput(x);
   const k = kernels!;
-  chunked(k, xs, os, 64, (at, to, blocks) => {
+  chunked(k, input.xs, os, 64, null, (at, to, blocks) => {
     new Uint32Array(k.memory.buffer, 0, table.length).set(table); // the memory may have grown: a fresh view
     k.nf4(at, to, blocks, 0);
   });

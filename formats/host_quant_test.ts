@@ -102,6 +102,19 @@ const ELEMENT_CASES: Case[] = [
   { format: "e5m2", opts: { saturate: false } },
   { format: "e3m4", opts: { saturate: false } },
 ];
+/**
+ * Stochastic rounding: word offsets off a block boundary, crossing 2^32 (the low counter word wraps) and
+ * past 2^34 (the high counter word is not 0) exercise the word indexing.
+ */
+const DRAWS: QuantizeOptions[] = [
+  { rounding: "stochastic", seed: 7, stream: 3, offset: 0 },
+  { rounding: "stochastic", seed: 1234567, stream: 0, offset: 2 ** 32 - 2 },
+  { rounding: "stochastic", seed: 99, stream: 5, offset: 3 * 2 ** 34 + 1 },
+];
+/** `cases` again with each stochastic draw. */
+const withDraws = (cases: Case[]): Case[] =>
+  cases.flatMap((c) => DRAWS.map((d) => ({ ...c, opts: { ...c.opts, ...d } })));
+
 const MX_CASES: Case[] = [
   ...["mxfp4", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2"].map((format) => ({ format })),
   { format: "mxfp8_e4m3", opts: { saturate: false } },
@@ -124,32 +137,34 @@ Deno.test("the fused kernels were built", () => {
   assert.ok(HOST_QUANT_AVAILABLE, "wasm/quant.wat did not assemble (see stderr)");
 });
 
-Deno.test("element formats: fused = reference, also on a length that is not a multiple of 4", async () => {
+Deno.test("element formats, nearest and stochastic: fused = reference, also on lengths not a multiple of 4", async () => {
   const words = adversarial(64 * 1031, 1, { block: 64, lo: -150, hi: 127, specials: true });
-  for (const c of ELEMENT_CASES) {
+  for (const c of [...ELEMENT_CASES, ...withDraws(ELEMENT_CASES)]) {
     await compare(c, words, [64, 1031], "wide exponents");
     await compare(c, words.subarray(0, 21), [3, 7], "21 values");
   }
 });
 
-Deno.test("MX: fused = reference across scale clamps, NaN/Inf blocks and grid blocks", async () => {
+Deno.test("MX, nearest and stochastic: fused = reference across scale clamps, NaN/Inf and grid blocks", async () => {
   const words = adversarial(64 * 1024, 2, { block: 32, lo: -150, hi: 127, specials: true });
-  for (const c of MX_CASES) await compare(c, words, [64, 1024], "wide exponents");
+  for (const c of [...MX_CASES, ...withDraws(MX_CASES)]) await compare(c, words, [64, 1024], "wide exponents");
 });
 
 Deno.test("NVFP4: fused = reference for tensor scales from subnormal to huge, and an all-NaN tensor", async () => {
-  const nvfp4: Case = { format: "nvfp4" };
-  const ranges: [number, number, string][] = [
-    [-20, 20, "moderate"],
-    [-149, -110, "subnormal s_t"],
-    [-149, -130, "all subnormal: 1/(6·s_t) overflows"],
-    [-149, 127, "wide"],
-  ];
-  for (const [lo, hi, label] of ranges) {
-    await compare(nvfp4, adversarial(32 * 1024, 3, { block: 16, lo, hi, specials: false }), [32, 1024], label);
+  for (const nvfp4 of [{ format: "nvfp4" }, ...withDraws([{ format: "nvfp4" }])]) {
+    const ranges: [number, number, string][] = [
+      [-20, 20, "moderate"],
+      [-149, -110, "subnormal s_t"],
+      [-149, -130, "all subnormal: 1/(6·s_t) overflows"],
+      [-149, 127, "wide"],
+    ];
+    for (const [lo, hi, label] of ranges) {
+      await compare(nvfp4, adversarial(32 * 1024, 3, { block: 16, lo, hi, specials: false }), [32, 1024], label);
+    }
+    const nan = adversarial(32 * 1024, 4, { block: 16, lo: -20, hi: 20, specials: true });
+    await compare(nvfp4, nan, [32, 1024], "NaN");
+    await compare(nvfp4, new Uint32Array(1024).fill(0x80000000), [4, 256], "all -0");
   }
-  await compare(nvfp4, adversarial(32 * 1024, 4, { block: 16, lo: -20, hi: 20, specials: true }), [32, 1024], "NaN");
-  await compare(nvfp4, new Uint32Array(1024).fill(0x80000000), [4, 256], "all -0");
 });
 
 Deno.test("NF4: fused = reference on midpoints, code values and specials", async () => {
@@ -166,10 +181,27 @@ Deno.test("NF4: fused = reference on midpoints, code values and specials", async
 Deno.test("INT-k, symmetric and with zero points: fused = reference for every group shape it takes", async () => {
   const words = adversarial(64 * 1024, 6, { block: 32, lo: -150, hi: 127, specials: true });
   const finite = adversarial(64 * 1024, 7, { block: 4, lo: -150, hi: 127, specials: false });
-  for (const c of INT_CASES) {
+  const drawn = INT_CASES.filter((c) => ["int4", "uint4", "int8"].includes(c.format) && c.granularity !== "tensor");
+  for (const c of [...INT_CASES, ...withDraws(drawn)]) {
     await compare(c, words, [64, 1024], "wide exponents");
     await compare(c, finite, [64, 1024], "finite");
   }
+});
+
+Deno.test("stochastic rounding: a random word equal to the threshold rounds down, one below rounds up", async () => {
+  // e2m1 has quantum 1/2 on [1, 2): x = 1 + w/2^33 has frac(x / quantum) · 2^32 = w exactly when w is a
+  // multiple of 2^10. Such words get x at their threshold (down: w < w is false) or one step above.
+  const draw = { rounding: "stochastic" as const, seed: 5, stream: 1, offset: 0 };
+  const words = philoxWords(new Uint32Array(1 << 16), draw.seed, draw.stream, draw.offset);
+  const x = new Uint32Array(words.length).fill(bits(1.25));
+  let crafted = 0;
+  words.forEach((w, i) => {
+    if (w % 1024 !== 0 || w === 0) return;
+    x[i] = bits(1 + (w + (i % 2 ? 1024 : 0)) / 2 ** 33); // odd i: the threshold is above w, so it rounds up
+    crafted++;
+  });
+  assert.ok(crafted > 20, `only ${crafted} words were multiples of 2^10`);
+  await compare({ format: "e2m1", opts: draw }, x, [64, 1024], "thresholds on the words");
 });
 
 Deno.test("empty tensors come back empty on the fused path", async () => {
@@ -182,7 +214,7 @@ Deno.test("empty tensors come back empty on the fused path", async () => {
 Deno.test("cases the fused kernels do not take go to the word kernels", () => {
   const x = tensorOf(fusedOnly, adversarial(256, 8, { block: 32, lo: -4, hi: 4, specials: false }), [4, 64]);
   const refused: [string, QuantizeOptions & { scaleRounding?: string; doubleQuant?: boolean }][] = [
-    ["e4m3", { rounding: "stochastic" }],
+    ["e4m3", { rounding: "nearest-away" }],
     ["e8m7", {}], // quanta below f32's normal range
     ["mxint8", {}],
     ["mxfp4", { scaleRounding: "ceil" }],

@@ -5,7 +5,11 @@
 ;; arithmetic is correctly rounded to nearest-even with subnormals (no flush to zero), so every multiply
 ;; and reciprocal below is the reference's f32MulBits / f32RecipBits. What WebAssembly leaves open is the
 ;; bit pattern of a NaN result: every NaN that can reach an output is replaced by the canonical 0x7fc00000.
-;; Only `nearest` rounding is here (f32x4.nearest rounds ties to even); other modes use the word kernels.
+;; Rounding is `nearest` (f32x4.nearest rounds ties to even) or `stochastic`: with s = |v| / quantum (exact),
+;; round up iff the element's Philox word is below floor(frac(s) · 2^32), exactly the reference's threshold
+;; rest · 2^(32 - shift) (frac(s) · 2^32 is an exact f32 integer below 2^32). `nearest-away` uses the word
+;; kernels. The exported kernels take `$rd`: 0 for nearest, else the byte distance from a value to its
+;; random word (filled by `philox`).
 ;;
 ;; Rounding |v| to an element format with M mantissa bits and smallest normal exponent emin: the quantum
 ;; at |v| is 2^(max(floor(log2|v|), emin) - M), so |v| / quantum is exact (a power-of-two scaling), its
@@ -17,10 +21,24 @@
 (module
   (memory (export "memory") 4)
 
-  ;; Element rounding of four lanes. lo: emin + 127, mb: M, maxv: f32 bits of the largest finite value,
-  ;; ovf: what overflow becomes before the sign is applied (max, Inf, or NaN), all splat.
-  (func $elem (param $v v128) (param $lo v128) (param $mb v128) (param $maxv v128) (param $ovf v128)
-    (result v128)
+  ;; The rounded significands of four non-negative lanes s (see the header): nearest, or stochastic with
+  ;; the lanes' random words when $sr is not 0.
+  (func $round_grid (param $s v128) (param $rand v128) (param $sr i32) (result v128)
+    (local $fl v128)
+    (if (result v128) (local.get $sr)
+      (then
+        (local.set $fl (f32x4.floor (local.get $s)))
+        (f32x4.sub (local.get $fl)
+          (f32x4.convert_i32x4_s
+            (i32x4.lt_u (local.get $rand)
+              (i32x4.trunc_sat_f32x4_u
+                (f32x4.mul (f32x4.sub (local.get $s) (local.get $fl)) (v128.const f32x4 4294967296 4294967296 4294967296 4294967296)))))))
+      (else (f32x4.nearest (local.get $s)))))
+
+  ;; Element rounding of four lanes. rand/sr: as $round_grid. lo: emin + 127, mb: M, maxv: f32 bits of the
+  ;; largest finite value, ovf: what overflow becomes before the sign is applied (max, Inf, or NaN), all splat.
+  (func $elem (param $v v128) (param $rand v128) (param $sr i32)
+    (param $lo v128) (param $mb v128) (param $maxv v128) (param $ovf v128) (result v128)
     (local $a v128) (local $qb v128) (local $r v128)
     (local.set $a (f32x4.abs (local.get $v)))
     ;; biased exponent of the quantum: max(E, emin + 127) - M, with E clamped to 254
@@ -32,9 +50,10 @@
         (local.get $mb)))
     (local.set $r
       (f32x4.mul
-        (f32x4.nearest
+        (call $round_grid
           (f32x4.mul (local.get $a)
-            (i32x4.shl (i32x4.sub (v128.const i32x4 254 254 254 254) (local.get $qb)) (i32.const 23))))
+            (i32x4.shl (i32x4.sub (v128.const i32x4 254 254 254 254) (local.get $qb)) (i32.const 23)))
+          (local.get $rand) (local.get $sr))
         (i32x4.shl (local.get $qb) (i32.const 23))))
     (local.set $r (v128.bitselect (local.get $ovf) (local.get $r) (f32x4.gt (local.get $r) (local.get $maxv))))
     (local.set $r
@@ -93,7 +112,7 @@
 
   ;; Element formats without a scale (float.ts): `vectors` four-lane vectors rounded to the format.
   (func (export "element") (param $in i32) (param $out i32) (param $vectors i32)
-    (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32)
+    (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32) (param $rd i32)
     (local $lo v128) (local $mb v128) (local $maxv v128) (local $ovf v128) (local $end i32)
     (local.set $lo (i32x4.splat (i32.add (local.get $emin) (i32.const 127))))
     (local.set $mb (i32x4.splat (local.get $mbits)))
@@ -104,7 +123,8 @@
       (loop $next
         (br_if $done (i32.ge_u (local.get $in) (local.get $end)))
         (v128.store (local.get $out)
-          (call $elem (v128.load (local.get $in)) (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $ovf)))
+          (call $elem (v128.load (local.get $in)) (v128.load (i32.add (local.get $in) (local.get $rd))) (local.get $rd)
+            (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $ovf)))
         (local.set $in (i32.add (local.get $in) (i32.const 16)))
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
@@ -113,7 +133,7 @@
   ;; exponent floor(log2 amax) - emax_elem clamped to [-127, 127] (-127 for a zero block); amax NaN/Inf or
   ;; an exponent above 127 makes the block NaN. Values: round(x · 2^-e) · 2^e.
   (func (export "mx") (param $in i32) (param $out i32) (param $blocks i32)
-    (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32) (param $emax i32)
+    (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32) (param $emax i32) (param $rd i32)
     (local $lo v128) (local $mb v128) (local $maxv v128) (local $ovf v128)
     (local $b i32) (local $j i32) (local $amax i32) (local $e i32) (local $inv v128) (local $scale v128)
     (local.set $lo (i32x4.splat (i32.add (local.get $emin) (i32.const 127))))
@@ -143,6 +163,7 @@
                   (f32x4.mul
                     (call $elem
                       (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $inv))
+                      (v128.load (i32.add (i32.add (local.get $in) (local.get $j)) (local.get $rd))) (local.get $rd)
                       (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $ovf))
                     (local.get $scale))))
               (local.set $j (i32.add (local.get $j) (i32.const 16)))
@@ -160,6 +181,7 @@
   ;; q = ±6 times s_b = 0 gives the same signed zero. e*: E2M1's M, emin, max bits; s*: UE4M3's (saturating).
   (func (export "nvfp4") (param $in i32) (param $out i32) (param $blocks i32) (param $st f32) (param $r6 f32)
     (param $eMbits i32) (param $eEmin i32) (param $eMax i32) (param $sMbits i32) (param $sEmin i32) (param $sMax i32)
+    (param $rd i32)
     (local $lo v128) (local $mb v128) (local $maxv v128) (local $slo v128) (local $smb v128) (local $smax v128)
     (local $b i32) (local $j i32) (local $amax i32) (local $sb f32) (local $prod f32)
     (local $r v128) (local $sbv v128) (local $stv v128) (local $x v128) (local $q v128)
@@ -181,6 +203,7 @@
               (f32x4.extract_lane 0
                 (call $elem
                   (f32x4.splat (f32.mul (f32.reinterpret_i32 (local.get $amax)) (local.get $r6)))
+                  (v128.const i32x4 0 0 0 0) (i32.const 0) ;; block scales always round to nearest
                   (local.get $slo) (local.get $smb) (local.get $smax) (local.get $smax))))))
         (local.set $prod (f32.mul (local.get $sb) (local.get $st)))
         (local.set $r (f32x4.splat (f32.div (f32.const 1) (local.get $prod))))
@@ -190,6 +213,7 @@
           (local.set $x (v128.load (i32.add (local.get $in) (local.get $j))))
           (local.set $q
             (call $elem (f32x4.mul (local.get $x) (local.get $r))
+              (v128.load (i32.add (i32.add (local.get $in) (local.get $j)) (local.get $rd))) (local.get $rd)
               (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $maxv)))
           (local.set $q
             (v128.bitselect
@@ -205,10 +229,15 @@
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $block))))
 
-  ;; Rounds four lanes to integers (ties to even); NaN lanes (0 · Inf when 1/s overflows) give 0, as
-  ;; round_to_int does.
-  (func $round_int (param $v v128) (result v128)
-    (local.set $v (f32x4.nearest (local.get $v)))
+  ;; Rounds four lanes to integers as round_to_int: nearest, or stochastic on the magnitude (rand/sr as
+  ;; $round_grid) with the sign put back; NaN lanes (0 · Inf when 1/s overflows) give 0.
+  (func $round_int (param $v v128) (param $rand v128) (param $sr i32) (result v128)
+    (local.set $v
+      (if (result v128) (local.get $sr)
+        (then
+          (v128.or (call $round_grid (f32x4.abs (local.get $v)) (local.get $rand) (i32.const 1))
+            (v128.and (local.get $v) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
+        (else (f32x4.nearest (local.get $v)))))
     (v128.bitselect (local.get $v) (v128.const f32x4 0 0 0 0) (f32x4.eq (local.get $v) (local.get $v))))
 
   ;; INT-k (int.ts) over `groups` consecutive groups of 4·$vectors values, codes clamped to [qmin, qmax].
@@ -218,7 +247,7 @@
   ;; Values RN((clamp(round(x · RN(1/s)) + zp) − zp) · s); a NaN/Inf in a group makes it NaN, s = 0 gives
   ;; +0. Adding zp (+0 for symmetric) turns a -0 code into +0 (integer codes have no -0).
   (func (export "int") (param $in i32) (param $out i32) (param $groups i32) (param $vectors i32)
-    (param $lr f32) (param $qmin f32) (param $qmax f32) (param $asymmetric i32)
+    (param $lr f32) (param $qmin f32) (param $qmax f32) (param $asymmetric i32) (param $rd i32)
     (local $g i32) (local $j i32) (local $bytes i32) (local $amax i32) (local $s f32) (local $inv f32)
     (local $lo f32) (local $hi f32) (local $zp f32) (local $x v128) (local $mn v128) (local $mx v128)
     (local $invv v128) (local $sv v128) (local $zpv v128) (local $lov v128) (local $hiv v128) (local $r v128)
@@ -269,7 +298,8 @@
                   (f32.min (local.get $qmax)
                     (f32.max (f32.const 0)
                       (f32x4.extract_lane 0
-                        (call $round_int (f32x4.splat (f32.mul (f32.neg (local.get $lo)) (local.get $inv))))))))))
+                        (call $round_int (f32x4.splat (f32.mul (f32.neg (local.get $lo)) (local.get $inv)))
+                          (v128.const i32x4 0 0 0 0) (i32.const 0)))))))) ;; the zero point rounds to nearest
             (local.set $sv (f32x4.splat (local.get $s)))
             (local.set $invv (f32x4.splat (local.get $inv)))
             (local.set $zpv (f32x4.splat (local.get $zp)))
@@ -278,7 +308,8 @@
               (loop $element
                 (br_if $end (i32.ge_u (local.get $j) (local.get $bytes)))
                 (local.set $r
-                  (call $round_int (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $invv))))
+                  (call $round_int (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $invv))
+                    (v128.load (i32.add (i32.add (local.get $in) (local.get $j)) (local.get $rd))) (local.get $rd)))
                 (local.set $r
                   (f32x4.min (f32x4.max (f32x4.add (local.get $r) (local.get $zpv)) (local.get $lov)) (local.get $hiv)))
                 (v128.store (i32.add (local.get $out) (local.get $j))
@@ -331,5 +362,54 @@
         (local.set $in (i32.add (local.get $in) (i32.const 256)))
         (local.set $out (i32.add (local.get $out) (i32.const 256)))
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $block))))
+
+  ;; Philox-4x32-10 (kernels/philox.ts): words offset … offset + count − 1 (offset = hi·2^32 + lo) of the
+  ;; stream keyed (seed, stream) to $out; word w is lane w & 3 of the block with counter (w >> 2, 0, 0).
+  (func (export "philox") (param $out i32) (param $count i32) (param $seed i32) (param $stream i32)
+    (param $lo i32) (param $hi i32)
+    (local $w i64) (local $end i64) (local $c0 i32) (local $c1 i32) (local $c2 i32) (local $c3 i32)
+    (local $k0 i32) (local $k1 i32) (local $round i32) (local $p0 i64) (local $p1 i64) (local $lane i32)
+    (local.set $w
+      (i64.or (i64.shl (i64.extend_i32_u (local.get $hi)) (i64.const 32)) (i64.extend_i32_u (local.get $lo))))
+    (local.set $end (i64.add (local.get $w) (i64.extend_i32_u (local.get $count))))
+    (block $done
+      (loop $block
+        (br_if $done (i64.ge_u (local.get $w) (local.get $end)))
+        (local.set $c0 (i32.wrap_i64 (i64.shr_u (local.get $w) (i64.const 2))))
+        (local.set $c1 (i32.wrap_i64 (i64.shr_u (local.get $w) (i64.const 34))))
+        (local.set $c2 (i32.const 0))
+        (local.set $c3 (i32.const 0))
+        (local.set $k0 (local.get $seed))
+        (local.set $k1 (local.get $stream))
+        (local.set $round (i32.const 0))
+        (loop $rounds
+          (if (local.get $round)
+            (then
+              (local.set $k0 (i32.add (local.get $k0) (i32.const 0x9E3779B9)))
+              (local.set $k1 (i32.add (local.get $k1) (i32.const 0xBB67AE85)))))
+          (local.set $p0 (i64.mul (i64.const 0xD2511F53) (i64.extend_i32_u (local.get $c0))))
+          (local.set $p1 (i64.mul (i64.const 0xCD9E8D57) (i64.extend_i32_u (local.get $c2))))
+          ;; (c0, c1, c2, c3) ← (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
+          (local.set $c0
+            (i32.xor (i32.xor (i32.wrap_i64 (i64.shr_u (local.get $p1) (i64.const 32))) (local.get $c1)) (local.get $k0)))
+          (local.set $c1 (i32.wrap_i64 (local.get $p1)))
+          (local.set $c2
+            (i32.xor (i32.xor (i32.wrap_i64 (i64.shr_u (local.get $p0) (i64.const 32))) (local.get $c3)) (local.get $k1)))
+          (local.set $c3 (i32.wrap_i64 (local.get $p0)))
+          (local.set $round (i32.add (local.get $round) (i32.const 1)))
+          (br_if $rounds (i32.lt_u (local.get $round) (i32.const 10))))
+        (loop $lanes
+          (local.set $lane (i32.wrap_i64 (i64.and (local.get $w) (i64.const 3))))
+          (i32.store (local.get $out)
+            (select (local.get $c0)
+              (select (local.get $c1)
+                (select (local.get $c2) (local.get $c3) (i32.eq (local.get $lane) (i32.const 2)))
+                (i32.eq (local.get $lane) (i32.const 1)))
+              (i32.eqz (local.get $lane))))
+          (local.set $out (i32.add (local.get $out) (i32.const 4)))
+          (local.set $w (i64.add (local.get $w) (i64.const 1)))
+          (br_if $lanes
+            (i32.and (i64.lt_u (local.get $w) (local.get $end)) (i64.ne (i64.and (local.get $w) (i64.const 3)) (i64.const 0)))))
         (br $block))))
 )
