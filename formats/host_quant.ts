@@ -214,7 +214,7 @@ export function hostMx(x: Tensor, q: QuantParams, emax: number, floor: boolean, 
 }
 
 /** The largest `bits & 0x7fffffff` of `xs` (length a multiple of 4), in chunks through the module's memory. */
-export function hostAmaxBits(xs: Float32Array): number {
+function hostAmaxBits(xs: Float32Array): number {
   const k = kernels!, mem = memoryF32(k, CONSTANTS + 4 * CHUNK);
   let m = 0;
   for (let start = 0; start < xs.length; start += CHUNK) {
@@ -287,9 +287,7 @@ export function hostNf4(x: Tensor, table: readonly number[], opts: QuantizeOptio
   if (!input || input.draw) return null;
   const [out, os] = hostOutput(x);
   const k = kernels!;
-  chunked(k, input.xs, os, 64, null, (at, to, blocks) => {
-    new Uint32Array(k.memory.buffer, 0, table.length).set(table); // the memory may have grown: a fresh view
-    k.nf4(at, to, blocks, 0);
-  });
+  new Uint32Array(k.memory.buffer, 0, table.length).set(table); // in the CONSTANTS bytes; growing keeps it
+  chunked(k, input.xs, os, 64, null, (at, to, blocks) => k.nf4(at, to, blocks, 0));
   return out;
 }
