@@ -176,6 +176,12 @@ function matmulExecutor(): SgemmExecutor {
   return executor = pooledExecutor(arena, createPool({ memory: arena.memory, module: sgemmModule }));
 }
 
+let loops = 0;
+/** A unique identifier for a generated loop (the op's name, made safe, and a counter). */
+function loopName(name: string): string {
+  return `${name.replace(/[^A-Za-z0-9_]/g, "_")}_${loops++}`;
+}
+
 type MapLoop = (
   o: Float32Array,
   start: number,
@@ -204,7 +210,8 @@ function mapLoop(op: MapOp): MapLoop {
   if (!loop) {
     loop = new Function(
       "fn",
-      `return function (o, start, a, oa, sa, b, ob, sb, c, oc, sc, n, q0, q1) {
+      // The op's own name in the source: identical sources would share compiled code (and call feedback).
+      `return function map_${loopName(op.name)}(o, start, a, oa, sa, b, ob, sb, c, oc, sc, n, q0, q1) {
         for (let j = 0; j < n; j++) {
           o[start + j] = fn(a[oa + j * sa], b ? b[ob + j * sb] : 0, c ? c[oc + j * sc] : 0, q0, q1);
         }
@@ -223,7 +230,9 @@ function wordLoop(kernel: WordKernel): WordLoop {
   if (!loop) {
     loop = new Function(
       "item",
-      "return function (items, ins, outs, p) { for (let i = 0; i < items; i++) item(i, ins, outs, p); };",
+      `return function words_${loopName(kernel.name)}(items, ins, outs, p) {
+        for (let i = 0; i < items; i++) item(i, ins, outs, p);
+      };`,
     )(kernel.cpu) as WordLoop;
     wordLoops.set(kernel, loop);
   }

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { type MapInput, type MapOp, sizeOf } from "@lowp/kernels";
+import { asF32, type MapInput, type MapOp, rangeKernel, sizeOf, type WordKernel } from "@lowp/kernels";
+import { isGradEnabled } from "../runtime.ts";
 import { emptyTensor, record, sameBackend, type Tensor } from "../tensor.ts";
 import { broadcastShapes, broadcastStrides } from "./broadcast.ts";
 import { sumTo } from "./reduce.ts";
@@ -123,25 +124,48 @@ export const relu: (x: Tensor) => Tensor = unaryOp({
   wgsl: "select(0.0, a, a > 0.0)",
   grad: (x, _y, g) => mul(g, stepPositive(x)),
 });
-/** g · gelu'(x) in one pass (inputs x, g): the backward of {@link gelu}. */
+/** g · gelu'(x) in one pass from x, t = tanh(√(2/π)(x + c·x³)) (saved by the forward) and g. */
 const GELU_BACKWARD: MapOp = {
   name: "gelu_backward",
-  arity: 2,
-  cpu: (a, g) => {
-    const t = tanhClamped(geluInner(a));
-    return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * a * a));
-  },
-  // t·t, not pow(t, 2.0): WGSL leaves pow undefined for a negative base.
-  wgsl: `b * (0.5 * (1.0 + ${GELU_TANH_WGSL}) + 0.5 * a * (1.0 - ${GELU_TANH_WGSL} * ${GELU_TANH_WGSL}) * ` +
-    `${SQRT_2_OVER_PI} * (1.0 + ${3 * GELU_C} * a * a))`,
+  arity: 3,
+  cpu: (a, t, g) => g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * a * a)),
+  wgsl: `c * (0.5 * (1.0 + b) + 0.5 * a * (1.0 - b * b) * ${SQRT_2_OVER_PI} * (1.0 + ${3 * GELU_C} * a * a))`,
 };
-/** GELU, tanh approximation (GPT-2's `gelu_new`). */
-export const gelu: (x: Tensor) => Tensor = unaryOp({
+const GELU_OP: MapOp = {
   name: "gelu",
+  arity: 1,
   cpu: (a) => 0.5 * a * (1 + tanhClamped(geluInner(a))),
   wgsl: `0.5 * a * (1.0 + ${GELU_TANH_WGSL})`,
-  grad: (x, _y, g) => runMap(GELU_BACKWARD, [x, g]),
+};
+/** GELU that also stores t = tanh(…) for the backward (ins x; outs y, t); y has the bits of {@link GELU_OP}. */
+const GELU_SAVING_TANH: WordKernel = rangeKernel({
+  name: "gelu_saving_tanh",
+  inputs: 1,
+  outputs: 2,
+  range: (start, end, ins, outs) => {
+    const [x] = ins.map(asF32), [y, t] = outs.map(asF32);
+    for (let i = start; i < end; i++) {
+      const a = x[i], th = tanhClamped(geluInner(a));
+      y[i] = 0.5 * a * (1 + th);
+      t[i] = th;
+    }
+  },
+  wgsl: `  let a = bitcast<f32>(in0[i]);
+  let t = ${GELU_TANH_WGSL};
+  out0[i] = bitcast<u32>(0.5 * a * (1.0 + t));
+  out1[i] = bitcast<u32>(t);`,
 });
+/**
+ * GELU, tanh approximation (GPT-2's `gelu_new`). When a gradient will be needed, the forward also keeps
+ * the tanh it computed, so the backward needs no second tanh (the CPU's costliest elementwise step).
+ */
+export function gelu(x: Tensor): Tensor {
+  if (!isGradEnabled() || !x.requiresGrad) return runMap(GELU_OP, [x]);
+  requireF32("gelu", x);
+  const y = emptyTensor(x.backend, x.shape), t = emptyTensor(x.backend, x.shape);
+  if (x.size > 0) x.backend.runWords(GELU_SAVING_TANH, [x.storage], [y.storage, t.storage], x.size, []);
+  return record(y, "gelu", [x], (g) => [runMap(GELU_BACKWARD, [x, t, g])]);
+}
 const siluGrad = unaryOp({
   name: "silu_grad",
   cpu: (a) => {
