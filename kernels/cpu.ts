@@ -177,9 +177,14 @@ function matmulExecutor(): SgemmExecutor {
 }
 
 let loops = 0;
-/** A unique identifier for a generated loop (the op's name, made safe, and a counter). */
-function loopName(name: string): string {
-  return `${name.replace(/[^A-Za-z0-9_]/g, "_")}_${loops++}`;
+/**
+ * Compiles `return function NAME(params) { body }` with `fn` in scope, NAME unique per call (`prefix`, the
+ * sanitized `name` and a counter). Each loop gets its own compiled code: V8 shares code and call feedback
+ * between identical sources, so a loop shared by many ops would call `fn` through a megamorphic site.
+ */
+function compileLoop<T>(prefix: string, name: string, params: string, body: string, fn: unknown): T {
+  const id = `${prefix}_${name.replace(/[^A-Za-z0-9_]/g, "_")}_${loops++}`;
+  return new Function("fn", `return function ${id}(${params}) { ${body} };`)(fn) as T;
 }
 
 type MapLoop = (
@@ -200,23 +205,17 @@ type MapLoop = (
 ) => void;
 
 const mapLoops = new WeakMap<MapOp, MapLoop>();
-/**
- * One strided loop per op, each its own compiled function: the call to
- * `op.cpu` inside stays monomorphic, so the JIT can inline it (a single loop
- * shared by every op calls through a megamorphic site, several times slower).
- */
+/** One strided loop per op (see {@link compileLoop}), so the JIT can inline `op.cpu` into it. */
 function mapLoop(op: MapOp): MapLoop {
   let loop = mapLoops.get(op);
   if (!loop) {
-    loop = new Function(
-      "fn",
-      // The op's own name in the source: identical sources would share compiled code (and call feedback).
-      `return function map_${loopName(op.name)}(o, start, a, oa, sa, b, ob, sb, c, oc, sc, n, q0, q1) {
-        for (let j = 0; j < n; j++) {
-          o[start + j] = fn(a[oa + j * sa], b ? b[ob + j * sb] : 0, c ? c[oc + j * sc] : 0, q0, q1);
-        }
-      };`,
-    )(op.cpu) as MapLoop;
+    loop = compileLoop<MapLoop>(
+      "map",
+      op.name,
+      "o, start, a, oa, sa, b, ob, sb, c, oc, sc, n, q0, q1",
+      "for (let j = 0; j < n; j++) o[start + j] = fn(a[oa + j * sa], b ? b[ob + j * sb] : 0, c ? c[oc + j * sc] : 0, q0, q1);",
+      op.cpu,
+    );
     mapLoops.set(op, loop);
   }
   return loop;
@@ -224,16 +223,12 @@ function mapLoop(op: MapOp): MapLoop {
 
 type WordLoop = (items: number, ins: readonly Uint32Array[], outs: readonly Uint32Array[], p: Uint32Array) => void;
 const wordLoops = new WeakMap<WordKernel, WordLoop>();
-/** One item loop per word kernel, each its own compiled function (see {@link mapLoop}). */
+/** One item loop per word kernel (see {@link compileLoop}). */
 function wordLoop(kernel: WordKernel): WordLoop {
   let loop = wordLoops.get(kernel);
   if (!loop) {
-    loop = new Function(
-      "item",
-      `return function words_${loopName(kernel.name)}(items, ins, outs, p) {
-        for (let i = 0; i < items; i++) item(i, ins, outs, p);
-      };`,
-    )(kernel.cpu) as WordLoop;
+    const body = "for (let i = 0; i < items; i++) fn(i, ins, outs, p);";
+    loop = compileLoop<WordLoop>("words", kernel.name, "items, ins, outs, p", body, kernel.cpu);
     wordLoops.set(kernel, loop);
   }
   return loop;
