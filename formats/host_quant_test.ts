@@ -8,7 +8,7 @@
  * reference would fail rather than compare the reference with itself.
  */
 import assert from "node:assert/strict";
-import { type Backend, createCpuBackend, philoxWords } from "@lowp/kernels";
+import { type Backend, type CpuStorage, createCpuBackend, philoxWords } from "@lowp/kernels";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { assertSameBits, bitsOf } from "../tests/helpers.ts";
 import { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
@@ -86,7 +86,7 @@ function adversarial(
 
 function tensorOf(backend: Backend, words: Uint32Array, shape: number[]): Tensor {
   const t = emptyTensor(backend, shape, "f32");
-  (t.storage as unknown as { u32: Uint32Array }).u32.set(words);
+  (t.storage as CpuStorage).u32.set(words); // both backends here are CPU backends
   return t;
 }
 
