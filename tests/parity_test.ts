@@ -31,7 +31,14 @@ import {
   Tensor,
   tensor,
 } from "@lowp/core";
-import { type Backend, type GpuContext, webGpuBackend } from "@lowp/kernels";
+import {
+  type Backend,
+  chooseMatmulTile,
+  type GpuContext,
+  MATMUL_TILES,
+  type MatmulTile,
+  webGpuBackend,
+} from "@lowp/kernels";
 import {
   analyticGradients,
   assertClose,
@@ -335,10 +342,24 @@ Deno.test("empty tensors upload, compute and read back on WebGPU", async () => {
   assert.deepEqual(await sum(t, 0).toArray(), [0, 0, 0]);
 });
 
-Deno.test("the large matmul tiling (128x128, 8x8 per thread) matches the CPU, transposes and batches included", async () => {
+Deno.test("every matmul tiling matches the CPU and gives the same bits as the others, transposes and batches included", async () => {
   const gpu = await gpuBackendOrSkip();
   if (!gpu) return;
-  const large = webGpuBackend((gpu as Backend & { context: GpuContext }).context, { matmulTile: "large" });
+  const context = (gpu as Backend & { context: GpuContext }).context;
+  const maxStorageBytes = context.device.limits.maxComputeWorkgroupStorageSize;
+  const tilings: Record<string, MatmulTile> = {
+    small: MATMUL_TILES.small,
+    large: chooseMatmulTile(4096, 4096, 1, { fallback: false, maxStorageBytes }), // bk 32, 16 or 8 by the limit
+    scalarLarge: { tm: 8, tn: 8, bk: 8 },
+    scalarSmall: { tm: 4, tn: 4, bk: 16 },
+    vec4Loop: { tm: 8, tn: 8, bk: 16, vec4: true },
+    largeBk8: { tm: 8, tn: 8, bk: 8, vec4: true, unroll: true },
+  };
+  const tooBig = { tm: 8, tn: 8, bk: 64 };
+  assert.throws(
+    () => webGpuBackend(context, { matmulTile: tooBig }),
+    /bytes of workgroup memory but the adapter allows/,
+  );
   const cases: [number[], number[], boolean, boolean][] = [
     [[130, 70], [70, 140], false, false],
     [[70, 130], [70, 140], true, false],
@@ -351,17 +372,23 @@ Deno.test("the large matmul tiling (128x128, 8x8 per thread) matches the CPU, tr
     const b = randomArray(sb.reduce((x, y) => x * y), seedOf(`lb${sb}`), -1, 1);
     const on = (backend: Backend) =>
       matmul(tensor(a, { shape: sa, backend }), tensor(b, { shape: sb, backend }), { transA, transB }).data();
-    const absA = a.map(Math.abs), absB = b.map(Math.abs);
+    const cpu = cpuBackend();
     const scale = await matmul(
-      tensor(absA, { shape: sa, backend: cpuBackend() }),
-      tensor(absB, { shape: sb, backend: cpuBackend() }),
-      {
-        transA,
-        transB,
-      },
+      tensor(a.map(Math.abs), { shape: sa, backend: cpu }),
+      tensor(b.map(Math.abs), { shape: sb, backend: cpu }),
+      { transA, transB },
     ).data();
-    const [want, got] = [await on(cpuBackend()), await on(large)];
-    // DOT tolerance: 1e-5 relative to Σ|a||b| per output (see the table above).
-    got.forEach((g, i) => assert.ok(Math.abs(g - want[i]) <= 1e-5 * scale[i] + 1e-30, `[${sa}]·[${sb}] at ${i}`));
+    const want = await on(cpu);
+    let first: Uint32Array | null = null;
+    for (const [name, tile] of Object.entries(tilings)) {
+      const got = await on(webGpuBackend(context, { matmulTile: tile }));
+      const what = `${name}: [${sa}]·[${sb}]${transA ? " transA" : ""}${transB ? " transB" : ""}`;
+      // DOT tolerance: 1e-5 relative to Σ|a||b| per output (see the table above).
+      got.forEach((g, i) => assert.ok(Math.abs(g - want[i]) <= 1e-5 * scale[i] + 1e-30, `${what} at ${i}`));
+      // Every tiling sums k in increasing order with one fma per k.
+      const bits = new Uint32Array(got.buffer);
+      if (first) assert.deepEqual(bits, first, `${what}: bits`);
+      first ??= bits;
+    }
   }
 });

@@ -17,13 +17,12 @@ import {
   WORD_KERNEL_MAX_PARAMS,
 } from "../backend.ts";
 import { GpuContext, type GpuStorage, grid1d } from "./context.ts";
+import { chooseMatmulTile, MATMUL_TILES, matmulShader, type MatmulTile, tileStorageBytes } from "./matmul.ts";
 import {
   COPY_SHADER,
   FILL_SHADER,
   GATHER_SHADER,
   mapShader,
-  MATMUL_TILES,
-  matmulShader,
   MAX_RANK,
   ONE_HOT_SHADER,
   RANDOM_UNIFORM_SHADER,
@@ -91,13 +90,27 @@ export async function createWebGpuBackend(): Promise<WebGpuAvailability> {
 
 /** Options of {@link webGpuBackend}. */
 export interface WebGpuOptions {
-  /** Matmul tiling: `auto` (default) picks by size and adapter; `small`/`large` force one (tests, tuning). */
-  matmulTile?: "auto" | "small" | "large";
+  /**
+   * Matmul tiling: `auto` (default) picks by size and adapter; `small`/`large` or an explicit
+   * {@link MatmulTile} force one for every product (tests, tuning).
+   */
+  matmulTile?: "auto" | keyof typeof MATMUL_TILES | MatmulTile;
 }
 
 /** Wraps a {@link GpuContext} as a {@link Backend}. */
 export function webGpuBackend(ctx: GpuContext, opts: WebGpuOptions = {}): Backend & { context: GpuContext } {
-  const forcedTile = opts.matmulTile && opts.matmulTile !== "auto" ? MATMUL_TILES[opts.matmulTile] : null;
+  const forcedTile = typeof opts.matmulTile === "object"
+    ? opts.matmulTile
+    : opts.matmulTile && opts.matmulTile !== "auto"
+    ? MATMUL_TILES[opts.matmulTile]
+    : null;
+  const adapter = { fallback: ctx.fallback, maxStorageBytes: ctx.device.limits.maxComputeWorkgroupStorageSize };
+  if (forcedTile && tileStorageBytes(forcedTile) > adapter.maxStorageBytes) {
+    throw new BackendLimitError(
+      `webgpu: matmul tile ${JSON.stringify(forcedTile)} stages ${tileStorageBytes(forcedTile)} bytes of workgroup ` +
+        `memory but the adapter allows ${adapter.maxStorageBytes}`,
+    );
+  }
   const gpu = (s: Storage) => (s as GpuStorage).buffer;
   const run1d = (source: string, buffers: GPUBuffer[], params: number[] | Uint32Array, threads: number) =>
     ctx.dispatch({ source, buffers, params: Uint32Array.from(params), workgroups: grid1d(threads) });
@@ -148,9 +161,7 @@ export function webGpuBackend(ctx: GpuContext, opts: WebGpuOptions = {}): Backen
     },
 
     matmul(a, b, out, s: MatmulShape) {
-      // Large tiles need enough work to fill a hardware GPU; a software adapter gains nothing from them.
-      const tile = forcedTile ??
-        (!ctx.fallback && s.m * s.n * s.batch >= 512 * 512 ? MATMUL_TILES.large : MATMUL_TILES.small);
+      const tile = forcedTile ?? chooseMatmulTile(s.m, s.n, s.batch, adapter);
       ctx.dispatch({
         source: matmulShader(s.transA, s.transB, tile),
         buffers: [gpu(a), gpu(b), gpu(out)],

@@ -113,104 +113,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 `;
 
-/**
- * A matmul tiling: a 16x16 workgroup computes a (16·tm) x (16·tn) block of C,
- * each thread a tm x tn register block, stepping K by bk through workgroup
- * memory.
- */
-export interface MatmulTile {
-  /** Rows per thread. */
-  readonly tm: number;
-  /** Columns per thread. */
-  readonly tn: number;
-  /** K step staged in workgroup memory. */
-  readonly bk: number;
-}
-
-/** Small products (and every product on a software adapter) use 64x64 tiles; large ones 128x128. */
-export const MATMUL_TILES = {
-  small: { tm: 4, tn: 4, bk: 16 },
-  large: { tm: 8, tn: 8, bk: 8 },
-} as const satisfies Record<string, MatmulTile>;
-
-/**
- * Padding of each k-row of the workgroup tiles: a k-first tile load stores a column of the tile (stride
- * bm + 4 words), so 8 consecutive k land in distinct shared-memory banks.
- */
-const TILE_PAD = 4;
-
-/**
- * Tiled, register-blocked batched matmul; transposes and tiling are baked
- * into the source. The register block is written out with constant indices
- * (generated code, no loops over private arrays) so compilers keep the
- * accumulators in registers. Each output sums k in increasing order.
- */
-function buildMatmulShader(transA: boolean, transB: boolean, tile: MatmulTile): string {
-  const { tm, tn, bk } = tile;
-  const bm = 16 * tm, bn = 16 * tn;
-  const aIndex = transA ? "aBase + p * M + r" : "aBase + r * K + p";
-  const bIndex = transB ? "bBase + c * K + p" : "bBase + p * N + c";
-  const loadsA = (bm * bk) / 256, loadsB = (bn * bk) / 256;
-  // Tile loads: consecutive threads read consecutive addresses (coalesced). Where K is the contiguous axis
-  // (A as [M, K], B as [N, K]) they walk k first, else rows (A) / columns (B).
-  const tileIndex = (kFast: boolean, width: number, name: string) =>
-    kFast ? `let ${name} = e / ${bk}u; let kk = e % ${bk}u;` : `let kk = e / ${width}u; let ${name} = e % ${width}u;`;
-  const range = (n: number) => [...Array(n).keys()];
-  const accDecl = range(tm).map((x) => range(tn).map((y) => `var c${x}_${y} = 0.0;`).join(" ")).join("\n  ");
-  const regs = [
-    ...range(tm).map((x) => `let a${x} = As[kk][lid.y + ${16 * x}u];`),
-    ...range(tn).map((y) => `let b${y} = Bs[kk][lid.x + ${16 * y}u];`),
-  ].join("\n      ");
-  const fmas = range(tm).map((x) => range(tn).map((y) => `c${x}_${y} = fma(a${x}, b${y}, c${x}_${y});`).join(" "))
-    .join("\n      ");
-  const stores = range(tm).flatMap((x) =>
-    range(tn).map((y) =>
-      `{ let r = row0 + lid.y + ${16 * x}u; let c = col0 + lid.x + ${16 * y}u; ` +
-      `if (r < M && c < N) { C[cBase + r * N + c] = c${x}_${y}; } }`
-    )
-  ).join("\n  ");
-  return `${PRELUDE}
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-var<workgroup> As: array<array<f32, ${bm + TILE_PAD}>, ${bk}>;
-var<workgroup> Bs: array<array<f32, ${bn + TILE_PAD}>, ${bk}>;
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let M = P(0u); let N = P(1u); let K = P(2u);
-  let aBase = wg.z * P(3u); let bBase = wg.z * P(4u); let cBase = wg.z * M * N;
-  let row0 = wg.y * ${bm}u; let col0 = wg.x * ${bn}u;
-  let t = lid.y * 16u + lid.x;
-  ${accDecl}
-  for (var k0 = 0u; k0 < K; k0 += ${bk}u) {
-    for (var l = 0u; l < ${loadsA}u; l++) {
-      let e = t + l * 256u;
-      ${tileIndex(!transA, bm, "mm")}
-      let p = k0 + kk; let r = row0 + mm;
-      var v = 0.0;
-      if (r < M && p < K) { v = A[${aIndex}]; }
-      As[kk][mm] = v;
-    }
-    for (var l = 0u; l < ${loadsB}u; l++) {
-      let e = t + l * 256u;
-      ${tileIndex(transB, bn, "nn")}
-      let p = k0 + kk; let c = col0 + nn;
-      var v = 0.0;
-      if (c < N && p < K) { v = B[${bIndex}]; }
-      Bs[kk][nn] = v;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < ${bk}u; kk++) {
-      ${regs}
-      ${fmas}
-    }
-    workgroupBarrier();
-  }
-  ${stores}
-}
-`;
-}
-
 /** out[i, j] = table[idx[i], j] (zeros when out of range); params [count*len, len, rows]. */
 export const GATHER_SHADER = `${PRELUDE}
 @group(0) @binding(1) var<storage, read> table: array<f32>;
@@ -298,7 +200,6 @@ const wordShaders = new WeakMap<WordKernel, string>();
 // Shader sources are built once per structural choice: the backends ask for them on every dispatch.
 const mapShaders = new WeakMap<MapOp, [string?, string?]>();
 const reduceShaders = new Map<ReduceOp, string>();
-const matmulShaders = new Map<string, string>();
 
 /** Elementwise kernel for `op`; `contiguous` skips index math when no input broadcasts. */
 export function mapShader(op: MapOp, contiguous: boolean): string {
@@ -312,13 +213,5 @@ export function mapShader(op: MapOp, contiguous: boolean): string {
 export function reduceShader(op: ReduceOp): string {
   let source = reduceShaders.get(op);
   if (!source) reduceShaders.set(op, source = buildReduceShader(op));
-  return source;
-}
-
-/** Tiled, register-blocked batched matmul for the given transposes and tiling. */
-export function matmulShader(transA: boolean, transB: boolean, tile: MatmulTile): string {
-  const key = `${transA}|${transB}|${tile.tm}|${tile.tn}|${tile.bk}`;
-  let source = matmulShaders.get(key);
-  if (!source) matmulShaders.set(key, source = buildMatmulShader(transA, transB, tile));
   return source;
 }
