@@ -107,6 +107,10 @@ function buildMatmulShader(transA: boolean, transB: boolean, tile: MatmulTile): 
   const vec4 = tile.vec4 ?? false;
   if (vec4 && (tm % 4 !== 0 || tn % 4 !== 0)) throw new Error(`matmul tile: vec4 needs tm, tn multiples of 4`);
   const bm = 16 * tm, bn = 16 * tn;
+  // The 256 threads load the tiles in whole rounds.
+  if ((bm * bk) % 256 !== 0 || (bn * bk) % 256 !== 0) {
+    throw new Error(`matmul tile ${JSON.stringify(tile)}: 16·tm·bk and 16·tn·bk must be multiples of 256`);
+  }
   const loadsA = (bm * bk) / 256, loadsB = (bn * bk) / 256;
   // Row (column) of the block that register x of thread `lid` holds.
   const place = (x: number, lid: string) => vec4 ? `${64 * (x >> 2) + (x & 3)}u + ${lid} * 4u` : `${lid} + ${16 * x}u`;

@@ -27,6 +27,8 @@ Deno.test("matmul tiling: the K step shrinks to fit the adapter's workgroup stor
   }
 });
 
-Deno.test("matmul tiling: vec4 register reads need 4 | tm and 4 | tn", () => {
+Deno.test("matmul tiling: shapes the kernel cannot load or read are refused", () => {
   assert.throws(() => matmulShader(false, false, { tm: 6, tn: 8, bk: 8, vec4: true }), /multiples of 4/);
+  assert.throws(() => matmulShader(false, false, { tm: 2, tn: 4, bk: 4 }), /multiples of 256/);
+  assert.ok(matmulShader(false, false, { tm: 2, tn: 4, bk: 8 }).includes("@compute"));
 });
