@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { philox4x32, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { philox4x32, PHILOX_WGSL, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 import { ELEMENT_WGSL, quantizeBits, quantParamsAt } from "./element.ts";
 
 /** The Philox word for element `i` of a draw keyed (seed, stream) starting at word offset lo + 2^32·hi. */
@@ -15,18 +15,12 @@ export function randomWord(seed: number, stream: number, lo: number, hi: number,
   return philox4x32([block >>> 0, Math.floor(block / 4294967296) >>> 0, 0, 0], [seed, stream])[word % 4];
 }
 
-function elementRange(
-  start: number,
-  end: number,
-  [x]: readonly Uint32Array[],
-  [out]: readonly Uint32Array[],
-  p: Uint32Array,
-) {
+const elementRange: WordRange = (start, end, [x], [out], p) => {
   const q = quantParamsAt(p, 0), mode = p[4];
   for (let i = start; i < end; i++) {
     out[i] = quantizeBits(x[i], q, mode, mode === 2 ? randomWord(p[5], p[6], p[7], p[8], i) : 0);
   }
-}
+};
 
 /**
  * Elementwise quantize-dequantize of f32 bits to an element format, no scale.

@@ -7,20 +7,14 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { asF32, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { asF32, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
 const bits = (v: number) => (f32[0] = v, u32[0]);
 const fr = Math.fround;
 
 /** The CPU twin of the WGSL below, every operation rounded to f32 in the same order. */
-function adamwRange(
-  start: number,
-  end: number,
-  ins: readonly Uint32Array[],
-  outs: readonly Uint32Array[],
-  q: Uint32Array,
-): void {
+const adamwRange: WordRange = (start, end, ins, outs, q) => {
   const k = asF32(q);
   const [p, g, m, v, scale] = ins.map(asF32);
   const [pOut, mOut, vOut] = outs.map(asF32);
@@ -34,7 +28,7 @@ function adamwRange(
     vOut[i] = vi;
     pOut[i] = fr(fr(p[i] * k[6]) - fr(k[7] * fr(mi / denom)));
   }
-}
+};
 
 /**
  * Inputs p, g, m, v (and with `scaled` a 1-element gradient scale, applied to g first); outputs p', m',

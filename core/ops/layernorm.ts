@@ -8,10 +8,35 @@
  *
  * @module
  */
-import { asF32, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { asF32, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 import { emptyTensor, record, sameBackend, type Tensor } from "../tensor.ts";
 
 const fr = Math.fround;
+
+const forwardRows: WordRange = (start, end, ins, outs, p) => {
+  const [x, w, b] = ins.map(asF32), [y, means, rstds] = outs.map(asF32);
+  const d = p[0], eps = new Float32Array(p.buffer, p.byteOffset + 4, 1)[0];
+  for (let r = start; r < end; r++) {
+    const base = r * d;
+    let s = 0;
+    for (let j = 0; j < d; j++) s = fr(s + x[base + j]);
+    const mean = fr(s / d);
+    let q = 0;
+    for (let j = 0; j < d; j++) {
+      const c = fr(x[base + j] - mean);
+      q = fr(q + fr(c * c));
+    }
+    const rstd = fr(1 / fr(Math.sqrt(fr(fr(q / d) + eps))));
+    for (let j = 0; j < d; j++) {
+      let v = fr(fr(x[base + j] - mean) * rstd);
+      if (p[2]) v = fr(v * w[j]);
+      if (p[3]) v = fr(v + b[j]);
+      y[base + j] = v;
+    }
+    means[r] = mean;
+    rstds[r] = rstd;
+  }
+};
 
 /** Forward: ins x, w, b; outs y, mean, rstd (per row). Params: [D, eps bits, has w, has b]. */
 const FORWARD: WordKernel = rangeKernel({
@@ -36,36 +61,25 @@ const FORWARD: WordKernel = rangeKernel({
   out2[i] = bitcast<u32>(rstd);`,
 });
 
-function forwardRows(
-  start: number,
-  end: number,
-  ins: readonly Uint32Array[],
-  outs: readonly Uint32Array[],
-  p: Uint32Array,
-) {
-  const [x, w, b] = ins.map(asF32), [y, means, rstds] = outs.map(asF32);
-  const d = p[0], eps = new Float32Array(p.buffer, p.byteOffset + 4, 1)[0];
+const backwardRows: WordRange = (start, end, ins, outs, p) => {
+  const [g, x, w, means, rstds] = ins.map(asF32), [dx] = outs.map(asF32);
+  const d = p[0];
+  const gh = (base: number, j: number) => (p[1] ? fr(g[base + j] * w[j]) : g[base + j]);
   for (let r = start; r < end; r++) {
-    const base = r * d;
-    let s = 0;
-    for (let j = 0; j < d; j++) s = fr(s + x[base + j]);
-    const mean = fr(s / d);
-    let q = 0;
+    const base = r * d, mean = means[r], rstd = rstds[r];
+    let s1 = 0, s2 = 0;
     for (let j = 0; j < d; j++) {
-      const c = fr(x[base + j] - mean);
-      q = fr(q + fr(c * c));
+      const h = gh(base, j), xh = fr(fr(x[base + j] - mean) * rstd);
+      s1 = fr(s1 + h);
+      s2 = fr(s2 + fr(h * xh));
     }
-    const rstd = fr(1 / fr(Math.sqrt(fr(fr(q / d) + eps))));
+    const m1 = fr(s1 / d), m2 = fr(s2 / d);
     for (let j = 0; j < d; j++) {
-      let v = fr(fr(x[base + j] - mean) * rstd);
-      if (p[2]) v = fr(v * w[j]);
-      if (p[3]) v = fr(v + b[j]);
-      y[base + j] = v;
+      const h = gh(base, j), xh = fr(fr(x[base + j] - mean) * rstd);
+      dx[base + j] = fr(rstd * fr(fr(h - m1) - fr(xh * m2)));
     }
-    means[r] = mean;
-    rstds[r] = rstd;
   }
-}
+};
 
 /** dx per row: ins g, x, w, mean, rstd; out dx. Params [D, has w]. */
 const BACKWARD_ROWS: WordKernel = rangeKernel({
@@ -91,31 +105,14 @@ const BACKWARD_ROWS: WordKernel = rangeKernel({
   }`,
 });
 
-function backwardRows(
-  start: number,
-  end: number,
-  ins: readonly Uint32Array[],
-  outs: readonly Uint32Array[],
-  p: Uint32Array,
-) {
-  const [g, x, w, means, rstds] = ins.map(asF32), [dx] = outs.map(asF32);
+const weightGradTerms: WordRange = (start, end, ins, outs, p) => {
+  const [g, x, means, rstds] = ins.map(asF32), [terms] = outs.map(asF32);
   const d = p[0];
-  const gh = (base: number, j: number) => (p[1] ? fr(g[base + j] * w[j]) : g[base + j]);
-  for (let r = start; r < end; r++) {
-    const base = r * d, mean = means[r], rstd = rstds[r];
-    let s1 = 0, s2 = 0;
-    for (let j = 0; j < d; j++) {
-      const h = gh(base, j), xh = fr(fr(x[base + j] - mean) * rstd);
-      s1 = fr(s1 + h);
-      s2 = fr(s2 + fr(h * xh));
-    }
-    const m1 = fr(s1 / d), m2 = fr(s2 / d);
-    for (let j = 0; j < d; j++) {
-      const h = gh(base, j), xh = fr(fr(x[base + j] - mean) * rstd);
-      dx[base + j] = fr(rstd * fr(fr(h - m1) - fr(xh * m2)));
-    }
+  for (let i = start; i < end; i++) {
+    const r = Math.floor(i / d);
+    terms[i] = fr(g[i] * fr(fr(x[i] - means[r]) * rstds[r]));
   }
-}
+};
 
 /** The terms of dw, g·x̂ per element: ins g, x, mean, rstd; out the terms. Params [D]. */
 const WEIGHT_GRAD_TERMS: WordKernel = rangeKernel({
@@ -127,21 +124,6 @@ const WEIGHT_GRAD_TERMS: WordKernel = rangeKernel({
   let xh = (bitcast<f32>(in1[i]) - bitcast<f32>(in2[r])) * bitcast<f32>(in3[r]);
   out0[i] = bitcast<u32>(bitcast<f32>(in0[i]) * xh);`,
 });
-
-function weightGradTerms(
-  start: number,
-  end: number,
-  ins: readonly Uint32Array[],
-  outs: readonly Uint32Array[],
-  p: Uint32Array,
-) {
-  const [g, x, means, rstds] = ins.map(asF32), [terms] = outs.map(asF32);
-  const d = p[0];
-  for (let i = start; i < end; i++) {
-    const r = Math.floor(i / d);
-    terms[i] = fr(g[i] * fr(fr(x[i] - means[r]) * rstds[r]));
-  }
-}
 
 const bitsOf = (v: number) => new Uint32Array(Float32Array.of(v).buffer)[0];
 

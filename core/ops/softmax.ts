@@ -9,10 +9,34 @@
  *
  * @module
  */
-import { asF32, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { asF32, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 import { emptyTensor, record, type Tensor } from "../tensor.ts";
 
 const fr = Math.fround;
+
+const forwardRows: WordRange = (start, end, ins, outs, p) => {
+  const [x] = ins.map(asF32), [y] = outs.map(asF32);
+  const d = p[0], isLog = p[1] !== 0, causal = p[2] !== 0, scale = asF32(p)[3];
+  for (let r = start; r < end; r++) {
+    const base = r * d, n = causal ? (r % d) + 1 : d;
+    let m = fr(scale * x[base]);
+    for (let j = 1; j < n; j++) m = Math.max(m, fr(scale * x[base + j]));
+    // e_j is stored in y first (the WGSL recomputes it: same value), so exp runs once per element here.
+    let s = 0;
+    for (let j = 0; j < n; j++) {
+      const e = fr(Math.exp(fr(fr(scale * x[base + j]) - m)));
+      y[base + j] = e;
+      s = fr(s + e);
+    }
+    if (isLog) {
+      const ls = fr(Math.log(s));
+      for (let j = 0; j < d; j++) y[base + j] = fr(fr(fr(scale * x[base + j]) - m) - ls);
+    } else {
+      for (let j = 0; j < n; j++) y[base + j] = fr(y[base + j] / s);
+      y.fill(0, base + n, base + d);
+    }
+  }
+};
 
 /** Forward: in x; out y. Params [D, log, causal, scale bits]: y = softmax or log-softmax of scale·x per row. */
 const FORWARD: WordKernel = rangeKernel({
@@ -39,35 +63,21 @@ const FORWARD: WordKernel = rangeKernel({
   }`,
 });
 
-function forwardRows(
-  start: number,
-  end: number,
-  ins: readonly Uint32Array[],
-  outs: readonly Uint32Array[],
-  p: Uint32Array,
-) {
-  const [x] = ins.map(asF32), [y] = outs.map(asF32);
-  const d = p[0], isLog = p[1] !== 0, causal = p[2] !== 0, scale = asF32(p)[3];
+const backwardRows: WordRange = (start, end, ins, outs, p) => {
+  const [g, y] = ins.map(asF32), [dx] = outs.map(asF32);
+  const d = p[0], isLog = p[1] !== 0, scale = asF32(p)[3];
   for (let r = start; r < end; r++) {
-    const base = r * d, n = causal ? (r % d) + 1 : d;
-    let m = fr(scale * x[base]);
-    for (let j = 1; j < n; j++) m = Math.max(m, fr(scale * x[base + j]));
-    // e_j is stored in y first (the WGSL recomputes it: same value), so exp runs once per element here.
+    const base = r * d;
     let s = 0;
-    for (let j = 0; j < n; j++) {
-      const e = fr(Math.exp(fr(fr(scale * x[base + j]) - m)));
-      y[base + j] = e;
-      s = fr(s + e);
-    }
     if (isLog) {
-      const ls = fr(Math.log(s));
-      for (let j = 0; j < d; j++) y[base + j] = fr(fr(fr(scale * x[base + j]) - m) - ls);
+      for (let j = 0; j < d; j++) s = fr(s + g[base + j]);
+      for (let j = 0; j < d; j++) dx[base + j] = fr(g[base + j] - fr(fr(Math.exp(y[base + j])) * s));
     } else {
-      for (let j = 0; j < n; j++) y[base + j] = fr(y[base + j] / s);
-      y.fill(0, base + n, base + d);
+      for (let j = 0; j < d; j++) s = fr(s + fr(g[base + j] * y[base + j]));
+      for (let j = 0; j < d; j++) dx[base + j] = fr(scale * fr(y[base + j] * fr(g[base + j] - s)));
     }
   }
-}
+};
 
 /**
  * Backward: ins g, y; out dx. Params as the forward. softmax: dx = scale·y·(g − Σ g·y);
@@ -92,28 +102,6 @@ const BACKWARD: WordKernel = rangeKernel({
     }
   }`,
 });
-
-function backwardRows(
-  start: number,
-  end: number,
-  ins: readonly Uint32Array[],
-  outs: readonly Uint32Array[],
-  p: Uint32Array,
-) {
-  const [g, y] = ins.map(asF32), [dx] = outs.map(asF32);
-  const d = p[0], isLog = p[1] !== 0, scale = asF32(p)[3];
-  for (let r = start; r < end; r++) {
-    const base = r * d;
-    let s = 0;
-    if (isLog) {
-      for (let j = 0; j < d; j++) s = fr(s + g[base + j]);
-      for (let j = 0; j < d; j++) dx[base + j] = fr(g[base + j] - fr(fr(Math.exp(y[base + j])) * s));
-    } else {
-      for (let j = 0; j < d; j++) s = fr(s + fr(g[base + j] * y[base + j]));
-      for (let j = 0; j < d; j++) dx[base + j] = fr(scale * fr(y[base + j] * fr(g[base + j] - s)));
-    }
-  }
-}
 
 const f32Bits = (v: number) => new Uint32Array(Float32Array.of(v).buffer)[0];
 
