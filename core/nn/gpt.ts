@@ -13,7 +13,7 @@ import { concat, permute, reshape, slice, split } from "../ops/shape.ts";
 import { matmul } from "../ops/matmul.ts";
 import { neg } from "../ops/elementwise.ts";
 import { Embedding, LayerNorm, Linear, MLP, RMSNorm } from "./layers.ts";
-import { type InitContext, Module } from "./module.ts";
+import { type ForwardContext, type InitContext, Module } from "./module.ts";
 
 /** Architecture of a {@link GPT}. */
 export interface GPTConfig {
@@ -69,18 +69,28 @@ function ropeTable(like: Tensor, t: number, hd: number): [Tensor, Tensor] {
   return tables;
 }
 
-/** Rotary position embedding on [B, H, T, hd] (HF Llama's rotate-half convention). */
-function applyRope(x: Tensor): Tensor {
+/** Rotary position embedding on [B, H, T, hd] at positions `position`.. (HF Llama's rotate-half convention). */
+function applyRope(x: Tensor, position: number): Tensor {
   const [t, hd] = x.shape.slice(-2);
-  const [cos, sin] = ropeTable(x, t, hd);
+  let [cos, sin] = ropeTable(x, position + t, hd);
+  if (position > 0) [cos, sin] = [cos, sin].map((table) => slice(table, [position, 0], [t, hd]));
   const [x1, x2] = split(x, [hd / 2, hd / 2], -1);
   return add(mul(x, cos), mul(concat([neg(x2), x1], -1), sin));
 }
 
+/** The absolute position of the first token of this call, checked against the context length. */
+function startPosition(cfg: GPTConfig, t: number, ctx?: ForwardContext): number {
+  const position = ctx?.position ?? ctx?.cache?.length ?? 0;
+  if (!Number.isInteger(position) || position < 0 || position + t > cfg.contextLength) {
+    throw new Error(
+      `GPT: ${t} tokens at position ${position} do not fit the context length ${cfg.contextLength}`,
+    );
+  }
+  return position;
+}
+
 /** Causal multi-head self-attention with a fused QKV projection (HF GPT-2 `attn.c_attn`, `attn.c_proj`). */
 export class CausalSelfAttention extends Module {
-  readonly #qkv: Linear;
-  readonly #proj: Linear;
   /**
    * Creates a CausalSelfAttention.
    * @param name dotted name
@@ -90,29 +100,30 @@ export class CausalSelfAttention extends Module {
    */
   constructor(name: string, init: InitContext, readonly cfg: GPTConfig, outStd: number) {
     super(name, init);
-    this.#qkv = this.child(new Linear(this.qualify("c_attn"), init, cfg.dModel, 3 * cfg.dModel));
-    this.#proj = this.child(new Linear(this.qualify("c_proj"), init, cfg.dModel, cfg.dModel, { std: outStd }));
+    this.child(new Linear(this.qualify("c_attn"), init, cfg.dModel, 3 * cfg.dModel));
+    this.child(new Linear(this.qualify("c_proj"), init, cfg.dModel, cfg.dModel, { std: outStd }));
   }
-  /** [B, T, D] → [B, T, D]. */
-  forward(x: Tensor): Tensor {
+  /**
+   * [B, T, D] → [B, T, D]. With `ctx.cache`, the keys and values of earlier
+   * positions come from the cache and this call's are appended to it.
+   */
+  forward(x: Tensor, ctx?: ForwardContext): Tensor {
     const [b, t, d] = x.shape;
     const h = this.cfg.nHeads, hd = d / h;
+    const position = ctx?.position ?? ctx?.cache?.lengthOf(this.name) ?? 0;
     // [B, T, 3, H, hd] → [3, B, H, T, hd], then one slice per projection.
-    const qkv = permute(reshape(this.#qkv.forward(x), [b, t, 3, h, hd]), [2, 0, 3, 1, 4]);
+    const qkv = permute(reshape(this.sub("c_attn").call(x, ctx), [b, t, 3, h, hd]), [2, 0, 3, 1, 4]);
     const part = (i: number) => reshape(slice(qkv, [i, 0, 0, 0, 0], [1, b, h, t, hd]), [b, h, t, hd]);
-    let q = part(0), k = part(1);
-    if (this.cfg.position === "rope") [q, k] = [applyRope(q), applyRope(k)];
-    const y = attention(q, k, part(2), { causal: true });
-    return this.#proj.forward(reshape(permute(y, [0, 2, 1, 3]), [b, t, d]));
+    let q = part(0), k = part(1), v = part(2);
+    if (this.cfg.position === "rope") [q, k] = [applyRope(q, position), applyRope(k, position)];
+    if (ctx?.cache) [k, v] = ctx.cache.append(this.name, k, v);
+    const y = attention(q, k, v, { causal: true });
+    return this.sub("c_proj").call(reshape(permute(y, [0, 2, 1, 3]), [b, t, d]), ctx);
   }
 }
 
 /** Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). */
 export class Block extends Module {
-  readonly #ln1: Norm;
-  readonly #attn: CausalSelfAttention;
-  readonly #ln2: Norm;
-  readonly #mlp: MLP;
   /**
    * Creates a Block.
    * @param name dotted name
@@ -122,16 +133,17 @@ export class Block extends Module {
   constructor(name: string, init: InitContext, cfg: GPTConfig) {
     super(name, init);
     const outStd = 0.02 / Math.sqrt(2 * cfg.nLayers); // GPT-2's scaled init of residual projections
-    this.#ln1 = this.child(makeNorm(cfg, this.qualify("ln_1"), init));
-    this.#attn = this.child(new CausalSelfAttention(this.qualify("attn"), init, cfg, outStd));
-    this.#ln2 = this.child(makeNorm(cfg, this.qualify("ln_2"), init));
+    this.child(makeNorm(cfg, this.qualify("ln_1"), init));
+    this.child(new CausalSelfAttention(this.qualify("attn"), init, cfg, outStd));
+    this.child(makeNorm(cfg, this.qualify("ln_2"), init));
     const hidden = Math.round((cfg.mlpRatio ?? 4) * cfg.dModel);
-    this.#mlp = this.child(new MLP(this.qualify("mlp"), init, cfg.dModel, hidden, { activation: cfg.mlp, outStd }));
+    this.child(new MLP(this.qualify("mlp"), init, cfg.dModel, hidden, { activation: cfg.mlp, outStd }));
   }
   /** [B, T, D] → [B, T, D]. */
-  forward(x: Tensor): Tensor {
-    const h = add(x, this.#attn.forward(this.#ln1.forward(x)));
-    return add(h, this.#mlp.forward(this.#ln2.forward(h)));
+  forward(x: Tensor, ctx?: ForwardContext): Tensor {
+    const run = (local: string, input: Tensor) => this.sub(local).call(input, ctx);
+    const h = add(x, run("attn", run("ln_1", x)));
+    return add(h, run("mlp", run("ln_2", h)));
   }
 }
 
@@ -151,8 +163,6 @@ export class GPT extends Module {
   readonly wte: Embedding;
   /** Learned positions `transformer.wpe` (null with RoPE). */
   readonly wpe: Embedding | null;
-  readonly #blocks: Block[];
-  readonly #lnF: Norm;
   readonly #head: Tensor;
   /**
    * Creates a GPT.
@@ -171,30 +181,32 @@ export class GPT extends Module {
     this.wpe = cfg.position === "rope"
       ? null
       : this.child(new Embedding("transformer.wpe", init, cfg.contextLength, cfg.dModel, 0.01));
-    this.#blocks = Array.from(
-      { length: cfg.nLayers },
-      (_, i) => this.child(new Block(`transformer.h.${i}`, init, cfg)),
-    );
-    this.#lnF = this.child(makeNorm(cfg, "transformer.ln_f", init));
+    for (let i = 0; i < cfg.nLayers; i++) this.child(new Block(`transformer.h.${i}`, init, cfg));
+    this.child(makeNorm(cfg, "transformer.ln_f", init));
     this.#head = cfg.tieEmbeddings ?? true
       ? this.wte.weight
       : this.normalParam("lm_head.weight", [cfg.vocabSize, cfg.dModel], 0.02);
   }
 
-  /** Logits [B, T, vocab] for i32 tokens [B, T]. */
-  forward(tokens: Tensor): Tensor {
+  /**
+   * Logits [B, T, vocab] for i32 tokens [B, T]. With `ctx.cache` the tokens
+   * continue the cached positions (prefill, then one-token decode steps);
+   * `ctx.position` overrides where they start.
+   */
+  forward(tokens: Tensor, ctx?: ForwardContext): Tensor {
     const t = tokens.shape[1];
-    if (tokens.rank !== 2 || t > this.cfg.contextLength) {
-      throw new Error(`GPT: tokens ${tokens.describe()} must be [batch, T] with T <= ${this.cfg.contextLength}`);
+    if (tokens.rank !== 2 || tokens.dtype !== "i32") {
+      throw new Error(`GPT: tokens ${tokens.describe()} must be i32 [batch, T]`);
     }
-    let x = this.wte.forward(tokens);
-    if (this.wpe) x = add(x, slice(this.wpe.weight, [0, 0], [t, this.cfg.dModel]));
-    for (const block of this.#blocks) x = block.forward(x);
-    return matmul(this.#lnF.forward(x), this.#head, { transB: true });
+    const position = startPosition(this.cfg, t, ctx);
+    let x = this.wte.call(tokens, ctx);
+    if (this.wpe) x = add(x, slice(this.wpe.weight, [position, 0], [t, this.cfg.dModel]));
+    for (let i = 0; i < this.cfg.nLayers; i++) x = this.sub(`transformer.h.${i}`).call(x, ctx);
+    return matmul(this.sub("transformer.ln_f").call(x, ctx), this.#head, { transB: true });
   }
 
   /** Mean next-token cross-entropy of `tokens` predicting `targets` (both i32 [B, T]). */
-  loss(tokens: Tensor, targets: Tensor): Tensor {
-    return crossEntropy(this.forward(tokens), targets);
+  loss(tokens: Tensor, targets: Tensor, ctx?: ForwardContext): Tensor {
+    return crossEntropy(this.forward(tokens, ctx), targets);
   }
 }

@@ -10,7 +10,20 @@ import { matmul } from "../ops/matmul.ts";
 import { layerNorm } from "../ops/layernorm.ts";
 import { rmsNorm } from "../ops/nn.ts";
 import type { Tensor } from "../tensor.ts";
-import { type InitContext, Module } from "./module.ts";
+import { type ForwardContext, type InitContext, Module } from "./module.ts";
+
+/**
+ * How a {@link Linear} computes its output: the seam through which packages
+ * above `core` run a layer quantized (or otherwise changed) without `core`
+ * importing them. Set `layer.op` to change one layer.
+ */
+export type LinearOp = (x: Tensor, layer: Linear, ctx?: ForwardContext) => Tensor;
+
+/** The plain f32 linear map `x·W + b`. */
+export const plainLinear: LinearOp = (x, layer) => {
+  const y = matmul(x, layer.weight);
+  return layer.bias ? add(y, layer.bias) : y;
+};
 
 /** Options for {@link Linear}. */
 export interface LinearOptions {
@@ -29,6 +42,8 @@ export class Linear extends Module {
   readonly weight: Tensor;
   /** [out] bias, or null. */
   readonly bias: Tensor | null;
+  /** The computation (default {@link plainLinear}); replace it to quantize this layer. */
+  op: LinearOp = plainLinear;
   /**
    * Creates a Linear.
    * @param name dotted name
@@ -47,10 +62,9 @@ export class Linear extends Module {
     this.weight = this.normalParam("weight", [inFeatures, outFeatures], opts.std ?? 0.02);
     this.bias = opts.bias ?? true ? this.constParam("bias", [outFeatures], 0) : null;
   }
-  /** Applies the layer to [..., in]. */
-  forward(x: Tensor): Tensor {
-    const y = matmul(x, this.weight);
-    return this.bias ? add(y, this.bias) : y;
+  /** Applies the layer to [..., in] through {@link Linear.op}. */
+  forward(x: Tensor, ctx?: ForwardContext): Tensor {
+    return this.op(x, this, ctx);
   }
 }
 
@@ -133,7 +147,6 @@ export interface MLPOptions {
 
 /** Feed-forward block. Names follow HF GPT-2 (`c_fc`, `c_proj`) or Llama (`gate_proj`, `up_proj`, `down_proj`). */
 export class MLP extends Module {
-  readonly #layers: Linear[];
   readonly #activation: "gelu" | "swiglu";
   /**
    * Creates a MLP.
@@ -147,21 +160,19 @@ export class MLP extends Module {
     this.#activation = opts.activation ?? "gelu";
     const bias = opts.bias ?? this.#activation === "gelu";
     const q = (n: string) => this.qualify(n);
-    this.#layers = this.#activation === "gelu"
-      ? [
-        this.child(new Linear(q("c_fc"), init, dim, hidden, { bias })),
-        this.child(new Linear(q("c_proj"), init, hidden, dim, { bias, std: opts.outStd })),
-      ]
-      : [
-        this.child(new Linear(q("gate_proj"), init, dim, hidden, { bias })),
-        this.child(new Linear(q("up_proj"), init, dim, hidden, { bias })),
-        this.child(new Linear(q("down_proj"), init, hidden, dim, { bias, std: opts.outStd })),
-      ];
+    if (this.#activation === "gelu") {
+      this.child(new Linear(q("c_fc"), init, dim, hidden, { bias }));
+      this.child(new Linear(q("c_proj"), init, hidden, dim, { bias, std: opts.outStd }));
+    } else {
+      this.child(new Linear(q("gate_proj"), init, dim, hidden, { bias }));
+      this.child(new Linear(q("up_proj"), init, dim, hidden, { bias }));
+      this.child(new Linear(q("down_proj"), init, hidden, dim, { bias, std: opts.outStd }));
+    }
   }
   /** Applies the block to [..., dim]. */
-  forward(x: Tensor): Tensor {
-    const l = this.#layers;
-    if (this.#activation === "gelu") return l[1].forward(gelu(l[0].forward(x)));
-    return l[2].forward(mul(silu(l[0].forward(x)), l[1].forward(x)));
+  forward(x: Tensor, ctx?: ForwardContext): Tensor {
+    const run = (local: string, input: Tensor) => this.sub(local).call(input, ctx);
+    if (this.#activation === "gelu") return run("c_proj", gelu(run("c_fc", x)));
+    return run("down_proj", mul(silu(run("gate_proj", x)), run("up_proj", x)));
   }
 }

@@ -66,8 +66,17 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   }
   return record(out, "matmul", [a, b], (g) => {
     // C = op(A)·op(B): d op(A) = dC·op(B)ᵀ, d op(B) = op(A)ᵀ·dC, transposed back where stored transposed.
-    const ga = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
-    const gb = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
-    return [sumTo(ga, a.shape), sumTo(gb, b.shape)];
+    // Inputs that take no gradient (frozen weights, data) get none computed.
+    const ga = !a.requiresGrad
+      ? null
+      : transA
+      ? matmul(b, g, { transA: transB, transB: true })
+      : matmul(g, b, { transB: !transB });
+    const gb = !b.requiresGrad
+      ? null
+      : transB
+      ? matmul(g, a, { transA: true, transB: transA })
+      : matmul(a, g, { transA: !transA });
+    return [ga && sumTo(ga, a.shape), gb && sumTo(gb, b.shape)];
   });
 }

@@ -75,8 +75,10 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
 }
 
 /**
- * Scaled dot-product attention over [..., T, D] queries, keys and values,
- * optionally causal (position i attends to positions ≤ i).
+ * Scaled dot-product attention of [..., Tq, D] queries over [..., Tk, D] keys
+ * and values, optionally causal: the queries are the last Tq of the Tk
+ * positions (Tq = Tk in training; fewer when decoding with a KV cache), and
+ * each attends to the positions up to its own.
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: { causal?: boolean } = {}): Tensor {
   const d = q.shape[q.rank - 1];

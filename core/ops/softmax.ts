@@ -1,9 +1,10 @@
 /**
  * Softmax and log-softmax over the last axis as one row kernel each way
  * (forward, backward) instead of five to eight dispatches, with an optional
- * input scale and causal mask for attention (row i of each [T, T] block keeps
- * columns 0..i; masked entries come out as exactly 0 and their exponentials
- * are never computed). Float arithmetic written twice, TypeScript (every
+ * input scale and causal mask for attention (row i of each [Tq, Tk] block,
+ * Tq ≤ Tk, keeps columns 0..Tk−Tq+i: the queries are the last Tq positions, so
+ * a square block keeps 0..i; masked entries come out as exactly 0 and their
+ * exponentials are never computed). Float arithmetic written twice, TypeScript (every
  * operation rounded to f32) and WGSL, in the same order; row sums run in
  * index order.
  *
@@ -16,9 +17,9 @@ const fr = Math.fround;
 
 const forwardRows: WordRange = (start, end, ins, outs, p) => {
   const [x] = ins.map(asF32), [y] = outs.map(asF32);
-  const d = p[0], isLog = p[1] !== 0, causal = p[2] !== 0, scale = asF32(p)[3];
+  const d = p[0], isLog = p[1] !== 0, causal = p[2] !== 0, scale = asF32(p)[3], tq = p[4];
   for (let r = start; r < end; r++) {
-    const base = r * d, n = causal ? (r % d) + 1 : d;
+    const base = r * d, n = causal ? (r % tq) + (d - tq) + 1 : d;
     let m = fr(scale * x[base]);
     for (let j = 1; j < n; j++) m = Math.max(m, fr(scale * x[base + j]));
     // e_j is stored in y first (the WGSL recomputes it: same value), so exp runs once per element here.
@@ -38,7 +39,7 @@ const forwardRows: WordRange = (start, end, ins, outs, p) => {
   }
 };
 
-/** Forward: in x; out y. Params [D, log, causal, scale bits]: y = softmax or log-softmax of scale·x per row. */
+/** Forward: in x; out y. Params [D, log, causal, scale bits, Tq]: y = softmax or log-softmax of scale·x per row. */
 const FORWARD: WordKernel = rangeKernel({
   name: "softmax_forward",
   inputs: 1,
@@ -46,7 +47,7 @@ const FORWARD: WordKernel = rangeKernel({
   range: forwardRows,
   wgsl: `  let d = Q(0u); let base = i * d; let scale = bitcast<f32>(Q(3u));
   var n = d;
-  if (Q(2u) != 0u) { n = i % d + 1u; }
+  if (Q(2u) != 0u) { n = i % Q(4u) + (d - Q(4u)) + 1u; }
   var m = scale * bitcast<f32>(in0[base]);
   for (var j = 1u; j < n; j++) { m = max(m, scale * bitcast<f32>(in0[base + j])); }
   var s = 0.0;
@@ -111,7 +112,7 @@ export interface SoftmaxOptions {
   readonly log?: boolean;
   /** Multiply the input by this first (attention's 1/sqrt(d)); default 1. */
   readonly scale?: number;
-  /** Causal mask over square [.., T, T] rows: row i keeps columns 0..i (softmax only). */
+  /** Causal mask over [.., Tq, Tk] rows, Tq ≤ Tk: row i keeps columns 0..Tk−Tq+i (softmax only). */
   readonly causal?: boolean;
 }
 
@@ -121,11 +122,14 @@ export function softmaxLastAxis(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
   const name = log ? "logSoftmax" : "softmax";
   if (x.dtype !== "f32") throw new Error(`${name}: ${x.describe()} must be f32`);
   const d = x.shape[x.rank - 1], rows = d === 0 ? 0 : x.size / d;
-  if (causal && (log || x.rank < 2 || x.shape[x.rank - 2] !== d)) {
-    throw new Error(`${name}: a causal mask needs square [..., T, T] scores (softmax only), got ${x.describe()}`);
+  const tq = causal ? x.shape[x.rank - 2] : d;
+  if (causal && (log || x.rank < 2 || tq > d)) {
+    throw new Error(
+      `${name}: a causal mask needs [..., Tq, Tk] scores with Tq <= Tk (softmax only), got ${x.describe()}`,
+    );
   }
   const y = emptyTensor(x.backend, x.shape);
-  const params = [d, log ? 1 : 0, causal ? 1 : 0, f32Bits(scale)];
+  const params = [d, log ? 1 : 0, causal ? 1 : 0, f32Bits(scale), tq];
   if (rows > 0) x.backend.runWords(FORWARD, [x.storage], [y.storage], rows, params);
   return record(y, name, [x], (g) => {
     const dx = emptyTensor(x.backend, x.shape);
