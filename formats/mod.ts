@@ -23,4 +23,8 @@ export * from "./flex.ts";
 export * from "./pack.ts";
 export * from "./scale_quantizer.ts";
 export * from "./quantize_file.ts";
+export * from "./tensor_scale.ts";
+export * from "./quest.ts";
+export * from "./precision.ts";
+export * from "./quantized_linear.ts";
 export { HOST_QUANT_AVAILABLE } from "./host_quant.ts";

@@ -93,6 +93,7 @@ export interface ParameterFilter {
 /** Base class: holds parameters and child modules under dotted names. */
 export abstract class Module {
   readonly #params = new Map<string, Tensor>();
+  readonly #buffers = new Map<string, Tensor>();
   readonly #children = new Map<string, Module>();
   readonly #hooks = new Set<ForwardHook>();
 
@@ -167,6 +168,31 @@ export abstract class Module {
     t.keep().requireGrad();
     this.#params.set(name, t);
     return t;
+  }
+
+  /**
+   * Registers (or replaces) non-trainable state under `local`, PyTorch's
+   * `register_buffer`: e.g. the amax history of delayed scaling. Buffers are
+   * kept past scopes, listed by {@link Module.namedBuffers} and saved with
+   * checkpoints. Returns the tensor.
+   */
+  registerBuffer(local: string, t: Tensor): Tensor {
+    const name = this.qualify(local);
+    const old = this.#buffers.get(name);
+    if (old && old !== t) old.dispose();
+    t.name = name;
+    this.#buffers.set(name, t.keep());
+    return t;
+  }
+
+  /** The buffer registered under `local`, or undefined. */
+  buffer(local: string): Tensor | undefined {
+    return this.#buffers.get(this.qualify(local));
+  }
+
+  /** Every buffer with its full name: own first, then each child's, in registration order. */
+  namedBuffers(): [string, Tensor][] {
+    return [...this.#buffers.entries(), ...[...this.#children.values()].flatMap((c) => c.namedBuffers())];
   }
 
   /** This module and every descendant with its full name, parents first, in construction order (PyTorch's). */
@@ -278,9 +304,10 @@ export abstract class Module {
     }
   }
 
-  /** Frees all parameters. */
+  /** Frees all parameters and buffers. */
   dispose(): void {
     for (const p of this.parameters()) p.dispose();
+    for (const [, b] of this.namedBuffers()) b.dispose();
   }
 }
 

@@ -1,0 +1,309 @@
+/**
+ * A linear layer run under a {@link LinearPrecision}: one autograd op whose
+ * forward quantizes `x` and `W` along the reduction axis and whose backward
+ * quantizes the operands of the two gradient GEMMs along theirs (composing
+ * `fakeQuant` around `matmul` cannot do the latter). {@link applyPrecision}
+ * switches a model's `Linear` layers to it through the layer seam
+ * (`Linear.op`), like torchao's `quantize_(model, config)`.
+ *
+ * Operand sources. A backward operand left out of the record reuses what the
+ * forward GEMM used: the quantized `W` or `x` (as autograd of fake-quant
+ * would), and the f32 output gradient. With every role left out the op is
+ * `Linear`'s own, bit for bit. A forward operand rotated by a Hadamard
+ * transform cannot be reused along another axis, so then the backward
+ * operands must be given.
+ *
+ * Randomness (stochastic rounding, Hadamard signs) is keyed by
+ * `randomKey(ctx, layer, role)`: it differs per step, layer and role, and
+ * replays exactly on resume. Delayed scaling keeps its amax history and scale
+ * as buffers of the layer (`fp8.<gemm>.<operand>.amax_history`, `.scale`),
+ * updated only in training (`ctx.training`).
+ *
+ * @module
+ */
+import {
+  abs,
+  add,
+  type ForwardContext,
+  lessEqual,
+  Linear,
+  type LinearOp,
+  matchesName,
+  matmul,
+  type Module,
+  mul,
+  type NamePattern,
+  noGrad,
+  plainLinear,
+  randomKey,
+  record,
+  reshape,
+  sumTo,
+  type Tensor,
+  tensor,
+  transpose,
+  where,
+  zeros,
+} from "@lowp/core";
+import { parseFloatFormat } from "./element.ts";
+import { hadamard, type HadamardOptions, inverseHadamard } from "./hadamard.ts";
+import type { MxQuantizeOptions } from "./mx.ts";
+import {
+  isQuantized,
+  type LinearPrecision,
+  OPERAND_ROLES,
+  operandOf,
+  type OperandPrecision,
+  operandProblems,
+  resolvePrecision,
+} from "./precision.ts";
+import { questQuantDequant } from "./quest.ts";
+import { parseFormat } from "./registry.ts";
+import { parseGranularity } from "./spec.ts";
+import { currentScale, delayedScale, pushAmax, scaledQuantDequant } from "./tensor_scale.ts";
+
+/** A GEMM operand: the matrix is `trans ? tᵀ : t`. */
+interface Operand {
+  readonly t: Tensor;
+  readonly trans: boolean;
+}
+
+/** A quantized operand in reduction-last layout, with the STE mask when the forward asked for one. */
+interface Quantized {
+  readonly q: Tensor;
+  readonly mask: Tensor | null;
+}
+
+function gemm(a: Operand, b: Operand): Tensor {
+  return matmul(a.t, b.t, { transA: a.trans, transB: b.trans });
+}
+
+/** The Hadamard options of a GEMM: both operands rotate alike (the same signs), so it cancels in the product. */
+function rotation(op: OperandPrecision, layer: Linear, gemmName: string, ctx?: ForwardContext): HadamardOptions {
+  if (!op.random_signs) return { block: op.hadamard! };
+  const key = randomKey(ctx, layer.name, `${gemmName}/signs`);
+  return { block: op.hadamard!, signs: { seed: key.seed, stream: key.stream, offset: key.offset } };
+}
+
+/** Quantizes `r` ([rows, k], reduction along the last axis) as `op` says. */
+function quantizeRows(
+  r: Tensor,
+  op: OperandPrecision,
+  layer: Linear,
+  role: string,
+  ctx: ForwardContext | undefined,
+  steMask: "none" | "clipped" | "trust",
+): Quantized {
+  const key = randomKey(ctx, layer.name, `${role}/rounding`);
+  const rounding = { rounding: op.rounding ?? "nearest", seed: key.seed, stream: key.stream, offset: key.offset };
+  if (op.scale_rule === "quest") {
+    const { values, trust } = questQuantDequant(r, rounding);
+    if (steMask === "trust") return { q: values, mask: trust };
+    trust.dispose();
+    return { q: values, mask: null };
+  }
+  let q: Tensor;
+  if (op.scaling === "current") q = scaledQuantDequant(r, op.format, currentScale(r, op.format, op.margin), rounding);
+  else if (op.scaling === "delayed") q = delayedQuant(r, op, layer, role, ctx, rounding);
+  else {
+    const granularity = op.granularity === undefined
+      ? undefined
+      : parseGranularity(op.granularity === "channel" ? "channel:0" : op.granularity);
+    const opts: MxQuantizeOptions = {
+      ...rounding,
+      granularity,
+      scaleRounding: op.scale_rule as MxQuantizeOptions["scaleRounding"],
+    };
+    q = parseFormat(op.format).quantDequant(r, opts);
+  }
+  if (steMask !== "clipped") return { q, mask: null };
+  const range = parseFloatFormat(op.format)!.maxNormal;
+  return { q, mask: where(lessEqual(abs(r), range), 1, 0) };
+}
+
+/** Delayed scaling: the scale from the layer's amax history; in training the history and scale move on. */
+function delayedQuant(
+  r: Tensor,
+  op: OperandPrecision,
+  layer: Linear,
+  role: string,
+  ctx: ForwardContext | undefined,
+  rounding: MxQuantizeOptions,
+): Tensor {
+  const local = `fp8.${role}`;
+  const history = layer.buffer(`${local}.amax_history`) ??
+    layer.registerBuffer(`${local}.amax_history`, zeros([op.amax_history_len ?? 1024], { backend: r.backend }));
+  const previous = layer.buffer(`${local}.scale`) ??
+    layer.registerBuffer(`${local}.scale`, tensor([1, 1], { backend: r.backend }));
+  const scale = delayedScale(history, previous, op.format, op.amax_compute_algo ?? "max", op.margin);
+  const q = scaledQuantDequant(r, op.format, scale, rounding);
+  if (ctx?.training) {
+    layer.registerBuffer(`${local}.amax_history`, pushAmax(history, r));
+    layer.registerBuffer(`${local}.scale`, scale);
+  }
+  return q;
+}
+
+/**
+ * Quantizes operand `o` of a GEMM for role `gemm.name`: the A side (`side`
+ * "a", reduction along columns of A) or the B side (reduction along rows of
+ * B). Returns the operand to multiply and, for forward operands, the STE mask
+ * in reduction-last layout.
+ */
+function prepare(
+  o: Operand,
+  side: "a" | "b",
+  op: OperandPrecision | undefined,
+  layer: Linear,
+  gemmName: string,
+  operand: string,
+  ctx: ForwardContext | undefined,
+  steMask: "none" | "clipped" | "trust" = "none",
+): { operand: Operand; mask: Tensor | null } {
+  if (!op) return { operand: o, mask: null };
+  // Reduction-last layout: A as [rows, k], B as Bᵀ = [cols, k].
+  const natural = side === "a" ? !o.trans : o.trans;
+  let r = natural ? o.t : transpose(o.t);
+  checkReduction(r, op, layer, `${gemmName}.${operand}`);
+  if (op.hadamard) r = hadamard(r, rotation(op, layer, gemmName, ctx));
+  const { q, mask } = quantizeRows(r, op, layer, `${gemmName}.${operand}`, ctx, steMask);
+  return { operand: { t: q, trans: side === "b" }, mask };
+}
+
+/** Runtime check of the reduction length (the token axis is only known here). */
+function checkReduction(r: Tensor, op: OperandPrecision, layer: Linear, role: string): void {
+  const problems = operandProblems(op, r.shape[1], `${layer.name} ${role}`);
+  if (problems.length) throw new Error(problems.join("; "));
+}
+
+/** Puts a gradient (reduction-last layout of the forward operand) through the forward's rotation and STE mask. */
+function masked(g: Tensor, mask: Tensor | null, op: OperandPrecision | undefined, rot: HadamardOptions | null): Tensor {
+  if (!mask) return g;
+  if (!op?.hadamard || !rot) return mul(g, mask);
+  return inverseHadamard(mul(hadamard(g, rot), mask), rot);
+}
+
+/** The autograd op of a linear layer under `precision` (see the module doc). */
+export function quantizedLinear(precision: LinearPrecision): LinearOp {
+  if (!isQuantized(precision)) return plainLinear;
+  checkBackwardSources(precision);
+  const ste = precision.ste ?? "plain";
+  const steMask = ste === "plain" ? "none" : ste;
+  const fwd = precision.forward ?? {}, gin = precision.grad_input ?? {}, gw = precision.grad_weight ?? {};
+  return (x, layer, ctx) => {
+    const w = layer.weight, k = layer.inFeatures, n = layer.outFeatures;
+    if (x.shape[x.rank - 1] !== k) throw new Error(`${layer.name}: input ${x.describe()} does not end in ${k}`);
+    const m = x.size / k;
+    const forwardParts = noGrad(() => {
+      const x2 = reshape(x, [m, k]);
+      const xa = prepare({ t: x2, trans: false }, "a", fwd.input, layer, "forward", "input", ctx, steMask);
+      const wb = prepare({ t: w, trans: false }, "b", fwd.weight, layer, "forward", "weight", ctx, steMask);
+      let y = gemm(xa.operand, wb.operand);
+      if (layer.bias) y = add(y, layer.bias);
+      return { x2, xa, wb, y: reshape(y, [...x.shape.slice(0, -1), n]) };
+    });
+    const { x2, xa, wb, y } = forwardParts;
+    const inputs = layer.bias ? [x, w, layer.bias] : [x, w];
+    return record(y, `quantizedLinear(${layer.name})`, inputs, (g) => {
+      const g2 = reshape(g, [m, n]);
+      // dx = dy·Wᵀ: A = dy [m, n], B = Wᵀ (stored as W [k, n], trans).
+      let dx: Tensor | null = null;
+      if (x.requiresGrad) {
+        const wSource: Operand = gin.weight ? { t: w, trans: true } : { t: wb.operand.t, trans: !wb.operand.trans };
+        const a = prepare({ t: g2, trans: false }, "a", gin.grad_output, layer, "grad_input", "grad_output", ctx);
+        const b = prepare(wSource, "b", gin.weight, layer, "grad_input", "weight", ctx);
+        let d = gemm(a.operand, b.operand); // [m, k]
+        d = masked(d, xa.mask, fwd.input, fwd.input?.hadamard ? rotation(fwd.input, layer, "forward", ctx) : null);
+        dx = reshape(d, x.shape);
+      }
+      // dW = xᵀ·dy: A = xᵀ (stored as x [m, k], trans), B = dy [m, n].
+      let dw: Tensor | null = null;
+      if (w.requiresGrad) {
+        const xSource: Operand = gw.input ? { t: x2, trans: true } : { t: xa.operand.t, trans: true };
+        const a = prepare(xSource, "a", gw.input, layer, "grad_weight", "input", ctx);
+        const b = prepare({ t: g2, trans: false }, "b", gw.grad_output, layer, "grad_weight", "grad_output", ctx);
+        dw = gemm(a.operand, b.operand); // [k, n]
+        if (wb.mask) {
+          const rot = fwd.weight?.hadamard ? rotation(fwd.weight, layer, "forward", ctx) : null;
+          dw = transpose(masked(transpose(dw), wb.mask, fwd.weight, rot));
+        }
+      }
+      const db = layer.bias?.requiresGrad ? sumTo(g, [n]) : null;
+      return layer.bias ? [dx, dw, db] : [dx, dw];
+    });
+  };
+}
+
+/** A forward operand rotated by a Hadamard transform cannot stand in for a backward operand along another axis. */
+function checkBackwardSources(p: LinearPrecision): void {
+  const rotated = (op?: OperandPrecision) => op?.hadamard !== undefined;
+  const problems: string[] = [];
+  if (rotated(p.forward?.weight) && !p.grad_input?.weight) {
+    problems.push("forward.weight uses a Hadamard transform, so grad_input.weight must be given");
+  }
+  if (rotated(p.forward?.input) && !p.grad_weight?.input) {
+    problems.push("forward.input uses a Hadamard transform, so grad_weight.input must be given");
+  }
+  for (const gemmName of ["forward", "grad_input", "grad_weight"] as const) {
+    const ops = Object.values((p as Record<string, Record<string, OperandPrecision> | undefined>)[gemmName] ?? {});
+    const blocks = new Set(ops.map((o) => `${o.hadamard ?? "none"}/${o.random_signs ?? false}`));
+    if (blocks.size > 1 || (ops.length === 1 && ops[0].hadamard)) {
+      problems.push(`${gemmName}: both operands need the same hadamard and random_signs (it cancels only then)`);
+    }
+  }
+  if (p.ste === "trust" && !["input", "weight"].some((r) => operandOf(p, "forward", r)?.scale_rule === "quest")) {
+    problems.push("ste trust needs a forward operand with scale_rule quest");
+  }
+  if (p.ste === "clipped") {
+    for (const r of ["input", "weight"]) {
+      const op = operandOf(p, "forward", r);
+      if (op && (!parseFloatFormat(op.format) || op.scaling)) {
+        problems.push(`ste clipped needs plain unscaled element formats; forward.${r} is '${op.format}'`);
+      }
+    }
+  }
+  if (problems.length) throw new Error(`precision: ${problems.join("; ")}`);
+}
+
+/** Options of {@link applyPrecision}. */
+export interface ApplyPrecisionOptions {
+  /** Linear layers whose names match are left in f32 (default: none). The embedding and tied head are no Linear. */
+  readonly skip?: NamePattern;
+}
+
+/**
+ * Switches every `Linear` of `model` (except those `skip` matches) to the
+ * quantized op of `precision` (a preset name or a record), after checking
+ * the record against every layer's widths: one error lists every problem
+ * (unknown format, a group or block that does not divide a width, a Hadamard
+ * block larger than the reduction axis). Returns the names of the layers
+ * switched. With `f32` the layers get the plain op back.
+ */
+export function applyPrecision(
+  model: Module,
+  precision: string | LinearPrecision,
+  opts: ApplyPrecisionOptions = {},
+): string[] {
+  const p = resolvePrecision(precision);
+  const layers = model.namedModules().filter(([name, m]) =>
+    m instanceof Linear && !(opts.skip !== undefined && matchesName(opts.skip, name))
+  ) as [string, Linear][];
+  const problems: string[] = [];
+  for (const [name, layer] of layers) {
+    for (const [gemmName, role] of OPERAND_ROLES) {
+      const op = operandOf(p, gemmName, role);
+      if (!op) continue;
+      // Reduction lengths: forward along in, grad_input along out, grad_weight along tokens (checked when run).
+      const k = gemmName === "forward" ? layer.inFeatures : gemmName === "grad_input" ? layer.outFeatures : null;
+      problems.push(...operandProblems(op, k, `${name} ${gemmName}.${role}`));
+    }
+  }
+  if (problems.length) {
+    throw new Error(
+      `precision: ${problems.slice(0, 8).join("; ")}${problems.length > 8 ? ` (and ${problems.length - 8} more)` : ""}`,
+    );
+  }
+  const op = quantizedLinear(p);
+  for (const [, layer] of layers) layer.op = op;
+  return layers.map(([name]) => name);
+}
