@@ -195,12 +195,11 @@ export function operandOf(p: LinearPrecision, gemm: string, role: string): Opera
 
 /**
  * Checks an operand against the reduction length `k` it will be quantized
- * along; returns the problems (empty when fine). `where` prefixes each, e.g.
- * `transformer.h.0.mlp.c_fc forward.weight`.
+ * along (null: not known yet); returns the problems (empty when fine).
  */
-export function operandProblems(op: OperandPrecision, k: number | null, where: string): string[] {
+export function operandProblems(op: OperandPrecision, k: number | null): string[] {
   const problems: string[] = [];
-  const say = (what: string) => problems.push(`${where}: ${what}`);
+  const say = (what: string) => problems.push(what);
   let q;
   try {
     q = parseFormat(op.format);

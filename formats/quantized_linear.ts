@@ -172,8 +172,8 @@ function prepare(
 
 /** Runtime check of the reduction length (the token axis is only known here). */
 function checkReduction(r: Tensor, op: OperandPrecision, layer: Linear, role: string): void {
-  const problems = operandProblems(op, r.shape[1], `${layer.name} ${role}`);
-  if (problems.length) throw new Error(problems.join("; "));
+  const problems = operandProblems(op, r.shape[1]);
+  if (problems.length) throw new Error(`${layer.name} ${role}: ${problems.join("; ")}`);
 }
 
 /** Puts a gradient (reduction-last layout of the forward operand) through the forward's rotation and STE mask. */
@@ -288,22 +288,62 @@ export function applyPrecision(
   const layers = model.namedModules().filter(([name, m]) =>
     m instanceof Linear && !(opts.skip !== undefined && matchesName(opts.skip, name))
   ) as [string, Linear][];
-  const problems: string[] = [];
+  // One line per (role, problem), naming the layers it concerns.
+  const problems = new Map<string, string[]>();
   for (const [name, layer] of layers) {
     for (const [gemmName, role] of OPERAND_ROLES) {
       const op = operandOf(p, gemmName, role);
       if (!op) continue;
       // Reduction lengths: forward along in, grad_input along out, grad_weight along tokens (checked when run).
       const k = gemmName === "forward" ? layer.inFeatures : gemmName === "grad_input" ? layer.outFeatures : null;
-      problems.push(...operandProblems(op, k, `${name} ${gemmName}.${role}`));
+      for (const problem of operandProblems(op, k)) {
+        const key = `${gemmName}.${role}: ${problem}`;
+        problems.set(key, [...(problems.get(key) ?? []), name]);
+      }
     }
   }
-  if (problems.length) {
-    throw new Error(
-      `precision: ${problems.slice(0, 8).join("; ")}${problems.length > 8 ? ` (and ${problems.length - 8} more)` : ""}`,
+  if (problems.size) {
+    const lines = [...problems].map(([what, names]) =>
+      `${what} (${names.slice(0, 3).join(", ")}${names.length > 3 ? `, and ${names.length - 3} more layers` : ""})`
     );
+    throw new Error(`precision: ${lines.join("; ")}`);
   }
   const op = quantizedLinear(p);
   for (const [, layer] of layers) layer.op = op;
   return layers.map(([name]) => name);
+}
+
+/**
+ * QAT's convert step (torchao's `step="convert"`): replaces the weights of
+ * every layer `applyPrecision` switched with their quantized values (the
+ * forward weight quantizer's, along the input axis), and switches the layers
+ * to the same precision without `forward.weight`, so the model computes the
+ * same logits from real quantized weights. Returns the converted layers'
+ * names. A forward weight quantizer with a Hadamard transform or delayed
+ * scaling has no plain quantized weight to store: that is an error.
+ */
+export function convertPrecision(
+  model: Module,
+  precision: string | LinearPrecision,
+  opts: ApplyPrecisionOptions = {},
+): string[] {
+  const p = resolvePrecision(precision);
+  const op = p.forward?.weight;
+  if (!op) throw new Error("convertPrecision: the precision quantizes no forward weight");
+  if (op.hadamard || op.scaling === "delayed" || op.rounding === "stochastic") {
+    throw new Error(
+      "convertPrecision: a forward weight with a Hadamard, delayed scaling or stochastic rounding has " +
+        "no fixed quantized value to store",
+    );
+  }
+  const { weight: _, ...forward } = p.forward!;
+  const names = applyPrecision(model, { ...p, forward }, opts);
+  noGrad(() => {
+    for (const name of names) {
+      const layer = model.getModule(name) as Linear;
+      const stored = prepare({ t: layer.weight, trans: false }, "b", op, layer, "forward", "weight", undefined);
+      layer.weight.assign(transpose(stored.operand.t));
+    }
+  });
+  return names;
 }

@@ -51,7 +51,7 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
   inputs: 1,
   outputs: 2,
   range: (start, end, [x], [y, mask], p) => {
-    const q = quantParamsAt(p, 0), mode = p[4], c2 = valueOf(p[10]), inv = 1 / QUEST_BLOCK;
+    const q = quantParamsAt(p, 0), mode = p[4], c2 = valueOf(p[9]), inv = 1 / QUEST_BLOCK;
     for (let b = start; b < end; b++) {
       const base = b * QUEST_BLOCK;
       let sum = 0, sq = 0;
@@ -81,7 +81,7 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
   }
   let mean = sum * ${1 / QUEST_BLOCK};
   let variance = max(0.0, sq * ${1 / QUEST_BLOCK} - mean * mean);
-  let u = bitcast<u32>(bitcast<f32>(Q(10u)) * variance);
+  let u = bitcast<u32>(bitcast<f32>(Q(9u)) * variance);
   var e = -27;
   if (u >= ${TINY_U}u) { e = (i32(u >> 23u) - 127) >> 1u; }
   e = clamp(e, -126, 126);
