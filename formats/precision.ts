@@ -170,6 +170,11 @@ export const PRECISION_PRESETS: Readonly<
       },
     },
   },
+  "flex16+5": {
+    doc: "Flexpoint flex16+5 on all six operands: 16-bit mantissas sharing one exponent per tensor, taken from the " +
+      "tensor's own amax (the paper's Autoflex predicts it from a history instead; not built yet)",
+    precision: everywhere({ format: "flex16+5" }),
+  },
 };
 
 /** Names of {@link PRECISION_PRESETS}. */
