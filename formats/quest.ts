@@ -18,9 +18,9 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { asF32, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { ELEMENT_WGSL, parseFloatFormat, quantizeBits, quantParams, quantParamsAt, quantWords } from "./element.ts";
-import { EXACT_WGSL, f32MulBits } from "./exact.ts";
+import { EXACT_WGSL } from "./exact.ts";
 import { randomWord } from "./kernels.ts";
 import { roundingParams } from "./scaling.ts";
 import type { QuantizeOptions } from "./spec.ts";
@@ -52,21 +52,23 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
   outputs: 2,
   range: (start, end, [x], [y, mask], p) => {
     const q = quantParamsAt(p, 0), mode = p[4], c2 = valueOf(p[9]), inv = 1 / QUEST_BLOCK;
+    const xf = asF32(x), yf = asF32(y);
     for (let b = start; b < end; b++) {
       const base = b * QUEST_BLOCK;
       let sum = 0, sq = 0;
       for (let j = 0; j < QUEST_BLOCK; j++) {
-        const v = valueOf(x[base + j]);
+        const v = xf[base + j];
         sum = fr(sum + v);
         sq = fr(sq + fr(v * v));
       }
       const mean = fr(sum * inv), variance = Math.max(0, fr(fr(sq * inv) - fr(mean * mean)));
       const e = questExponent(bitsOf(fr(c2 * variance)));
-      const scale = ((e + 127) << 23) >>> 0, recip = ((127 - e) << 23) >>> 0;
+      // Scaling by a power of two within the normal range is exact: plain products give the f32_mul_bits bits.
+      const scale = valueOf(((e + 127) << 23) >>> 0), recip = valueOf(((127 - e) << 23) >>> 0);
       for (let j = base; j < base + QUEST_BLOCK; j++) {
-        const v = f32MulBits(x[j], recip);
+        const v = bitsOf(fr(xf[j] * recip));
         const rand = mode === 2 ? randomWord(p[5], p[6], p[7], p[8], j) : 0;
-        y[j] = f32MulBits(quantizeBits(v, q, mode, rand), scale);
+        yf[j] = fr(valueOf(quantizeBits(v, q, mode, rand)) * scale);
         mask[j] = ((v & 0x7fffffff) >>> 0) < SIX ? 0x3f800000 : 0;
       }
     }
