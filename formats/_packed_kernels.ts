@@ -32,6 +32,73 @@ export function packedCode(words: Uint32Array, i: number, bits: number): number 
   return (v & (2 ** bits - 1)) >>> 0;
 }
 
+/** How the CPU loop of a dequantize kernel finds the values of run r (see {@link dequantRuns}). */
+export interface RunValues {
+  /** Consecutive values sharing their scales. */
+  readonly run: number;
+  /** What run r's values depend on (a scale code, a channel, absmax bits): runs with equal keys share a table. */
+  readonly keyOf: (r: number) => number;
+  /** The code → f32 bits function of the runs with `key`. */
+  readonly valueOf: (key: number) => (code: number) => number;
+  /** Keys are below 256 (8-bit scale codes): their tables are kept for the whole call. */
+  readonly smallKeys?: boolean;
+}
+
+/**
+ * The CPU loop of a dequantize kernel over values [start, end). Where it pays (codes of at most 12 bits, and
+ * a run at least as long as the table, or 8-bit keys whose tables are kept), each key's code → value
+ * function is tabulated once and every value is a table lookup: the format's own functions, called less often.
+ */
+export function dequantRuns(
+  codes: Uint32Array,
+  bits: number,
+  start: number,
+  end: number,
+  out: Uint32Array,
+  { run, keyOf, valueOf, smallKeys = false }: RunValues,
+): void {
+  const size = 2 ** bits;
+  const tabulate = bits <= 12 && (size <= run || (smallKeys && end - start >= 4 * size));
+  const kept: Uint32Array[] = [], scratch = new Uint32Array(tabulate ? size : 0);
+  let table: Uint32Array = scratch, tableKey = -1;
+  for (let r = Math.floor(start / run); r * run < end; r++) {
+    const lo = Math.max(start, r * run), hi = Math.min(end, (r + 1) * run), key = keyOf(r);
+    if (!tabulate) {
+      const value = valueOf(key);
+      for (let i = lo; i < hi; i++) out[i] = value(packedCode(codes, i, bits));
+      continue;
+    }
+    if (key !== tableKey) {
+      tableKey = key;
+      const known = smallKeys ? kept[key] : undefined;
+      if (known) table = known;
+      else {
+        table = smallKeys ? (kept[key] = new Uint32Array(size)) : scratch;
+        const value = valueOf(key);
+        for (let c = 0; c < size; c++) table[c] = value(c);
+      }
+    }
+    lookUp(codes, bits, lo, hi, table, out);
+  }
+}
+
+/** out[i] = table[code i] for i in [lo, hi); whole words at a time when codes do not straddle words. */
+function lookUp(codes: Uint32Array, bits: number, lo: number, hi: number, table: Uint32Array, out: Uint32Array): void {
+  const perWord = 32 / bits;
+  if (!Number.isInteger(perWord)) {
+    for (let i = lo; i < hi; i++) out[i] = table[packedCode(codes, i, bits)];
+    return;
+  }
+  const mask = table.length - 1;
+  let i = lo;
+  for (; i < hi && i % perWord !== 0; i++) out[i] = table[packedCode(codes, i, bits)];
+  for (; i + perWord <= hi; i += perWord) {
+    let word = codes[i / perWord];
+    for (let j = 0; j < perWord; j++, word >>>= bits) out[i + j] = table[word & mask];
+  }
+  for (; i < hi; i++) out[i] = table[packedCode(codes, i, bits)];
+}
+
 /** WGSL `packed_inK(i, bits)`: the twin of {@link packedCode} over input `inK`. */
 function fetchWgsl(input: number): string {
   return /* wgsl */ `
@@ -91,8 +158,12 @@ export const FLOAT_PACKED_DEQUANT: WordKernel = rangeKernel({
   inputs: 1,
   outputs: 1,
   range: (start, end, [codes], [out], p) => {
-    const bits = p[0], f = codeFormatAt(p, 1);
-    for (let i = start; i < end; i++) out[i] = decodeBits(packedCode(codes, i, bits), f);
+    const f = codeFormatAt(p, 1);
+    dequantRuns(codes, p[0], start, end, out, {
+      run: end - start,
+      keyOf: () => 0,
+      valueOf: () => (c) => decodeBits(c, f),
+    });
   },
   wgslHelpers: ELEMENT_WGSL + CODES_WGSL + fetchWgsl(0),
   wgsl: `  out0[i] = decode_bits(packed_in0(i, Q(0u)), Q(1u), Q(2u), bitcast<i32>(Q(3u)), bitcast<i32>(Q(4u)), Q(5u));`,
@@ -106,8 +177,9 @@ export const SCALE_PACKED_DEQUANT: WordKernel = rangeKernel({
   inputs: 1,
   outputs: 1,
   range: (start, end, [codes], [out], p) => {
-    const bits = p[0], f = SCALE_KINDS[p[1]];
-    for (let i = start; i < end; i++) out[i] = decodeScaleBits(packedCode(codes, i, bits), f);
+    const f = SCALE_KINDS[p[1]];
+    const valueOf = () => (c: number) => decodeScaleBits(c, f);
+    dequantRuns(codes, p[0], start, end, out, { run: end - start, keyOf: () => 0, valueOf });
   },
   wgslHelpers: ELEMENT_WGSL + CODES_WGSL + SCALES_WGSL + fetchWgsl(0),
   wgsl: `  out0[i] = scale_decode(packed_in0(i, Q(0u)), Q(1u));`,
@@ -124,12 +196,14 @@ export const INT_PACKED_DEQUANT: WordKernel = rangeKernel({
   outputs: 1,
   range: (start, end, [codes, scales, zps], [out], p) => {
     const [bits, signed, channels, inner, scaleBits, zpBits] = p, shift = 32 - bits;
-    for (let i = start; i < end; i++) {
-      const c = Math.floor(i / inner) % channels, raw = packedCode(codes, i, bits);
-      const q = signed ? (raw << shift) >> shift : raw;
-      const zp = zpBits ? packedCode(zps, c, zpBits) : 0;
-      out[i] = intValueBits(q, zp, packedCode(scales, c, scaleBits));
-    }
+    dequantRuns(codes, bits, start, end, out, {
+      run: inner,
+      keyOf: (r) => r % channels,
+      valueOf: (c) => {
+        const scale = packedCode(scales, c, scaleBits), zp = zpBits ? packedCode(zps, c, zpBits) : 0;
+        return (raw) => intValueBits(signed ? (raw << shift) >> shift : raw, zp, scale);
+      },
+    });
   },
   wgslHelpers: INT_WGSL + fetchWgsl(0) + fetchWgsl(1) + fetchWgsl(2),
   wgsl: `  let bits = Q(0u);
@@ -149,10 +223,15 @@ export const MX_PACKED_DEQUANT: WordKernel = rangeKernel({
   outputs: 1,
   range: (start, end, [codes, scales], [out], p) => {
     const [bits, scaleBits] = p, e8m0 = SCALE_FORMATS.e8m0;
-    for (let i = start; i < end; i++) {
-      const scale = decodeScaleBits(packedCode(scales, Math.floor(i / MX_BLOCK), scaleBits), e8m0);
-      out[i] = f32MulBits(mxDecodeElement(packedCode(codes, i, bits), p, 2), scale);
-    }
+    dequantRuns(codes, bits, start, end, out, {
+      run: MX_BLOCK,
+      keyOf: (b) => packedCode(scales, b, scaleBits),
+      valueOf: (code) => {
+        const scale = decodeScaleBits(code, e8m0);
+        return (c) => f32MulBits(mxDecodeElement(c, p, 2), scale);
+      },
+      smallKeys: scaleBits <= 8,
+    });
   },
   wgslHelpers: MX_WGSL + fetchWgsl(0) + fetchWgsl(1),
   wgsl: `  let scale = scale_decode(packed_in1(i / ${MX_BLOCK}u, Q(1u)), ${SCALE_FORMATS.e8m0.kind}u);
@@ -165,11 +244,16 @@ export const NVFP4_PACKED_DEQUANT: WordKernel = rangeKernel({
   inputs: 3,
   outputs: 1,
   range: (start, end, [codes, scales, tensorScale], [out], p) => {
-    const [bits, scaleBits] = p, ue4m3 = SCALE_FORMATS.ue4m3;
-    for (let i = start; i < end; i++) {
-      const sb = decodeScaleBits(packedCode(scales, Math.floor(i / NVFP4_BLOCK), scaleBits), ue4m3);
-      out[i] = nvfp4ElementValue(packedCode(codes, i, bits), sb, tensorScale[0]);
-    }
+    const [bits, scaleBits] = p, ue4m3 = SCALE_FORMATS.ue4m3, st = tensorScale[0];
+    dequantRuns(codes, bits, start, end, out, {
+      run: NVFP4_BLOCK,
+      keyOf: (b) => packedCode(scales, b, scaleBits),
+      valueOf: (code) => {
+        const sb = decodeScaleBits(code, ue4m3);
+        return (c) => nvfp4ElementValue(c, sb, st);
+      },
+      smallKeys: scaleBits <= 8,
+    });
   },
   wgslHelpers: NVFP4_WGSL + fetchWgsl(0) + fetchWgsl(1),
   wgsl: `  let sb = scale_decode(packed_in1(i / ${NVFP4_BLOCK}u, Q(1u)), ${SCALE_FORMATS.ue4m3.kind}u);
@@ -187,10 +271,14 @@ export const NF4_PACKED_DEQUANT: WordKernel = rangeKernel({
   outputs: 1,
   range: (start, end, [codes, absmax, mean], [out], p) => {
     const [bits, absmaxBits, addMean] = p;
-    for (let i = start; i < end; i++) {
-      const a = packedCode(absmax, Math.floor(i / NF4_BLOCK), absmaxBits);
-      out[i] = nf4ValueBits(packedCode(codes, i, bits), addMean ? f32AddBits(a, mean[0]) : a);
-    }
+    dequantRuns(codes, bits, start, end, out, {
+      run: NF4_BLOCK,
+      keyOf: (b) => packedCode(absmax, b, absmaxBits),
+      valueOf: (a) => {
+        const blockAbsmax = addMean ? f32AddBits(a, mean[0]) : a;
+        return (c) => nf4ValueBits(c, blockAbsmax);
+      },
+    });
   },
   wgslHelpers: NF4_WGSL + fetchWgsl(0) + fetchWgsl(1),
   wgsl: `  var a = packed_in1(i / ${NF4_BLOCK}u, Q(1u));

@@ -51,6 +51,11 @@ const CASES: Case[] = [
   { format: "nf4", shape: [6, 3200], opts: { doubleQuant: true } },
   { format: "nf4-dq", shape: [2, 192] },
   { format: "flex16+5", shape: [5, 37] },
+  // Large enough for the CPU loops' code tables (a table per tensor, per scale code, per channel).
+  { format: "e4m3", shape: [16, 64] },
+  { format: "int8", shape: [16, 64] },
+  { format: "uint8", shape: [16, 64], opts: { granularity: { kind: "channel", axis: 1 } } },
+  { format: "mxfp8_e5m2", shape: [4, 512] },
   { format: "e4m3", shape: [4, 40], opts: { rounding: "stochastic", seed: 7, stream: 3, offset: 11 } },
   {
     format: "int4",
