@@ -152,7 +152,7 @@ Deno.test("QuantTensor.assignFrom: re-quantizes into the same storage, rounding 
   ];
   for (const [format, layout, rounding] of cases) {
     const shape = [4, 256];
-    const qt = QuantTensor.fromTensor(tensor(values(1024, 1), { shape }), format, layout);
+    const qt = QuantTensor.fromTensor(tensor(values(1024, 1), { shape }), parseFormat(format), layout);
     const storages = qt.parts.map((p) => p.words.storage);
     const x2 = tensor(values(1024, 2), { shape });
     qt.assignFrom(x2, rounding);
