@@ -33,6 +33,11 @@ export interface PackedStorage {
 
 /** What a format family needs to validate and dequantize a packed tensor. */
 export interface PackedFamily {
+  /**
+   * The `meta` keys the dequantize understands, with the value each must have where it is fixed (block
+   * sizes) or null: a tensor whose meta has other keys or values is refused, not misread.
+   */
+  readonly meta: Readonly<Record<string, number | null>>;
   /** The part names and code counts a tensor of `shape` with `meta` stores, codes first. */
   parts(shape: readonly number[], meta: Readonly<Record<string, number | string>>): [string, number][];
   /** Writes the f32 bits of the values into `out` (at least one); the parts were checked against {@link parts}. */
@@ -65,6 +70,7 @@ function intFamily(signed: boolean, scaleName: string, fixedLayout: boolean): Pa
   const layout = (shape: readonly number[], meta: Readonly<Record<string, number | string>>) =>
     layoutOf(shape, fixedLayout ? { kind: "tensor" } : granularityOf(meta), "packed dequantize");
   return {
+    meta: fixedLayout ? { exponentMin: null, exponentMax: null } : { granularity: null },
     parts(shape, meta) {
       const channels = layout(shape, meta).channels;
       const list: [string, number][] = [["codes", sizeOf(shape)], [scaleName, channels]];
@@ -88,6 +94,7 @@ export function packedFamily(format: string): PackedFamily | null {
   const scale = parseScaleFormat(format);
   if (scale) {
     return {
+      meta: {},
       parts: (shape) => [["codes", sizeOf(shape)]],
       dequantize(backend, parts, shape, _meta, out) {
         const n = sizeOf(shape);
@@ -99,6 +106,7 @@ export function packedFamily(format: string): PackedFamily | null {
   const float = parseFloatFormat(format);
   if (float) {
     return {
+      meta: {},
       parts: (shape) => [["codes", sizeOf(shape)]],
       dequantize(backend, parts, shape, _meta, out) {
         const n = sizeOf(shape);
@@ -110,6 +118,7 @@ export function packedFamily(format: string): PackedFamily | null {
   if (Object.hasOwn(MX_FORMATS, format)) {
     const words = mxElementWords(MX_FORMATS[format]);
     return {
+      meta: { blockSize: MX_BLOCK, scaleRounding: null },
       parts: (shape) => [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / MX_BLOCK]],
       dequantize(backend, parts, shape, _meta, out) {
         const n = sizeOf(shape);
@@ -124,6 +133,7 @@ export function packedFamily(format: string): PackedFamily | null {
   }
   if (format === "nvfp4") {
     return {
+      meta: { blockSize: NVFP4_BLOCK },
       parts: (shape) => [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / NVFP4_BLOCK], ["tensor_scale", 1]],
       dequantize(backend, parts, shape, _meta, out) {
         const n = sizeOf(shape);
@@ -144,6 +154,7 @@ export function packedFamily(format: string): PackedFamily | null {
 
 /** NF4 with an f32 absmax per block of 64, or its double-quantized absmax (int8 in blocks of 256, plus a mean). */
 const nf4Family: PackedFamily = {
+  meta: { blockSize: NF4_BLOCK, doubleQuant: null, scaleBlockSize: NF4_SCALE_BLOCK },
   parts(shape, meta) {
     const blocks = Math.ceil(sizeOf(shape) / NF4_BLOCK);
     if (!meta.doubleQuant) return [["codes", sizeOf(shape)], ["absmax", blocks]];
@@ -179,3 +190,18 @@ const nf4Family: PackedFamily = {
     }
   },
 };
+
+/** Throws naming `where` when `meta` has a key `family` does not understand, or a fixed key with another value. */
+export function checkMeta(family: PackedFamily, meta: Readonly<Record<string, number | string>>, where: string): void {
+  for (const [key, value] of Object.entries(meta)) {
+    if (!Object.hasOwn(family.meta, key)) {
+      throw new Error(
+        `${where}: meta '${key}' is not understood by the packed dequantize (known: ${
+          Object.keys(family.meta).join(", ") || "none"
+        })`,
+      );
+    }
+    const fixed = family.meta[key];
+    if (fixed !== null && value !== fixed) throw new Error(`${where}: meta '${key}' is ${value}, expected ${fixed}`);
+  }
+}

@@ -28,7 +28,7 @@ import {
   writeSafetensors,
 } from "@lowp/core";
 import { PACK_KERNEL } from "./_packed_kernels.ts";
-import { type PackedFamily, packedFamily } from "./_packed_families.ts";
+import { checkMeta, type PackedFamily, packedFamily } from "./_packed_families.ts";
 import type { MxQuantizeOptions } from "./mx.ts";
 import type { Nf4Options } from "./nf4.ts";
 import {
@@ -141,6 +141,7 @@ export class QuantTensor implements Disposable {
     this.meta = Object.freeze({ ...meta });
     this.parts = Object.freeze(parts);
     this.#family = familyOf(this.format, "QuantTensor");
+    checkMeta(this.#family, meta, `QuantTensor ${this.format}`);
     track(this);
   }
 
@@ -186,7 +187,9 @@ export class QuantTensor implements Disposable {
   static fromPacked(p: PackedTensor, backend: Backend = currentBackend()): QuantTensor {
     const where = `QuantTensor.fromPacked '${p.format}' [${p.shape.join(",")}]`;
     const quantizer = parseFormat(p.format);
-    const expected = familyOf(quantizer.name, where).parts(p.shape, p.meta);
+    const family = familyOf(quantizer.name, where);
+    checkMeta(family, p.meta, where);
+    const expected = family.parts(p.shape, p.meta);
     const names = p.parts.map((part) => part.name).join(", ");
     if (p.parts.length !== expected.length || expected.some(([name], k) => p.parts[k].name !== name)) {
       throw new Error(`${where}: parts are [${names}], expected [${expected.map(([name]) => name).join(", ")}]`);

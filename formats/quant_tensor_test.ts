@@ -202,6 +202,8 @@ Deno.test("QuantTensor.fromPacked: parts that do not fit the format fail with th
     [{ ...p, shape: [4, 128] }, /part 'codes' has 256 codes, expected 512/],
     [{ ...p, parts: [{ ...p.parts[0], bits: 8 }, p.parts[1]] }, /codes are 8 bits wide, the format's are 4/],
     [{ ...p, format: "nope" }, /unknown format 'nope'/],
+    [{ ...p, meta: { ...p.meta, axis: 0 } }, /meta 'axis' is not understood .* \(known: blockSize, scaleRounding\)/],
+    [{ ...p, meta: { ...p.meta, blockSize: 16 } }, /meta 'blockSize' is 16, expected 32/],
   ];
   for (const [bad, re] of cases) assert.throws(() => QuantTensor.fromPacked(bad), re);
 });
