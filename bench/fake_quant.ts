@@ -13,7 +13,7 @@
  * @module
  */
 import { type Backend, randn, type Tensor, tidy } from "@lowp/core";
-import type { QuantizeOptions, Quantizer } from "@lowp/formats";
+import type { QuantizeOptions } from "@lowp/formats";
 import { emit, type Line, median, messageOf, progress, round } from "./report.ts";
 
 /** One measured format: its name and the granularity it runs with (if any). */
@@ -67,15 +67,25 @@ async function timeBatch(backend: Backend, run: () => Tensor, count: number): Pr
   return (performance.now() - t0) / 1000;
 }
 
-/** Median elements/s of `quantizer.quantDequant` on `x`, with the batch size used. */
-async function measure(
+/** What {@link measureCalls} reports. */
+export interface CallRate {
+  /** Median elements/s. */
+  value: number;
+  /** Fastest batch, elements/s. */
+  best: number;
+  /** Calls per sync. */
+  perSync: number;
+  /** Median milliseconds per call. */
+  msPerCall: number;
+}
+
+/** Median elements/s of `run` (each call producing `elements` values, released at once), with the batch size used. */
+export async function measureCalls(
   backend: Backend,
-  quantizer: Quantizer,
-  opts: QuantizeOptions,
-  x: Tensor,
+  run: () => Tensor,
+  elements: number,
   t: FakeQuantTiming,
-): Promise<{ value: number; best: number; perSync: number; msPerCall: number }> {
-  const run = () => quantizer.quantDequant(x, opts);
+): Promise<CallRate> {
   await timeBatch(backend, run, 1); // warm-up: pipelines, pool buffers
   let perSync = 1;
   for (;;) {
@@ -87,8 +97,8 @@ async function measure(
   for (let r = 0; r < t.reps; r++) times.push(await timeBatch(backend, run, perSync));
   const mid = median(times);
   return {
-    value: (x.size * perSync) / mid,
-    best: (x.size * perSync) / Math.min(...times),
+    value: (elements * perSync) / mid,
+    best: (elements * perSync) / Math.min(...times),
     perSync,
     msPerCall: (mid * 1000) / perSync,
   };
@@ -132,7 +142,7 @@ export async function benchFakeQuant(
       try {
         const quantizer = formats.parseFormat(c.format);
         const opts: QuantizeOptions = c.granularity ? { granularity: formats.parseGranularity(c.granularity) } : {};
-        const r = await measure(backend, quantizer, opts, x, t);
+        const r = await measureCalls(backend, () => quantizer.quantDequant(x, opts), x.size, t);
         const peer = peers.find((p) => p.bench === "fake_quant" && p.backend === torchPeer && p.format === c.format);
         const ratio = typeof peer?.value === "number"
           ? { ratio_vs_torch: round(r.value / peer.value, 3), torch_peer: torchPeer }

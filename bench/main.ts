@@ -33,6 +33,9 @@
  *   ([512, 512] on a software adapter, said in `note`), timed like matmul_f32 (bench/fake_quant.ts); the torch
  *   peer runs the same quantize-dequantize written with plain tensor ops (`torch_elements` when its size differs). CPU
  *   lines say which implementation ran: `kernels: "fused-wasm-simd"` (formats/host_quant.ts) or `"word-kernels"`.
+ * - `{"bench": "packed_dequant", "format", "options", "value", "quant_dequant", "ratio_vs_quant_dequant",
+ *   "packed_bytes", "f32_bytes", ...}`: `QuantTensor.dequantize()` (reading packed codes) vs `quantDequant` of
+ *   the same tensor in the same run, elements/s, shapes and timing as fake_quant (bench/packed_dequant.ts).
  * - Peers, when `python3` has them (bench/peers.py): `"backend": "numpy"`, `"torch-cpu"`, `"torch-cuda"` (TF32
  *   off) with the same timing scheme. Our lines then carry `ratio_vs_torch` (ours / torch; > 1 is faster) with
  *   `torch_peer` naming the peer compared against (torch-cuda for a hardware adapter, torch-cpu for the CPU
@@ -55,6 +58,7 @@ import { parseArgs } from "node:util";
 import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
+import { benchPackedDequant } from "./packed_dequant.ts";
 import { benchMatmul, type MatmulTiming } from "./matmul.ts";
 import { runPeers } from "./peers.ts";
 import { runTfjsWasmPeer } from "./tfjs_peer.ts";
@@ -138,7 +142,7 @@ if (choice !== "cpu") {
     const why = reason === "navigator.gpu is not available"
       ? `${reason} (run with --unstable-webgpu, as deno task bench does)`
       : reason;
-    for (const bench of ["matmul_f32", "gpt_train_step", "fake_quant"]) {
+    for (const bench of ["matmul_f32", "gpt_train_step", "fake_quant", "packed_dequant"]) {
       emit({ bench, backend: "webgpu", skipped: why });
     }
   }
@@ -264,5 +268,6 @@ for (const { backend, kind } of targets) {
   }
 
   await benchFakeQuant(backend, kind, head, MATMUL, peerLines);
+  await benchPackedDequant(backend, kind, head, MATMUL);
 }
 progress(`done in ${elapsed()}`);

@@ -151,7 +151,8 @@ fn int_value_bits(q: i32, zp: i32, scale: u32) -> u32 { return f32_mul_bits(int_
 fn scale_of(i: u32, channels: u32, inner: u32) -> u32 { return (i / inner) % channels; }
 `;
 
-const INT_WGSL = SCALED_WGSL + SCALE_WGSL;
+/** WGSL twins of the scale, code and value functions above (`int_value_bits`, ...), with `SCALED_WGSL`. */
+const INT_WGSL: string = SCALED_WGSL + SCALE_WGSL;
 
 /** INT-k scales from ranges: params [signed, top code, fround(1/L) bits]; outputs scale, 1/scale, zero point. */
 const INT_SCALE_KERNEL: WordKernel = {
@@ -350,3 +351,6 @@ export function partOf(q: Quantized, name: string): Tensor {
   if (!part) throw new Error(`${q.format}: quantized tensor has no '${name}' part`);
   return part.codes;
 }
+
+// For kernels that fetch the codes their own way (formats/quant_tensor.ts reads them bit-packed).
+export { INT_WGSL };

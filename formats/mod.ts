@@ -21,6 +21,7 @@ export * from "./int.ts";
 export * from "./nf4.ts";
 export * from "./flex.ts";
 export * from "./pack.ts";
+export * from "./quant_tensor.ts";
 export * from "./scale_quantizer.ts";
 export * from "./quantize_file.ts";
 export * from "./tensor_scale.ts";

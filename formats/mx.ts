@@ -179,7 +179,8 @@ function elementWords(el: MxElement): number[] {
   return el.float ? [0, ...codeWords(el.float)] : [1, 0, 0, 0, 0, 0];
 }
 
-const WGSL_HELPERS = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + /* wgsl */ `
+/** WGSL of the shared exponent and the element codes (`mx_encode`, `mx_decode`): twins of the TypeScript above. */
+const WGSL_HELPERS: string = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + /* wgsl */ `
 fn floor_log2(m: u32) -> i32 {
   let ef = i32(m >> 23u);
   if (ef != 0) { return ef - 127; }
@@ -393,3 +394,6 @@ export function mxQuantizer(name: string): MxQuantizer | null {
     },
   };
 }
+
+// For kernels that fetch the codes their own way (formats/quant_tensor.ts reads them bit-packed).
+export { decodeElement as mxDecodeElement, elementWords as mxElementWords, WGSL_HELPERS as MX_WGSL };

@@ -131,7 +131,8 @@ export function nf4ValueBits(code: number, absmax: number): number {
 }
 
 const hex = (b: number) => `0x${b.toString(16)}u`;
-const NF4_WGSL = SCALED_WGSL + /* wgsl */ `
+/** WGSL twins of {@link nf4CodeOf} and {@link nf4ValueBits} (`nf4_code_of`, `nf4_value_bits`), with `SCALED_WGSL`. */
+const NF4_WGSL: string = SCALED_WGSL + /* wgsl */ `
 var<private> NF4_CODES: array<u32, 16> = array<u32, 16>(${NF4_CODE_BITS.map(hex).join(", ")});
 var<private> NF4_MID_KEYS: array<u32, 15> = array<u32, 15>(${MIDPOINT_KEYS.map(hex).join(", ")});
 fn nf4_code_of(x: u32, inv: u32) -> u32 {
@@ -374,3 +375,6 @@ export function nf4Quantizer(name: string): Nf4Quantizer | null {
     },
   };
 }
+
+// For kernels that fetch the codes their own way (formats/quant_tensor.ts reads them bit-packed).
+export { NF4_WGSL };

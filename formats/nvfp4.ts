@@ -112,7 +112,7 @@ const AMAX_KERNEL: WordKernel = {
 };
 
 /** WGSL of the block scale, the element code and its value (twins of the TypeScript above and in the kernels). */
-const WGSL_HELPERS = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + /* wgsl */ `
+const WGSL_HELPERS: string = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + /* wgsl */ `
 fn nvfp4_block_scale(amax_block: u32, st: u32) -> u32 {
   if (st > ${INF}u) { return ${QNAN}u; }
   if (st == 0u || amax_block == 0u) { return 0u; }
@@ -282,3 +282,6 @@ export function nvfp4Quantizer(name: string): Quantizer | null {
     },
   };
 }
+
+// For kernels that fetch the codes their own way (formats/quant_tensor.ts reads them bit-packed).
+export { elementValue as nvfp4ElementValue, WGSL_HELPERS as NVFP4_WGSL };

@@ -1,0 +1,207 @@
+/**
+ * Per format family: which parts a packed tensor must hold (to validate a
+ * loaded file before any kernel reads it) and how to dequantize them with
+ * the kernels of `_packed_kernels.ts`, straight from the packed words.
+ *
+ * @module
+ */
+import type { Backend, Storage } from "@lowp/kernels";
+import { codeWords, parseFloatFormat } from "./element.ts";
+import { parseIntFormat } from "./int.ts";
+import { MX_BLOCK, MX_FORMATS, mxElementWords } from "./mx.ts";
+import { NF4_BLOCK, NF4_SCALE_BLOCK } from "./nf4.ts";
+import { NVFP4_BLOCK } from "./nvfp4.ts";
+import {
+  FLOAT_PACKED_DEQUANT,
+  INT_PACKED_DEQUANT,
+  MX_PACKED_DEQUANT,
+  NF4_PACKED_DEQUANT,
+  NVFP4_PACKED_DEQUANT,
+  SCALE_PACKED_DEQUANT,
+} from "./_packed_kernels.ts";
+import { parseScaleFormat } from "./scales.ts";
+import { blockLayout, layoutOf } from "./scaling.ts";
+import { parseGranularity } from "./spec.ts";
+
+/** One part on the backend: its packed words and its code width. */
+export interface PackedStorage {
+  /** ⌈count·bits/32⌉ words in the layout of pack.ts. */
+  readonly storage: Storage;
+  /** Bits per code. */
+  readonly bits: number;
+}
+
+/** What a format family needs to validate and dequantize a packed tensor. */
+export interface PackedFamily {
+  /**
+   * The `meta` keys the dequantize understands, with the value each must have where it is fixed (block
+   * sizes) or null: a tensor whose meta has other keys or values is refused, not misread.
+   */
+  readonly meta: Readonly<Record<string, number | null>>;
+  /** The part names and code counts a tensor of `shape` with `meta` stores, codes first. */
+  parts(shape: readonly number[], meta: Readonly<Record<string, number | string>>): [string, number][];
+  /** Writes the f32 bits of the values into `out` (at least one); the parts were checked against {@link parts}. */
+  dequantize(
+    backend: Backend,
+    parts: ReadonlyMap<string, PackedStorage>,
+    shape: readonly number[],
+    meta: Readonly<Record<string, number | string>>,
+    out: Storage,
+  ): void;
+}
+
+const sizeOf = (shape: readonly number[]) => shape.reduce((a, d) => a * d, 1);
+const part = (parts: ReadonlyMap<string, PackedStorage>, name: string) => parts.get(name)!;
+const granularityOf = (meta: Readonly<Record<string, number | string>>) =>
+  parseGranularity(String(meta.granularity ?? "tensor"));
+
+/** A one-word zero storage for an input a kernel call does not read (bindings need a buffer). */
+function withDummy(backend: Backend, run: (dummy: Storage) => void): void {
+  const dummy = backend.upload(new Uint32Array(1));
+  try {
+    run(dummy);
+  } finally {
+    backend.free(dummy);
+  }
+}
+
+/** INT-k (`int2`…`int8`, `uint2`…`uint8`) and Flexpoint (16-bit mantissas, one `scale`). */
+function intFamily(signed: boolean, scaleName: string, fixedLayout: boolean): PackedFamily {
+  const layout = (shape: readonly number[], meta: Readonly<Record<string, number | string>>) =>
+    layoutOf(shape, fixedLayout ? { kind: "tensor" } : granularityOf(meta), "packed dequantize");
+  return {
+    meta: fixedLayout ? { exponentMin: null, exponentMax: null } : { granularity: null },
+    parts(shape, meta) {
+      const channels = layout(shape, meta).channels;
+      const list: [string, number][] = [["codes", sizeOf(shape)], [scaleName, channels]];
+      if (!signed) list.push(["zero_points", channels]);
+      return list;
+    },
+    dequantize(backend, parts, shape, meta, out) {
+      const l = layout(shape, meta), n = l.n;
+      const codes = part(parts, "codes"), scales = part(parts, scaleName);
+      withDummy(backend, (dummy) => {
+        const zp = signed ? null : part(parts, "zero_points");
+        const params = [codes.bits, signed ? 1 : 0, l.channels, l.inner, scales.bits, zp ? zp.bits : 0];
+        backend.runWords(INT_PACKED_DEQUANT, [codes.storage, scales.storage, zp?.storage ?? dummy], [out], n, params);
+      });
+    },
+  };
+}
+
+/** The packed-tensor family of a format name (as `parseFormat` names it), or null when there is none. */
+export function packedFamily(format: string): PackedFamily | null {
+  const scale = parseScaleFormat(format);
+  if (scale) {
+    return {
+      meta: {},
+      parts: (shape) => [["codes", sizeOf(shape)]],
+      dequantize(backend, parts, shape, _meta, out) {
+        const n = sizeOf(shape);
+        const codes = part(parts, "codes");
+        backend.runWords(SCALE_PACKED_DEQUANT, [codes.storage], [out], n, [codes.bits, scale.kind]);
+      },
+    };
+  }
+  const float = parseFloatFormat(format);
+  if (float) {
+    return {
+      meta: {},
+      parts: (shape) => [["codes", sizeOf(shape)]],
+      dequantize(backend, parts, shape, _meta, out) {
+        const n = sizeOf(shape);
+        const codes = part(parts, "codes");
+        backend.runWords(FLOAT_PACKED_DEQUANT, [codes.storage], [out], n, [codes.bits, ...codeWords(float)]);
+      },
+    };
+  }
+  if (Object.hasOwn(MX_FORMATS, format)) {
+    const words = mxElementWords(MX_FORMATS[format]);
+    return {
+      meta: { blockSize: MX_BLOCK, scaleRounding: null },
+      parts: (shape) => [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / MX_BLOCK]],
+      dequantize(backend, parts, shape, _meta, out) {
+        const n = sizeOf(shape);
+        const codes = part(parts, "codes"), scales = part(parts, "scales");
+        backend.runWords(MX_PACKED_DEQUANT, [codes.storage, scales.storage], [out], n, [
+          codes.bits,
+          scales.bits,
+          ...words,
+        ]);
+      },
+    };
+  }
+  if (format === "nvfp4") {
+    return {
+      meta: { blockSize: NVFP4_BLOCK },
+      parts: (shape) => [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / NVFP4_BLOCK], ["tensor_scale", 1]],
+      dequantize(backend, parts, shape, _meta, out) {
+        const n = sizeOf(shape);
+        const [codes, scales, st] = ["codes", "scales", "tensor_scale"].map((name) => part(parts, name));
+        backend.runWords(NVFP4_PACKED_DEQUANT, [codes.storage, scales.storage, st.storage], [out], n, [
+          codes.bits,
+          scales.bits,
+        ]);
+      },
+    };
+  }
+  const int = parseIntFormat(format);
+  if (int) return intFamily(int.signed, "scales", false);
+  if (format === "nf4" || format === "nf4-dq") return nf4Family;
+  if (format === "flex16+5") return intFamily(true, "scale", true);
+  return null;
+}
+
+/** NF4 with an f32 absmax per block of 64, or its double-quantized absmax (int8 in blocks of 256, plus a mean). */
+const nf4Family: PackedFamily = {
+  meta: { blockSize: NF4_BLOCK, doubleQuant: null, scaleBlockSize: NF4_SCALE_BLOCK },
+  parts(shape, meta) {
+    const blocks = Math.ceil(sizeOf(shape) / NF4_BLOCK);
+    if (!meta.doubleQuant) return [["codes", sizeOf(shape)], ["absmax", blocks]];
+    const scaleBlocks = Math.ceil(blocks / NF4_SCALE_BLOCK);
+    return [["codes", sizeOf(shape)], ["absmax_codes", blocks], ["absmax_scales", scaleBlocks], ["absmax_mean", 1]];
+  },
+  dequantize(backend, parts, shape, meta, out) {
+    const codes = part(parts, "codes"), n = sizeOf(shape);
+    if (!meta.doubleQuant) {
+      const absmax = part(parts, "absmax");
+      withDummy(backend, (dummy) => {
+        backend.runWords(NF4_PACKED_DEQUANT, [codes.storage, absmax.storage, dummy], [out], n, [
+          codes.bits,
+          absmax.bits,
+          0,
+        ]);
+      });
+      return;
+    }
+    // The centred absmax values (int8 codes times their block's scale), then absmax = centred + mean per block.
+    const blocks = Math.ceil(n / NF4_BLOCK), layout = blockLayout(blocks, NF4_SCALE_BLOCK);
+    const aCodes = part(parts, "absmax_codes"), aScales = part(parts, "absmax_scales");
+    const centred = backend.alloc(blocks);
+    try {
+      withDummy(backend, (dummy) => {
+        const params = [aCodes.bits, 1, layout.channels, layout.inner, aScales.bits, 0];
+        backend.runWords(INT_PACKED_DEQUANT, [aCodes.storage, aScales.storage, dummy], [centred], blocks, params);
+      });
+      const mean = part(parts, "absmax_mean").storage;
+      backend.runWords(NF4_PACKED_DEQUANT, [codes.storage, centred, mean], [out], n, [codes.bits, 32, 1]);
+    } finally {
+      backend.free(centred);
+    }
+  },
+};
+
+/** Throws naming `where` when `meta` has a key `family` does not understand, or a fixed key with another value. */
+export function checkMeta(family: PackedFamily, meta: Readonly<Record<string, number | string>>, where: string): void {
+  for (const [key, value] of Object.entries(meta)) {
+    if (!Object.hasOwn(family.meta, key)) {
+      throw new Error(
+        `${where}: meta '${key}' is not understood by the packed dequantize (known: ${
+          Object.keys(family.meta).join(", ") || "none"
+        })`,
+      );
+    }
+    const fixed = family.meta[key];
+    if (fixed !== null && value !== fixed) throw new Error(`${where}: meta '${key}' is ${value}, expected ${fixed}`);
+  }
+}
