@@ -26,7 +26,17 @@ Deno.test("causal scaled softmax: masked scores get no gradient, the rest get sc
   g[1].forEach((v, j) => assert.ok(Math.abs(v - want[j]) < 1e-6));
 });
 
-Deno.test("causal softmax needs square scores and plain softmax", () => {
-  const x = tensor([[1, 2, 3]], { backend: cpuBackend() });
-  assert.throws(() => softmaxLastAxis(x, { causal: true }), /square/);
+Deno.test("causal softmax over rectangular scores: the Tq queries are the last of the Tk positions", async () => {
+  const backend = cpuBackend();
+  // Two queries at positions 1 and 2 of three keys: row 0 keeps columns 0..1, row 1 all three.
+  const y = await softmaxLastAxis(tensor([[1, 2, 3], [0.5, -1, 4]], { backend }), { causal: true }).toArray();
+  const full = await softmaxLastAxis(tensor([[9, 9, 9], [1, 2, 3], [0.5, -1, 4]], { backend }), { causal: true })
+    .toArray() as number[][];
+  assert.deepEqual(y, full.slice(1), "the same rows as the square block's last two");
+});
+
+Deno.test("causal softmax needs Tq <= Tk and plain softmax", () => {
+  const x = tensor([[1], [2]], { backend: cpuBackend() });
+  assert.throws(() => softmaxLastAxis(x, { causal: true }), /Tq <= Tk/);
+  assert.throws(() => softmaxLastAxis(tensor([[1, 2], [3, 4]]), { causal: true, log: true }), /softmax only/);
 });
