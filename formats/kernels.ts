@@ -12,8 +12,22 @@ import { ELEMENT_WGSL, quantizeBits, quantParamsAt } from "./element.ts";
 export function randomWord(seed: number, stream: number, lo: number, hi: number, i: number): number {
   const word = lo + hi * 4294967296 + i;
   const block = Math.floor(word / 4);
-  return philox4x32([block >>> 0, Math.floor(block / 4294967296) >>> 0, 0, 0], [seed, stream])[word % 4];
+  // Kernels walk words in order: one Philox call serves four consecutive words.
+  if (block !== cached.block || seed !== cached.seed || stream !== cached.stream) {
+    cached.words = philox4x32([block >>> 0, Math.floor(block / 4294967296) >>> 0, 0, 0], [seed, stream]);
+    cached.block = block;
+    cached.seed = seed;
+    cached.stream = stream;
+  }
+  return cached.words[word % 4];
 }
+
+const cached: { block: number; seed: number; stream: number; words: Uint32Array } = {
+  block: -1,
+  seed: 0,
+  stream: 0,
+  words: new Uint32Array(4),
+};
 
 const elementRange: WordRange = (start, end, [x], [out], p) => {
   const q = quantParamsAt(p, 0), mode = p[4];
