@@ -364,6 +364,28 @@
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $block))))
 
+  ;; out[c·rows + r] = in[r·cols + c] for a `rows` × `cols` matrix of 32-bit words (host_quant.ts stages
+  ;; blocks along a non-last axis through it); words are moved as integers, so every NaN payload survives.
+  (func (export "transpose") (param $in i32) (param $out i32) (param $rows i32) (param $cols i32)
+    (local $r i32) (local $c i32) (local $src i32) (local $dst i32) (local $step i32)
+    (local.set $step (i32.shl (local.get $rows) (i32.const 2)))
+    (local.set $src (local.get $in))
+    (block $done
+      (loop $row
+        (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $dst (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 2))))
+        (local.set $c (i32.const 0))
+        (block $end
+          (loop $col
+            (br_if $end (i32.ge_u (local.get $c) (local.get $cols)))
+            (i32.store (local.get $dst) (i32.load (local.get $src)))
+            (local.set $src (i32.add (local.get $src) (i32.const 4)))
+            (local.set $dst (i32.add (local.get $dst) (local.get $step)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $col)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $row))))
+
   ;; Philox-4x32-10 (kernels/philox.ts): words offset … offset + count − 1 (offset = hi·2^32 + lo) of the
   ;; stream keyed (seed, stream) to $out; word w is lane w & 3 of the block with counter (w >> 2, 0, 0).
   (func (export "philox") (param $out i32) (param $count i32) (param $seed i32) (param $stream i32)
