@@ -15,7 +15,9 @@ import { type Backend, createCpuBackend, philoxWords } from "@lowp/kernels";
 import { assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
 import type { Rounding } from "./element.ts";
 import { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
+import { nvfp4BlockScaleBits, nvfp4Quantizer } from "./nvfp4.ts";
 import { parseFormat } from "./registry.ts";
+import { encodeScaleBits, SCALE_FORMATS } from "./scales.ts";
 import { type Granularity, parseGranularity, type Quantized, type QuantizeOptions } from "./spec.ts";
 
 /** One format setting: its name, block (or group) size along the axis, options, and roundings offered. */
@@ -300,4 +302,54 @@ Deno.test("axis: nf4 double quantization along axis 0 keeps the transposed route
       "nf4-dq round trip",
     );
   }
+});
+
+/** The f32 of bits `bits` (for messages). */
+const f32 = (bits: number) => new Float32Array(Uint32Array.of(bits).buffer)[0];
+
+Deno.test("nvfp4 block2d: one scale per 16 × 16 tile, the same bits along either axis and after a transpose", async () => {
+  const q = nvfp4Quantizer("nvfp4")!;
+  const gpu = await gpuBackendOrSkip();
+  for (const backend of [reference, fused, ...(gpu ? [gpu] : [])]) {
+    for (const shape of [[64, 48], [2, 32, 16]]) {
+      const rank = shape.length, rows = shape[rank - 2], cols = shape[rank - 1];
+      const data = inputs(shape.reduce((p, d) => p * d, 1), 11);
+      const x = tensor(data, { shape, backend });
+      const what = `${backend.name} [${shape}]`;
+      const alongLast = await bitsOf(q.quantDequant(x, { block2d: true }));
+      assertSameBits(await bitsOf(q.quantDequant(x, { block2d: true, axis: -2 })), alongLast, `${what}: axis -2 vs -1`);
+      const [moved, movedShape] = moveAxisLast(data, shape, rank - 2); // swaps the last two axes
+      const t = await bitsOf(q.quantDequant(tensor(moved, { shape: movedShape, backend }), { block2d: true }));
+      assertSameBits(moveLastTo(t, shape, rank - 2), alongLast, `${what}: transposed route`);
+      for (const rounding of ["nearest", "stochastic"] as const) {
+        const opts = { block2d: true, axis: -2, rounding, seed: 8 };
+        const stored = q.quantize(x, opts);
+        assertSameBits(
+          await bitsOf(q.dequantize(stored)),
+          await bitsOf(q.quantDequant(x, opts)),
+          `${what} ${rounding}`,
+        );
+        assert.equal(stored.meta.block2d, 1);
+      }
+      // Scales (one per 1 × 16 block along the last axis) are those of the tile's amax: the reference formula.
+      const stored = q.quantize(x, { block2d: true });
+      const scales = await bitsOf(part(stored, "scales"));
+      const st = (await bitsOf(part(stored, "tensor_scale")))[0];
+      const words = new Uint32Array(data.buffer);
+      for (let b = 0; b < scales.length; b++) {
+        const per = cols / 16, col = (b % per) * 16, row = Math.floor(b / per) % rows, mat = Math.floor(b / per / rows);
+        const top = row - (row % 16);
+        let amax = 0;
+        for (let r = top; r < top + 16; r++) {
+          for (let c = col; c < col + 16; c++) amax = Math.max(amax, words[(mat * rows + r) * cols + c] & 0x7fffffff);
+        }
+        const want = encodeScaleBits(nvfp4BlockScaleBits(amax, st), SCALE_FORMATS.ue4m3);
+        assert.equal(scales[b], want, `${what}: scale ${b} (tile amax ${f32(amax)})`);
+      }
+    }
+  }
+  const x = tensor(new Float32Array(64 * 24), { shape: [64, 24], backend: reference });
+  assert.throws(() => q.quantDequant(x, { block2d: true, axis: 0 }), /block2d.*\[64,24\]/);
+  const y = tensor(new Float32Array(32 * 2 * 16), { shape: [32, 2, 16], backend: reference });
+  assert.throws(() => q.quantDequant(y, { block2d: true, axis: 0 }), /block2d.*axis 0/);
 });

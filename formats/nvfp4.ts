@@ -18,6 +18,14 @@
  * - dequantize `RN(RN(P_i · s_b) · s_t)`: two multiplies in that order (the
  *   first is exact).
  *
+ * 2-D blocks (option `block2d`, as TransformerEngine's NVFP4 recipe scales
+ * weights): s_b comes from the amax of the 16 × 16 tile of the last two axes
+ * holding the block, so every block of a tile shares one scale and the
+ * result does not depend on which of the two axes the blocks run along (with
+ * `nearest` rounding; stochastic draws follow each axis's blocked order). The
+ * scales stay one per 1 × 16 block (a tile's 16 are equal), the layout a
+ * GEMM reads. The fused CPU path does not take it (word kernels run).
+ *
  * The tensor amax is reduced deterministically with integer compares on the
  * magnitude bits: one word kernel per block of 16 (its result also feeds the
  * block scales), then levels of 256 until one word is left; the last level
@@ -120,6 +128,27 @@ const AMAX_KERNEL: WordKernel = {
   out0[i] = m;`,
 };
 
+/**
+ * The amax of each block's 16 × 16 tile (item = block): the max of the 16 block amaxes `mates` apart in
+ * the scale layout that hold the block's tile. Params: [mates].
+ */
+const TILE_AMAX_KERNEL: WordKernel = {
+  name: "nvfp4_tile_amax",
+  inputs: 1,
+  outputs: 1,
+  cpu: (b, [amax], [out], p) => {
+    const base = blockBase(blockOf(b, NVFP4_BLOCK, p[0]), NVFP4_BLOCK, p[0]);
+    let m = 0;
+    for (let k = 0; k < NVFP4_BLOCK; k++) m = Math.max(m, amax[base + k * p[0]]);
+    out[b] = m;
+  },
+  wgslHelpers: AXIS_WGSL,
+  wgsl: `  let base = block_base(block_of(i, ${NVFP4_BLOCK}u, Q(0u)), ${NVFP4_BLOCK}u, Q(0u));
+  var m = 0u;
+  for (var k = 0u; k < ${NVFP4_BLOCK}u; k++) { m = max(m, in0[base + k * Q(0u)]); }
+  out0[i] = m;`,
+};
+
 /** WGSL of the block scale, the element code and its value (twins of the TypeScript above and in the kernels). */
 const WGSL_HELPERS = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + AXIS_WGSL + /* wgsl */ `
 fn nvfp4_block_scale(amax_block: u32, st: u32) -> u32 {
@@ -215,10 +244,11 @@ const DEQUANT_KERNEL: WordKernel = {
 };
 
 /**
- * Block amaxes (one word per block) and s_t (a one-word tensor) of `x`, by the
+ * Block amaxes (one word per block; with `tileMates` > 0 the amax of each block's 16 × 16 tile, whose
+ * blocks lie `tileMates` apart in the scale layout) and s_t (a one-word tensor) of `x`, by the
  * deterministic reduction described in the module doc.
  */
-function amaxes(x: Tensor, { blocks, stride }: BlockAxis): [Tensor, Tensor] {
+function amaxes(x: Tensor, { blocks, stride }: BlockAxis, tileMates: number): [Tensor, Tensor] {
   const backend = x.backend;
   const blockAmax = emptyTensor(backend, [blocks], "u32");
   if (blocks > 0) {
@@ -234,7 +264,44 @@ function amaxes(x: Tensor, { blocks, stride }: BlockAxis): [Tensor, Tensor] {
     level = out;
     count = next;
   }
-  return [blockAmax, level];
+  if (tileMates === 0 || blocks === 0) return [blockAmax, level];
+  const tileAmax = emptyTensor(backend, [blocks], "u32");
+  backend.runWords(TILE_AMAX_KERNEL, [blockAmax.storage], [tileAmax.storage], blocks, [tileMates]);
+  blockAmax.dispose();
+  return [tileAmax, level];
+}
+
+/** Options of NVFP4: the common ones plus 2-D blocks. */
+export interface Nvfp4Options extends QuantizeOptions {
+  /**
+   * One scale per 16 × 16 tile of the last two axes (default false): both must be multiples of 16 and
+   * `axis` one of them (see the module doc).
+   */
+  readonly block2d?: boolean;
+}
+
+/** The NVFP4 {@link Quantizer}: its calls also take {@link Nvfp4Options} (`block2d`). */
+export interface Nvfp4Quantizer extends Quantizer {
+  /** quantize → dequantize in one go. */
+  quantDequant(x: Tensor, opts?: Nvfp4Options): Tensor;
+  /** E2M1 codes, UE4M3 block scales and the f32 tensor scale. */
+  quantize(x: Tensor, opts?: Nvfp4Options): Quantized;
+}
+
+/**
+ * With `block2d`, the distance in the scale layout between the blocks of one 16 × 16 tile (after checking
+ * the shape and axis); 0 without.
+ */
+function tileMates(x: Tensor, where: BlockAxis, opts: Nvfp4Options): number {
+  if (!opts.block2d) return 0;
+  const rank = x.shape.length, rows = x.shape[rank - 2], cols = x.shape[rank - 1];
+  if (rank < 2 || where.axis < rank - 2 || rows % NVFP4_BLOCK !== 0 || cols % NVFP4_BLOCK !== 0) {
+    throw new Error(
+      `nvfp4: block2d tiles the last two axes by 16 × 16: both must be multiples of 16 and axis one of them; ` +
+        `got shape [${x.shape.join(",")}] and axis ${opts.axis ?? -1}`,
+    );
+  }
+  return where.axis === rank - 1 ? cols / NVFP4_BLOCK : 1;
 }
 
 /** What the fused host kernel needs (`host_quant.ts`). */
@@ -246,12 +313,12 @@ const HOST_PARAMS: HostNvfp4Params = {
 };
 
 /** The NVFP4 {@link Quantizer} for the name `nvfp4`, else null. */
-export function nvfp4Quantizer(name: string): Quantizer | null {
+export function nvfp4Quantizer(name: string): Nvfp4Quantizer | null {
   if (name !== "nvfp4") return null;
-  const run = (x: Tensor, opts: QuantizeOptions, codes: boolean): [Tensor, Tensor, Tensor] => {
+  const run = (x: Tensor, opts: Nvfp4Options, codes: boolean): [Tensor, Tensor, Tensor] => {
     const where = checkBlockInput(name, x, NVFP4_BLOCK, opts);
     const params = [...roundingParams(opts), codes ? 1 : 0, where.stride, where.run];
-    const [blockAmax, tensorScale] = amaxes(x, where);
+    const [blockAmax, tensorScale] = amaxes(x, where, tileMates(x, where, opts));
     const out = emptyTensor(x.backend, x.shape, codes ? "u32" : "f32");
     const scales = emptyTensor(x.backend, blockScaleShape(x.shape, NVFP4_BLOCK, where.axis), "u32");
     if (where.blocks > 0) {
@@ -268,7 +335,7 @@ export function nvfp4Quantizer(name: string): Quantizer | null {
     quantDequant(x, opts = {}) {
       const where = checkBlockInput(name, x, NVFP4_BLOCK, opts);
       roundingParams(opts); // the same errors as the word kernels' path
-      const fused = hostNvfp4(x, where, HOST_PARAMS, opts);
+      const fused = tileMates(x, where, opts) ? null : hostNvfp4(x, where, HOST_PARAMS, opts);
       if (fused) return fused;
       const [out, scales, tensorScale] = run(x, opts, false);
       scales.dispose();
@@ -285,7 +352,11 @@ export function nvfp4Quantizer(name: string): Quantizer | null {
           { name: "scales", codes: scales, bits: 8, format: UE4M3.name },
           { name: "tensor_scale", codes: tensorScale, bits: 32, format: "f32" },
         ],
-        meta: { blockSize: NVFP4_BLOCK, axis: checkBlockInput(name, x, NVFP4_BLOCK, opts).axis },
+        meta: {
+          blockSize: NVFP4_BLOCK,
+          axis: checkBlockInput(name, x, NVFP4_BLOCK, opts).axis,
+          ...(opts.block2d ? { block2d: 1 } : {}),
+        },
       };
     },
     dequantize(q) {
