@@ -14,6 +14,7 @@ import { type Tensor, tensor } from "@lowp/core";
 import { type Backend, createCpuBackend, philoxWords } from "@lowp/kernels";
 import { assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
 import type { Rounding } from "./element.ts";
+import { fakeQuant } from "./fake_quant.ts";
 import { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
 import { nvfp4BlockScaleBits, nvfp4Quantizer } from "./nvfp4.ts";
 import { parseFormat } from "./registry.ts";
@@ -352,4 +353,14 @@ Deno.test("nvfp4 block2d: one scale per 16 × 16 tile, the same bits along eithe
   assert.throws(() => q.quantDequant(x, { block2d: true, axis: 0 }), /block2d.*\[64,24\]/);
   const y = tensor(new Float32Array(32 * 2 * 16), { shape: [32, 2, 16], backend: reference });
   assert.throws(() => q.quantDequant(y, { block2d: true, axis: 0 }), /block2d.*axis 0/);
+});
+
+Deno.test("axis: fakeQuant passes the axis to its quantizer (forward equals quantDequant along that axis)", async () => {
+  const x = tensor(inputs(128 * 64, 6), { shape: [128, 64], backend: fused });
+  for (const format of ["mxfp4", "nvfp4", "nf4"]) {
+    const q = parseFormat(format);
+    const want = await bitsOf(q.quantDequant(x, { axis: 0 }));
+    assertSameBits(await bitsOf(fakeQuant(x, q, { axis: 0 })), want, format);
+    assert.notDeepEqual(await bitsOf(fakeQuant(x, q)), want, `${format}: the last axis gives other bits`);
+  }
 });

@@ -21,9 +21,10 @@
  *
  * Blocks along a non-last axis (values `stride` apart, see `scaling.ts`) go
  * through the same kernels: a chunk is a tile of B rows (one block's length)
- * by up to CHUNK/B columns of one slab of the tensor, copied in row by row
- * and transposed inside the module's memory so each block is contiguous,
- * then transposed back on the way out. That is the staging copy every chunk
+ * by up to TILE/B columns of one slab of the tensor, copied in row by row
+ * (in one piece when the tile is the whole slab) and transposed inside the
+ * module's memory so each block is contiguous, then transposed back on the
+ * way out. That is the staging copy every chunk
  * already takes, plus one in-cache transpose each way; the tensor itself is
  * never transposed. Stochastic draws are then made per block (one `philox`
  * call of B words at the block's index in the blocked order).
@@ -196,7 +197,7 @@ export interface HostBlocks {
 
 /**
  * {@link chunked} for blocks along any axis: contiguous blocks (stride 1) go straight to it; strided
- * ones are staged in tiles of `block` rows × up to CHUNK/block columns of one slab (the `block`·stride
+ * ones are staged in tiles of `block` rows × up to TILE/block columns of one slab (the `block`·stride
  * values from which `stride` blocks are interleaved), transposed in the module's memory so the kernel
  * sees whole contiguous blocks, and transposed back. Draws: the `block` words at each block's index in
  * the blocked order.
@@ -211,7 +212,7 @@ function blockwise(
 ): void {
   const { block, stride } = where;
   if (stride === 1) return chunked(k, x, out, block, draw, run);
-  // A whole slab when it is small enough (one copy each way); else tiles of up to TILE values, one copy per row.
+  // Tiles of up to TILE values: a whole slab when it fits (one copy each way), else one copy per row.
   const cols = Math.min(stride, Math.max(1, Math.floor(TILE / block)));
   const span = cols * block;
   const mem = memoryF32(k, CONSTANTS + (draw ? 16 : 12) * span);

@@ -265,7 +265,7 @@ export interface Layout {
   readonly inner: number;
   /** Distance between consecutive members of a group: the product of the dimensions after its axis (1: adjacent). */
   readonly stride: number;
-  /** Length of the axis groups run along (orders the stochastic draws, see {@link drawIndex}); n when stride = 1. */
+  /** Length of the axis groups run along (orders the stochastic draws, see {@link drawIndex}); max(n, 1) when stride = 1. */
   readonly run: number;
   /** Shape of the scales tensor. */
   readonly scaleShape: readonly number[];
