@@ -10,6 +10,13 @@
  * Formats load through the registry at run time, so a format that does not
  * load (or fails) gives an `error` line instead of stopping the bench.
  *
+ * `fake_quant_axis` lines measure the block formats along axis 0 of the same
+ * tensor (blocks of values a row apart, as a `W[in, out]` weight is blocked
+ * along `in`) against the last axis, back to back in the same run: `value`
+ * is the axis-0 rate, `last_axis_value` the last-axis one, and
+ * `ratio_vs_last_axis` their quotient (1 = blocking along a strided axis
+ * costs nothing extra).
+ *
  * @module
  */
 import { type Backend, randn, type Tensor, tidy } from "@lowp/core";
@@ -27,6 +34,14 @@ export interface FakeQuantCase {
 /** The formats measured (the torch peer in bench/peers.py mirrors each one). */
 export const FAKE_QUANT_CASES: readonly FakeQuantCase[] = [
   { format: "e4m3" },
+  { format: "mxfp4" },
+  { format: "nvfp4" },
+  { format: "nf4" },
+  { format: "int4", granularity: "group:128" },
+];
+
+/** The formats measured along axis 0 against the last axis (`fake_quant_axis` lines). */
+export const FAKE_QUANT_AXIS_CASES: readonly FakeQuantCase[] = [
   { format: "mxfp4" },
   { format: "nvfp4" },
   { format: "nf4" },
@@ -168,7 +183,41 @@ export async function benchFakeQuant(
         emit({ ...line, error: messageOf(e) });
       }
     }
+    if (formats) await benchAxis(backend, formats, x, { ...head, elements, shape: [...shape], ...note }, t);
   } finally {
     x.dispose();
+  }
+}
+
+/** One `fake_quant_axis` line per {@link FAKE_QUANT_AXIS_CASES} entry: axis 0 vs the last axis of `x`. */
+async function benchAxis(
+  backend: Backend,
+  formats: typeof import("@lowp/formats"),
+  x: Tensor,
+  head: Line,
+  t: FakeQuantTiming,
+): Promise<void> {
+  for (const c of FAKE_QUANT_AXIS_CASES) {
+    const line: Line = { ...head, bench: "fake_quant_axis", format: c.format, axis: 0 };
+    if (c.granularity) line.granularity = c.granularity;
+    progress(`${backend.name} fake_quant_axis ${c.format}${c.granularity ? ` ${c.granularity}` : ""}`);
+    try {
+      const quantizer = formats.parseFormat(c.format);
+      const opts: QuantizeOptions = c.granularity ? { granularity: formats.parseGranularity(c.granularity) } : {};
+      const last = await measureCalls(backend, () => quantizer.quantDequant(x, opts), x.size, t);
+      const first = await measureCalls(backend, () => quantizer.quantDequant(x, { ...opts, axis: 0 }), x.size, t);
+      emit({
+        ...line,
+        value: round(first.value),
+        unit: "elements/s",
+        ms_per_call: round(first.msPerCall),
+        last_axis_value: round(last.value),
+        last_axis_ms_per_call: round(last.msPerCall),
+        ratio_vs_last_axis: round(first.value / last.value, 3),
+        reps: t.reps,
+      });
+    } catch (e) {
+      emit({ ...line, error: messageOf(e) });
+    }
   }
 }

@@ -30,7 +30,7 @@
 import type { Backend, Storage, WordKernel } from "@lowp/kernels";
 import { Tensor } from "@lowp/core";
 import { applyIntScales, dequantIntCodes, type IntSpec, partOf, requireF32, type ScaleSet } from "./int.ts";
-import { freeAll, INF_BITS, layoutOf, NAN_BITS, reduceRanges, SCALED_WGSL } from "./scaling.ts";
+import { checkAxisOption, freeAll, INF_BITS, layoutOf, NAN_BITS, reduceRanges, SCALED_WGSL } from "./scaling.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
 
 /** Smallest shared exponent (5-bit field 0). */
@@ -125,6 +125,7 @@ export function flexQuantizer(name: string): FlexQuantizer | null {
   if (name !== "flex16+5") return null;
   const run = (x: Tensor, opts: QuantizeOptions, fixed: number | null, emit: "codes" | "values") => {
     requireF32(x, name);
+    checkAxisOption(name, x.shape, opts.axis); // one exponent per tensor: no axis to run along
     if (opts.granularity && opts.granularity.kind !== "tensor") {
       throw new Error(`${name}: one shared exponent per tensor (got granularity ${JSON.stringify(opts.granularity)})`);
     }

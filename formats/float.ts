@@ -1,7 +1,8 @@
 /**
  * Element formats used on their own (no scale): `e4m3`, `e5m2`, `e2m3`,
  * `e3m2`, `e2m1` and any `eXmY[fn|none]`. `quantDequant` rounds every value to
- * the format; `quantize` stores one code per value.
+ * the format; `quantize` stores one code per value. Option `axis` is
+ * checked for range and otherwise ignored (there are no blocks).
  *
  * @module
  */
@@ -22,7 +23,7 @@ import {
 } from "./element.ts";
 import { hostElement } from "./host_quant.ts";
 import { ELEMENT_KERNEL, randomWord } from "./kernels.ts";
-import { roundingParams } from "./scaling.ts";
+import { checkAxisOption, roundingParams } from "./scaling.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
 
 /** Quantize and encode: params [quant (4 words), code (5 words), mode, seed, stream, offset lo, offset hi]. */
@@ -65,7 +66,8 @@ function requireF32(name: string, x: Tensor): void {
 export function floatQuantizer(name: string): Quantizer | null {
   const f = parseFloatFormat(name);
   if (!f) return null;
-  const noGranularity = (opts: QuantizeOptions) => {
+  const noGranularity = (x: Tensor, opts: QuantizeOptions) => {
+    checkAxisOption(name, x.shape, opts.axis);
     if (opts.granularity) {
       throw new Error(
         `${name}: a plain element format takes no granularity (it has no scale); use an int or block format`,
@@ -83,13 +85,13 @@ export function floatQuantizer(name: string): Quantizer | null {
     blockSize: null,
     quantDequant(x, opts = {}) {
       requireF32(name, x);
-      noGranularity(opts);
+      noGranularity(x, opts);
       const q = quantParams(f, opts.saturate ?? true), params = [...quantWords(q), ...roundingParams(opts)];
       return hostElement(x, q, opts) ?? run(ELEMENT_KERNEL, x, "f32", params);
     },
     quantize(x, opts = {}): Quantized {
       requireF32(name, x);
-      noGranularity(opts);
+      noGranularity(x, opts);
       const params = [...quantWords(quantParams(f, opts.saturate ?? true)), ...codeWords(f), ...roundingParams(opts)];
       const codes = run(ENCODE_KERNEL, x, "u32", params);
       return { format: name, shape: x.shape, parts: [{ name: "codes", codes, bits: f.bits, format: name }], meta: {} };

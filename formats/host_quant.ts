@@ -19,11 +19,22 @@
  * run, copy out), so a pass streams the tensor once through the cache; one
  * thread does the work (the matmul's worker pool is not used here).
  *
+ * Blocks along a non-last axis (values `stride` apart, see `scaling.ts`) go
+ * through the same kernels: a chunk is a tile of B rows (one block's length)
+ * by up to TILE/B columns of one slab of the tensor, copied in row by row
+ * (in one piece when the tile is the whole slab) and transposed inside the
+ * module's memory so each block is contiguous, then transposed back on the
+ * way out. That is the staging copy every chunk
+ * already takes, plus one in-cache transpose each way; the tensor itself is
+ * never transposed. Stochastic draws are then made per block (one `philox`
+ * call of B words at the block's index in the blocked order).
+ *
  * @module
  */
 import { assembleWat, CPU_KERNELS, CpuStorage, philoxWords } from "@lowp/kernels";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { quantizeBits, type QuantParams } from "./element.ts";
+import { drawIndex } from "./scaling.ts";
 import type { QuantizeOptions } from "./spec.ts";
 
 /** The exports of wasm/quant.wat (addresses in bytes, counts as named). */
@@ -77,6 +88,7 @@ interface QuantKernels {
     rd: number,
   ): void;
   nf4(at: number, out: number, blocks: number, table: number): void;
+  transpose(at: number, out: number, rows: number, cols: number): void;
   philox(out: number, count: number, seed: number, stream: number, lo: number, hi: number): void;
 }
 
@@ -100,6 +112,11 @@ export const HOST_QUANT_AVAILABLE: boolean = kernels !== undefined;
 
 /** Elements per chunk copied through the module's memory (64 KiB of f32). */
 const CHUNK = 16384;
+/**
+ * Values per tile of strided blocks (256 KiB of f32): larger than a contiguous chunk, as each tile row is
+ * its own copy and fewer, longer rows were measured faster.
+ */
+const TILE = 4 * CHUNK;
 /** The largest group the INT-k kernel takes in one piece (4 MiB of f32); larger ones use the word kernels. */
 const MAX_GROUP = 1 << 20;
 const PAGE = 65536;
@@ -168,6 +185,67 @@ function chunked(
   }
 }
 
+/** Where blocks of `block` values lie: `stride` apart along an axis of length `run` (see `scaling.ts`). */
+export interface HostBlocks {
+  /** Values per block. */
+  readonly block: number;
+  /** Distance between a block's consecutive values (1: contiguous). */
+  readonly stride: number;
+  /** Length of the blocked axis (orders the stochastic draws, `drawIndex`). */
+  readonly run: number;
+}
+
+/**
+ * {@link chunked} for blocks along any axis: contiguous blocks (stride 1) go straight to it; strided
+ * ones are staged in tiles of `block` rows × up to TILE/block columns of one slab (the `block`·stride
+ * values from which `stride` blocks are interleaved), transposed in the module's memory so the kernel
+ * sees whole contiguous blocks, and transposed back. Draws: the `block` words at each block's index in
+ * the blocked order.
+ */
+function blockwise(
+  k: QuantKernels,
+  x: Float32Array,
+  out: Float32Array,
+  where: HostBlocks,
+  draw: Draw,
+  run: (inAt: number, outAt: number, units: number, rd: number) => void,
+): void {
+  const { block, stride } = where;
+  if (stride === 1) return chunked(k, x, out, block, draw, run);
+  // Tiles of up to TILE values: a whole slab when it fits (one copy each way), else one copy per row.
+  const cols = Math.min(stride, Math.max(1, Math.floor(TILE / block)));
+  const span = cols * block;
+  const mem = memoryF32(k, CONSTANTS + (draw ? 16 : 12) * span);
+  const stageAt = CONSTANTS, inAt = stageAt + 4 * span, outAt = inAt + 4 * span, randAt = outAt + 4 * span;
+  const stage = stageAt / 4;
+  for (let slab = 0; slab < x.length; slab += block * stride) {
+    for (let j0 = 0; j0 < stride; j0 += cols) {
+      const c = Math.min(cols, stride - j0);
+      if (c === stride) mem.set(x.subarray(slab, slab + span), stage);
+      else {
+        for (let r = 0; r < block; r++) {
+          mem.set(x.subarray(slab + r * stride + j0, slab + r * stride + j0 + c), stage + r * c);
+        }
+      }
+      k.transpose(stageAt, inAt, block, c);
+      if (draw) {
+        for (let j = 0; j < c; j++) {
+          const word = draw.offset + drawIndex(slab + j0 + j, stride, where.run);
+          k.philox(randAt + 4 * j * block, block, draw.seed, draw.stream, word % 2 ** 32, Math.floor(word / 2 ** 32));
+        }
+      }
+      run(inAt, outAt, c, draw ? randAt - inAt : 0);
+      k.transpose(outAt, stageAt, c, block);
+      if (c === stride) out.set(mem.subarray(stage, stage + span), slab);
+      else {
+        for (let r = 0; r < block; r++) {
+          out.set(mem.subarray(stage + r * c, stage + (r + 1) * c), slab + r * stride + j0);
+        }
+      }
+    }
+  }
+}
+
 /** What overflow becomes in the kernels, before the sign: ±max, ±Inf or NaN (`QuantParams.overflow`). */
 function overflowBits(q: QuantParams): number {
   return q.overflow === 0 ? q.maxBits : q.overflow === 1 ? 0x7f800000 : 0x7fc00000;
@@ -201,13 +279,20 @@ export function hostElement(x: Tensor, q: QuantParams, opts: QuantizeOptions): T
 
 /**
  * `quantDequant` of an MX format with float elements of quantizer `q` and emax `emax` (≥ 0) under scale
- * rounding `floor` (`mx.ts`; other scale roundings and MXINT8 return null).
+ * rounding `floor` (`mx.ts`; other scale roundings and MXINT8 return null), blocks of 32 `stride` apart.
  */
-export function hostMx(x: Tensor, q: QuantParams, emax: number, floor: boolean, opts: QuantizeOptions): Tensor | null {
+export function hostMx(
+  x: Tensor,
+  where: { readonly stride: number; readonly run: number },
+  q: QuantParams,
+  emax: number,
+  floor: boolean,
+  opts: QuantizeOptions,
+): Tensor | null {
   const input = hostInput(x, opts);
   if (!input || !floor || !roundable(q) || emax < 0) return null;
   const [out, os] = hostOutput(x);
-  chunked(kernels!, input.xs, os, 32, input.draw, (at, to, blocks, rd) => {
+  blockwise(kernels!, input.xs, os, { ...where, block: 32 }, input.draw, (at, to, blocks, rd) => {
     kernels!.mx(at, to, blocks, q.mbits, q.emin, q.maxBits, overflowBits(q), emax, rd);
   });
   return out;
@@ -237,8 +322,13 @@ export interface HostNvfp4Params {
   readonly blockFactor: (st: number) => number;
 }
 
-/** `quantDequant` of NVFP4 (`nvfp4.ts`; x.length a multiple of 16), or null. */
-export function hostNvfp4(x: Tensor, p: HostNvfp4Params, opts: QuantizeOptions): Tensor | null {
+/** `quantDequant` of NVFP4 (`nvfp4.ts`; blocks of 16 `stride` apart), or null. */
+export function hostNvfp4(
+  x: Tensor,
+  where: { readonly stride: number; readonly run: number },
+  p: HostNvfp4Params,
+  opts: QuantizeOptions,
+): Tensor | null {
   const input = hostInput(x, opts);
   if (!input) return null;
   const { xs, draw } = input;
@@ -249,45 +339,53 @@ export function hostNvfp4(x: Tensor, p: HostNvfp4Params, opts: QuantizeOptions):
     return out;
   }
   const stValue = f32Of(st), r6 = f32Of(p.blockFactor(st)), e = p.element, s = p.scale;
-  chunked(kernels!, xs, os, 16, draw, (at, to, blocks, rd) => {
+  blockwise(kernels!, xs, os, { ...where, block: 16 }, draw, (at, to, blocks, rd) => {
     kernels!.nvfp4(at, to, blocks, stValue, r6, e.mbits, e.emin, e.maxBits, s.mbits, s.emin, s.maxBits, rd);
   });
   return out;
 }
 
 /**
- * `quantDequant` of INT-k (`int.ts`, symmetric or with a zero point) whose groups are runs of `inner`
- * consecutive values (`outer` = 1: per-tensor, per-group, or per-channel on the first axis) with `inner` a
- * multiple of 4 up to 2^20, or null. `levelsRecip` is fround(1/L) as f32 bits, [qmin, qmax] the code range.
+ * `quantDequant` of INT-k (`int.ts`, symmetric or with a zero point) whose groups are `inner` values
+ * (`outer` = 1: per-tensor, per-group, or per-channel on the first axis) with `inner` a multiple of 4 up
+ * to 2^20 (up to 16384 for groups along a non-last axis, `stride` > 1), or null. `levelsRecip` is
+ * fround(1/L) as f32 bits, [qmin, qmax] the code range.
  */
 export function hostInt(
   x: Tensor,
-  layout: { outer: number; inner: number },
+  layout: { outer: number; inner: number; stride: number; run: number },
   signed: boolean,
   levelsRecip: number,
   [qmin, qmax]: [number, number],
   opts: QuantizeOptions,
 ): Tensor | null {
   const input = hostInput(x, opts);
-  if (!input || layout.outer !== 1 || layout.inner % 4 !== 0 || layout.inner > MAX_GROUP) return null;
+  if (!input || layout.outer !== 1 || layout.inner % 4 !== 0) return null;
+  if (layout.inner > (layout.stride === 1 ? MAX_GROUP : CHUNK)) return null;
   const [out, os] = hostOutput(x);
   const lr = f32Of(levelsRecip), g = layout.inner, asymmetric = signed ? 0 : 1;
-  chunked(kernels!, input.xs, os, g, input.draw, (at, to, groups, rd) => {
+  const where = { block: g, stride: layout.stride, run: layout.run };
+  blockwise(kernels!, input.xs, os, where, input.draw, (at, to, groups, rd) => {
     kernels!.int(at, to, groups, g / 4, lr, qmin, qmax, asymmetric, rd);
   });
   return out;
 }
 
 /**
- * `quantDequant` of NF4 without double quantization (`nf4.ts`; x.length a multiple of 64), or null.
+ * `quantDequant` of NF4 without double quantization (`nf4.ts`; blocks of 64 `stride` apart), or null.
  * `table` holds the f32 bits of the 16 code values then the 15 midpoints.
  */
-export function hostNf4(x: Tensor, table: readonly number[], opts: QuantizeOptions): Tensor | null {
+export function hostNf4(
+  x: Tensor,
+  where: { readonly stride: number; readonly run: number },
+  table: readonly number[],
+  opts: QuantizeOptions,
+): Tensor | null {
   const input = hostInput(x, opts);
   if (!input || input.draw) return null;
   const [out, os] = hostOutput(x);
   const k = kernels!;
   new Uint32Array(k.memory.buffer, 0, table.length).set(table); // in the CONSTANTS bytes; growing keeps it
-  chunked(k, input.xs, os, 64, null, (at, to, blocks) => k.nf4(at, to, blocks, 0));
+  blockwise(k, input.xs, os, { ...where, block: 64 }, null, (at, to, blocks) => k.nf4(at, to, blocks, 0));
   return out;
 }

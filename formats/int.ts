@@ -1,7 +1,11 @@
 /**
  * INT-k: `int2` … `int8` (symmetric, two's complement) and `uint2` … `uint8`
  * (asymmetric, with a zero point), scaled per tensor, per channel or per
- * group of consecutive values along the last axis (FORMATS.md "INT-k").
+ * group of G values along one axis (FORMATS.md "INT-k"): `group:G` groups
+ * run along option `axis` (default -1, the last; see `scaling.ts` for the
+ * layout along another axis), `channel:AXIS` has one scale per index of AXIS
+ * shared by every value with that index (the reduction runs over all other
+ * axes; `axis` does not apply), and `tensor` has one scale.
  *
  * Symmetric: `s = amax · fround(1/qmax)` with qmax = 2^(k-1) - 1 (the
  * restricted-range scale `amax / qmax` of FORMATS.md; torchao's
@@ -26,7 +30,9 @@
  * underflows) gives codes 0 and values +0. Integer codes have no -0, so -0
  * comes back as +0. Rounding: `nearest` (ties to even, default),
  * `nearest-away`, `stochastic` (Philox word of the element's flat index,
- * keyed by seed/stream/offset). `saturate` does not apply: codes always clamp.
+ * keyed by seed/stream/offset; for groups along another axis, of its index
+ * in the blocked order, `drawIndex` in scaling.ts). `saturate` does not
+ * apply: codes always clamp.
  *
  * @module
  */
@@ -36,6 +42,8 @@ import { f32MulBits, f32RecipBits } from "./exact.ts";
 import { hostInt } from "./host_quant.ts";
 import { randomWord } from "./kernels.ts";
 import {
+  blockOf,
+  drawIndex,
   f32AddBits,
   freeAll,
   granularityText,
@@ -46,6 +54,7 @@ import {
   layoutOf,
   NAN_BITS,
   reduceRanges,
+  resolveAxis,
   roundingParams,
   roundToInt,
   SCALED_WGSL,
@@ -148,7 +157,7 @@ fn int_code_of(x: u32, scale: u32, inv: u32, zp: i32, qmin: i32, qmax: i32, mode
   return min(qmax, max(qmin, round_to_int(f32_mul_bits(x, inv), mode, rand) + zp));
 }
 fn int_value_bits(q: i32, zp: i32, scale: u32) -> u32 { return f32_mul_bits(int_to_bits(q - zp), scale); }
-fn scale_of(i: u32, channels: u32, inner: u32) -> u32 { return (i / inner) % channels; }
+fn scale_of(i: u32, channels: u32, inner: u32, stride: u32) -> u32 { return block_of(i, inner, stride) % channels; }
 `;
 
 /** WGSL twins of the scale, code and value functions above (`int_value_bits`, ...), with `SCALED_WGSL`. */
@@ -170,39 +179,40 @@ const INT_SCALE_KERNEL: WordKernel = {
 
 /**
  * Quantizes x with given scales. Params: [emit values (1) or codes (0), qmin
- * (i32 bits), qmax, code mask, channels, inner, mode, seed, stream, offset lo, offset hi].
+ * (i32 bits), qmax, code mask, channels, inner, mode, seed, stream, offset lo, offset hi,
+ * stride, run] (the last two: the layout's, see `Layout`).
  */
 const INT_ELEMENT_KERNEL: WordKernel = {
   name: "lowp_int_element",
   inputs: 4,
   outputs: 1,
   cpu: (i, [x, scale, inv, zp], [out], p) => {
-    const c = Math.floor(i / p[5]) % p[4];
-    const rand = p[6] === 2 ? randomWord(p[7], p[8], p[9], p[10], i) : 0;
+    const c = blockOf(i, p[5], p[11]) % p[4];
+    const rand = p[6] === 2 ? randomWord(p[7], p[8], p[9], p[10], drawIndex(i, p[11], p[12])) : 0;
     const q = intCodeOf(x[i], scale[c], inv[c], zp[c], p[1] | 0, p[2], p[6], rand);
     out[i] = p[0] === 1 ? intValueBits(q, zp[c], scale[c]) : (q & p[3]) >>> 0;
   },
   wgslHelpers: INT_WGSL,
-  wgsl: `  let c = scale_of(i, Q(4u), Q(5u));
+  wgsl: `  let c = scale_of(i, Q(4u), Q(5u), Q(11u));
   var rand = 0u;
-  if (Q(6u) == 2u) { rand = philox_word(Q(7u), Q(8u), Q(9u), Q(10u), i); }
+  if (Q(6u) == 2u) { rand = philox_word(Q(7u), Q(8u), Q(9u), Q(10u), draw_index(i, Q(11u), Q(12u))); }
   let zp = i32(in3[c]);
   let q = int_code_of(in0[i], in1[c], in2[c], zp, bitcast<i32>(Q(1u)), i32(Q(2u)), Q(6u), rand);
   if (Q(0u) == 1u) { out0[i] = int_value_bits(q, zp, in1[c]); } else { out0[i] = bitcast<u32>(q) & Q(3u); }`,
 };
 
-/** Values of stored codes. Params: [signed, bits, channels, inner]. */
+/** Values of stored codes. Params: [signed, bits, channels, inner, stride]. */
 const INT_DEQUANT_KERNEL: WordKernel = {
   name: "lowp_int_dequant",
   inputs: 3,
   outputs: 1,
   cpu: (i, [codes, scale, zp], [out], p) => {
-    const c = Math.floor(i / p[3]) % p[2];
+    const c = blockOf(i, p[3], p[4]) % p[2];
     const q = p[0] === 1 ? (codes[i] << (32 - p[1])) >> (32 - p[1]) : codes[i];
     out[i] = intValueBits(q, zp[c], scale[c]);
   },
   wgslHelpers: INT_WGSL,
-  wgsl: `  let c = scale_of(i, Q(2u), Q(3u));
+  wgsl: `  let c = scale_of(i, Q(2u), Q(3u), Q(4u));
   var q = i32(in0[i]);
   if (Q(0u) == 1u) { q = bitcast<i32>(in0[i] << (32u - Q(1u))) >> (32u - Q(1u)); }
   out0[i] = int_value_bits(q, i32(in2[c]), in1[c]);`,
@@ -248,6 +258,8 @@ export function applyIntScales(
     layout.channels,
     layout.inner,
     ...roundingParams(opts),
+    layout.stride,
+    layout.run,
   ];
   backend.runWords(INT_ELEMENT_KERNEL, [x, scales.scale, scales.inv, scales.zp], [out], layout.n, params);
   return out;
@@ -263,7 +275,7 @@ export function dequantIntCodes(
   spec: IntSpec,
 ): Storage {
   const out = backend.alloc(layout.n);
-  const params = [spec.signed ? 1 : 0, spec.bits, layout.channels, layout.inner];
+  const params = [spec.signed ? 1 : 0, spec.bits, layout.channels, layout.inner, layout.stride];
   backend.runWords(INT_DEQUANT_KERNEL, [codes, scale, zp], [out], layout.n, params);
   return out;
 }
@@ -282,9 +294,11 @@ export function requireF32(x: Tensor, what: string): void {
 /**
  * The INT-k quantizer `name` (`int2` … `int8`, `uint2` … `uint8`), or null.
  * Parts: `codes` (k bits; two's complement in the low k bits for `intK`),
- * `scales` (f32 bits, shape of the scales: [1], [channels] or the shape with
- * the last axis divided by the group size), and `zero_points` (`uintK` only).
- * `meta.granularity` is the granularity's text.
+ * `scales` (f32 bits, shape of the scales: [1], [channels] or, for
+ * `group:G` along axis a, the shape with `shape[a]` divided by G, row-major),
+ * and `zero_points` (`uintK` only, shaped as the scales). `meta.granularity`
+ * is the granularity's text, `meta.axis` the non-negative axis groups run
+ * along (group granularity only).
  */
 export function intQuantizer(name: string): Quantizer | null {
   const spec = parseIntFormat(name);
@@ -292,7 +306,7 @@ export function intQuantizer(name: string): Quantizer | null {
   const run = (x: Tensor, opts: QuantizeOptions, emit: "codes" | "values") => {
     requireF32(x, name);
     const granularity = opts.granularity ?? { kind: "tensor" };
-    const layout = layoutOf(x.shape, granularity, name);
+    const layout = layoutOf(x.shape, granularity, name, opts.axis);
     const scales = intScales(x.backend, x.storage, layout, spec);
     const out = applyIntScales(x.backend, x.storage, layout, scales, spec, opts, emit);
     return { layout, scales, out, granularity };
@@ -301,7 +315,7 @@ export function intQuantizer(name: string): Quantizer | null {
   const fusedQuantDequant = (x: Tensor, opts: QuantizeOptions) => {
     requireF32(x, name);
     roundingParams(opts); // the same errors as the word kernels' path
-    const layout = layoutOf(x.shape, opts.granularity ?? { kind: "tensor" }, name);
+    const layout = layoutOf(x.shape, opts.granularity ?? { kind: "tensor" }, name, opts.axis);
     return hostInt(x, layout, spec.signed, levelsRecipBits(spec), intRange(spec), opts);
   };
   return {
@@ -331,11 +345,15 @@ export function intQuantizer(name: string): Quantizer | null {
         });
       }
       freeAll(b, scales.inv, spec.signed ? scales.zp : null);
-      return { format: name, shape: x.shape, parts, meta: { granularity: granularityText(granularity) } };
+      const meta: Record<string, string | number> = { granularity: granularityText(granularity) };
+      if (granularity.kind === "group") meta.axis = resolveAxis(name, x.shape, opts.axis);
+      return { format: name, shape: x.shape, parts, meta };
     },
     dequantize(q) {
       const codes = partOf(q, "codes"), scales = partOf(q, "scales");
-      const layout = layoutOf(q.shape, parseGranularity(String(q.meta.granularity ?? "tensor")), name);
+      const granularity = parseGranularity(String(q.meta.granularity ?? "tensor"));
+      const axis = q.meta.axis === undefined ? undefined : Number(q.meta.axis);
+      const layout = layoutOf(q.shape, granularity, name, axis);
       const b = codes.backend;
       const zp = spec.signed ? b.upload(new Uint32Array(layout.channels)) : partOf(q, "zero_points").storage;
       const out = dequantIntCodes(b, codes.storage, layout, scales.storage, zp, spec);

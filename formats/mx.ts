@@ -1,8 +1,12 @@
 /**
  * MX block formats (OCP Microscaling Formats (MX) v1.0): `mxfp8_e4m3`,
  * `mxfp8_e5m2`, `mxfp6_e2m3`, `mxfp6_e3m2`, `mxfp4` (E2M1) and `mxint8`.
- * Blocks of k = 32 consecutive values along the last axis share one E8M0
- * scale X (see `scales.ts`).
+ * Blocks of k = 32 values along one axis (option `axis`, default -1, the
+ * last) share one E8M0 scale X (see `scales.ts`). Along axis a the scales
+ * have the shape of x with `shape[a]` divided by 32 (row-major), and a block
+ * holds values `stride` apart (the product of the dimensions after a; see
+ * `scaling.ts`): quantizing along a gives the same bits as moving a last,
+ * quantizing, and moving it back, stochastic rounding included.
  *
  * Conversion (MX v1.0 §6.3): `shared_exp = floor(log2(amax_block)) -
  * emax_elem`, X = 2^shared_exp, `P_i = quantize_elem(V_i / X)` with
@@ -18,7 +22,8 @@
  *   below any element's smallest subnormal), and dequantization is
  *   `P_i · X` the same way, so CPU and WebGPU agree bit for bit;
  * - element rounding: `nearest` (RNE, default), `nearest-away`,
- *   `stochastic` (Philox word of the element's flat index); `saturate`
+ *   `stochastic` (Philox word of the element's flat index, or of its index
+ *   in the blocked order along another axis: `drawIndex`); `saturate`
  *   (default true) as in `quantParams`.
  *
  * Scale rounding (option `scaleRounding`, see FORMATS.md and torchao's
@@ -59,7 +64,16 @@ import {
 } from "./element.ts";
 import { EXACT_WGSL, f32MulBits } from "./exact.ts";
 import { hostMx } from "./host_quant.ts";
-import { roundingParams } from "./scaling.ts";
+import {
+  AXIS_WGSL,
+  blockBase,
+  blockOf,
+  blockScaleShape,
+  drawIndex,
+  resolveAxis,
+  roundingParams,
+  strideOf,
+} from "./scaling.ts";
 import { randomWord } from "./kernels.ts";
 import { decodeScaleBits, pow2Bits, SCALE_FORMATS, SCALES_WGSL } from "./scales.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
@@ -180,7 +194,7 @@ function elementWords(el: MxElement): number[] {
 }
 
 /** WGSL of the shared exponent and the element codes (`mx_encode`, `mx_decode`): twins of the TypeScript above. */
-const WGSL_HELPERS: string = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + /* wgsl */ `
+const WGSL_HELPERS: string = ELEMENT_WGSL + CODES_WGSL + EXACT_WGSL + SCALES_WGSL + AXIS_WGSL + /* wgsl */ `
 fn floor_log2(m: u32) -> i32 {
   let ef = i32(m >> 23u);
   if (ef != 0) { return ef - 127; }
@@ -230,44 +244,47 @@ fn mx_decode(c: u32, k: u32) -> u32 {
  * Quantizes one block of 32 (item = block). Params: [element quant (4),
  * rounding (mode, seed, stream, offset lo, offset hi), emax_elem, scale
  * rounding, emit (0 = dequantized f32 bits, 1 = codes), element words (6, see
- * `elementWords`)]. Outputs: out0 one word per element, out1 the E8M0 code.
+ * `elementWords`), stride, run (the blocked axis: see `scaling.ts`)].
+ * Outputs: out0 one word per element, out1 the E8M0 code.
  */
 const QUANT_KERNEL: WordKernel = {
   name: "mx_quantize",
   inputs: 1,
   outputs: 2,
   cpu: (b, [x], [out, scales], p) => {
-    const base = b * MX_BLOCK;
+    const s = p[18], base = blockBase(b, MX_BLOCK, s), drawn = drawIndex(base, s, p[19]);
     let amax = 0;
-    for (let j = 0; j < MX_BLOCK; j++) amax = Math.max(amax, (x[base + j] & 0x7fffffff) >>> 0);
+    for (let j = 0; j < MX_BLOCK; j++) amax = Math.max(amax, (x[base + j * s] & 0x7fffffff) >>> 0);
     const q = quantParamsAt(p, 0);
     const e = mxSharedExponent(amax, p[10], p[9] | 0, q);
     if (e === NAN_EXP) {
       scales[b] = 0xff;
-      out.fill(p[11] ? 0 : QNAN, base, base + MX_BLOCK);
+      for (let j = 0; j < MX_BLOCK; j++) out[base + j * s] = p[11] ? 0 : QNAN;
       return;
     }
     scales[b] = e + 127;
     const inv = pow2Bits(-e), xBits = pow2Bits(e);
     const negQ = p[12] ? { ...q, maxBits: INT8_NEG_MAX } : q;
     for (let j = 0; j < MX_BLOCK; j++) {
-      const v = f32MulBits(x[base + j], inv);
-      const rand = p[4] === 2 ? randomWord(p[5], p[6], p[7], p[8], base + j) : 0;
+      const v = f32MulBits(x[base + j * s], inv);
+      const rand = p[4] === 2 ? randomWord(p[5], p[6], p[7], p[8], drawn + j) : 0;
       const c = encodeElement(quantizeBits(v, v >>> 31 ? negQ : q, p[4], rand), p, 12);
-      out[base + j] = p[11] ? c : f32MulBits(decodeElement(c, p, 12), xBits);
+      out[base + j * s] = p[11] ? c : f32MulBits(decodeElement(c, p, 12), xBits);
     }
   },
   wgslHelpers: WGSL_HELPERS + PHILOX_WGSL,
-  wgsl: `  let base = i * ${MX_BLOCK}u;
+  wgsl: `  let s = Q(18u);
+  let base = block_base(i, ${MX_BLOCK}u, s);
+  let drawn = draw_index(base, s, Q(19u));
   var amax = 0u;
-  for (var j = 0u; j < ${MX_BLOCK}u; j++) { amax = max(amax, in0[base + j] & 0x7fffffffu); }
+  for (var j = 0u; j < ${MX_BLOCK}u; j++) { amax = max(amax, in0[base + j * s] & 0x7fffffffu); }
   let q = fmt_at(0u);
   let e = mx_shared_exponent(amax, Q(10u), bitcast<i32>(Q(9u)), q);
   if (e == 128) {
     out1[i] = 0xffu;
     var fill = 0x7fc00000u;
     if (Q(11u) != 0u) { fill = 0u; }
-    for (var j = 0u; j < ${MX_BLOCK}u; j++) { out0[base + j] = fill; }
+    for (var j = 0u; j < ${MX_BLOCK}u; j++) { out0[base + j * s] = fill; }
     return;
   }
   out1[i] = u32(e + 127);
@@ -275,46 +292,71 @@ const QUANT_KERNEL: WordKernel = {
   var neg_q = q;
   if (Q(12u) != 0u) { neg_q.max_bits = ${INT8_NEG_MAX}u; }
   for (var j = 0u; j < ${MX_BLOCK}u; j++) {
-    let v = f32_mul_bits(in0[base + j], inv);
+    let at = base + j * s;
+    let v = f32_mul_bits(in0[at], inv);
     var rand = 0u;
-    if (Q(4u) == 2u) { rand = philox_word(Q(5u), Q(6u), Q(7u), Q(8u), base + j); }
+    if (Q(4u) == 2u) { rand = philox_word(Q(5u), Q(6u), Q(7u), Q(8u), drawn + j); }
     var fq = q;
     if ((v >> 31u) != 0u) { fq = neg_q; }
     let c = mx_encode(quantize_bits(v, fq, Q(4u), rand), 12u);
-    if (Q(11u) != 0u) { out0[base + j] = c; } else { out0[base + j] = f32_mul_bits(mx_decode(c, 12u), x_bits); }
+    if (Q(11u) != 0u) { out0[at] = c; } else { out0[at] = f32_mul_bits(mx_decode(c, 12u), x_bits); }
   }`,
 };
 
-/** Dequantizes element codes (item = element). Params: element words (6). Inputs: codes, E8M0 scales. */
+/** Dequantizes element codes (item = element). Params: element words (6), stride. Inputs: codes, E8M0 scales. */
 const DEQUANT_KERNEL: WordKernel = {
   name: "mx_dequantize",
   inputs: 2,
   outputs: 1,
   cpu: (i, [codes, scales], [out], p) => {
-    out[i] = f32MulBits(decodeElement(codes[i], p, 0), decodeScaleBits(scales[(i / MX_BLOCK) | 0], SCALE_FORMATS.e8m0));
+    const scale = decodeScaleBits(scales[blockOf(i, MX_BLOCK, p[6])], SCALE_FORMATS.e8m0);
+    out[i] = f32MulBits(decodeElement(codes[i], p, 0), scale);
   },
   wgslHelpers: WGSL_HELPERS,
-  wgsl: `  out0[i] = f32_mul_bits(mx_decode(in0[i], 0u), scale_decode(in1[i / ${MX_BLOCK}u], 0u));`,
+  wgsl: `  out0[i] = f32_mul_bits(mx_decode(in0[i], 0u), scale_decode(in1[block_of(i, ${MX_BLOCK}u, Q(6u))], 0u));`,
 };
 
+/** Where a block format's blocks lie in its input: the axis, the stride of its neighbours, the axis length. */
+export interface BlockAxis {
+  /** Number of blocks (= values / block size). */
+  readonly blocks: number;
+  /** The non-negative axis blocks run along. */
+  readonly axis: number;
+  /** Distance between consecutive values of a block (the product of the dimensions after `axis`). */
+  readonly stride: number;
+  /** Length of `axis` (orders the stochastic draws, see `drawIndex` in scaling.ts). */
+  readonly run: number;
+}
+
 /**
- * Checks what every block format requires of its input: f32, rank >= 1, the
- * last dimension divisible by `block`, and no granularity other than its own
- * (`group:block`). Returns the number of blocks.
+ * Checks what every block format requires of its input: f32, rank >= 1, an
+ * axis in range (option `axis`, default -1) whose size is divisible by
+ * `block`, and no granularity other than its own (`group:block`). Returns
+ * where the blocks lie.
  */
-export function checkBlockInput(format: string, x: Tensor, block: number, opts: QuantizeOptions): number {
+export function checkBlockInput(format: string, x: Tensor, block: number, opts: QuantizeOptions): BlockAxis {
   if (x.dtype !== "f32") throw new Error(`${format}: ${x.describe()} must be f32`);
-  const last = x.shape[x.shape.length - 1];
-  if (last === undefined || last % block !== 0) {
+  if (x.shape.length === 0) {
     throw new Error(
-      `${format}: blocks of ${block} run along the last axis, so its size must be divisible by ${block}; got ${x.describe()}`,
+      `${format}: blocks of ${block} need an axis whose size is divisible by ${block}; got ${x.describe()}`,
+    );
+  }
+  const axis = resolveAxis(format, x.shape, opts.axis);
+  if (x.shape[axis] % block !== 0) {
+    throw new Error(
+      `${format}: blocks of ${block} run along axis ${axis}, so its size must be divisible by ${block}; got ${x.describe()}`,
     );
   }
   const g = opts.granularity;
   if (g && !(g.kind === "group" && g.size === block)) {
-    throw new Error(`${format}: the block format fixes its granularity (group:${block} along the last axis)`);
+    throw new Error(`${format}: the block format fixes its granularity (group:${block} along option axis)`);
   }
-  return x.size / block;
+  return { blocks: x.size / block, axis, stride: strideOf(x.shape, axis), run: x.shape[axis] };
+}
+
+/** The axis a stored block-format tensor was blocked along (`meta.axis`; the last one when absent). */
+export function storedAxis(q: Quantized): number {
+  return q.meta.axis === undefined ? q.shape.length - 1 : Number(q.meta.axis);
 }
 
 /** The stored part called `name` of `q`, checked to belong to `format`. */
@@ -325,18 +367,13 @@ export function storedPart(q: Quantized, format: string, name: string): Tensor {
   return part.codes;
 }
 
-/** Shape of the per-block scales: the last dimension divided by the block size. */
-export function blockScaleShape(shape: readonly number[], block: number): number[] {
-  return [...shape.slice(0, -1), shape[shape.length - 1] / block];
-}
-
 /** The {@link Quantizer} of an MX format, or null when `name` is not one (see {@link MX_FORMATS}). */
 export function mxQuantizer(name: string): MxQuantizer | null {
   if (!Object.hasOwn(MX_FORMATS, name)) return null;
   const el = MX_FORMATS[name];
   /** Values or codes, and the scale codes (null when the fused host kernel made the values). */
   const run = (x: Tensor, opts: MxQuantizeOptions, codes: boolean): [Tensor, Tensor | null] => {
-    const blocks = checkBlockInput(name, x, MX_BLOCK, opts);
+    const where = checkBlockInput(name, x, MX_BLOCK, opts);
     const rounding = opts.scaleRounding ?? "floor";
     if (!Object.hasOwn(MX_SCALE_ROUNDING_CODE, rounding)) {
       throw new Error(`${name}: unknown scaleRounding '${rounding}' (floor, ceil, even, rceil)`);
@@ -349,12 +386,16 @@ export function mxQuantizer(name: string): MxQuantizer | null {
       MX_SCALE_ROUNDING_CODE[rounding],
       codes ? 1 : 0,
       ...elementWords(el),
+      where.stride,
+      where.run,
     ];
-    const fused = codes || !el.float ? null : hostMx(x, q, el.emax, rounding === "floor", opts);
+    const fused = codes || !el.float ? null : hostMx(x, where, q, el.emax, rounding === "floor", opts);
     if (fused) return [fused, null];
     const out = emptyTensor(x.backend, x.shape, codes ? "u32" : "f32");
-    const scales = emptyTensor(x.backend, blockScaleShape(x.shape, MX_BLOCK), "u32");
-    if (blocks > 0) x.backend.runWords(QUANT_KERNEL, [x.storage], [out.storage, scales.storage], blocks, params);
+    const scales = emptyTensor(x.backend, blockScaleShape(x.shape, MX_BLOCK, where.axis), "u32");
+    if (where.blocks > 0) {
+      x.backend.runWords(QUANT_KERNEL, [x.storage], [out.storage, scales.storage], where.blocks, params);
+    }
     return [out, scales];
   };
   return {
@@ -375,7 +416,11 @@ export function mxQuantizer(name: string): MxQuantizer | null {
           { name: "codes", codes, bits: el.bits, format: el.name },
           { name: "scales", codes: scales!, bits: 8, format: "e8m0" },
         ],
-        meta: { blockSize: MX_BLOCK, scaleRounding: opts.scaleRounding ?? "floor" },
+        meta: {
+          blockSize: MX_BLOCK,
+          scaleRounding: opts.scaleRounding ?? "floor",
+          axis: resolveAxis(name, x.shape, opts.axis),
+        },
       };
     },
     dequantize(q) {
@@ -387,7 +432,7 @@ export function mxQuantizer(name: string): MxQuantizer | null {
           [codes.storage, scales.storage],
           [out.storage],
           codes.size,
-          elementWords(el),
+          [...elementWords(el), strideOf(q.shape, storedAxis(q))],
         );
       }
       return out;

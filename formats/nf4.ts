@@ -2,8 +2,12 @@
  * NF4 (QLoRA: Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized
  * LLMs", arXiv 2305.14314; code values and tie rule from bitsandbytes
  * `csrc/kernels.cu`, `dQuantizeNF4` / `dDequantizeNF4`): 16 code values in
- * [-1, 1], blocks of 64 consecutive values along the last axis, each with an
- * f32 absmax scale.
+ * [-1, 1], blocks of 64 values along one axis (option `axis`, default -1,
+ * the last), each with an f32 absmax scale. Along axis a a block holds values
+ * `stride` apart (`scaling.ts`) and the absmax values are stored flat in the
+ * row-major order of the shape with `shape[a]` divided by 64; the codes and
+ * (without double quantization) the values equal those of moving a last,
+ * quantizing and moving it back.
  *
  * Quantize: `code = nearest(V_i · (1/absmax))` with 1/absmax correctly rounded
  * (bitsandbytes multiplies by `1.0f/absmax` the same way); a value exactly on
@@ -36,7 +40,10 @@
  * the 4-bit codes come from the exact absmax and dequantization uses a'_b.
  * With double quantization one NaN or Inf anywhere makes the mean, and so
  * the whole tensor, NaN; a restored absmax can come out ≤ 0 for a block whose
- * absmax is far below the others' (not clamped, as in torchao).
+ * absmax is far below the others' (not clamped, as in torchao). The blocks of
+ * 256 absmax values follow the stored (flat) order, so along a non-last axis
+ * they group other blocks than after a transpose: the 4-bit codes are the
+ * same, the restored absmax (and so the values) may differ.
  *
  * @module
  */
@@ -46,16 +53,20 @@ import { f32MulBits, f32RecipBits } from "./exact.ts";
 import { applyIntScales, dequantIntCodes, intScales, type IntSpec, partOf, requireF32 } from "./int.ts";
 import {
   blockLayout,
+  blockOf,
   f32AddBits,
   freeAll,
   INF_BITS,
   intToBits,
   type Layout,
+  layoutOf,
   NAN_BITS,
   orderKey,
   reduceRanges,
+  resolveAxis,
   SCALED_WGSL,
   SIGN_BIT,
+  strideOf,
 } from "./scaling.ts";
 import { hostNf4 } from "./host_quant.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
@@ -162,31 +173,31 @@ const NF4_SCALE_KERNEL: WordKernel = {
   out1[i] = select(f32_recip_bits(a), 0u, a == 0u);`,
 };
 
-/** Codes (param 0 = 0) or values (1) of x: inputs x, 1/absmax, the absmax used to dequantize. */
+/** Codes (param 0 = 0) or values (1) of x: inputs x, 1/absmax, the absmax used to dequantize; param 1: stride. */
 const NF4_ELEMENT_KERNEL: WordKernel = {
   name: "lowp_nf4_element",
   inputs: 3,
   outputs: 1,
   cpu: (i, [x, inv, absmax], [out], p) => {
-    const b = Math.floor(i / NF4_BLOCK), code = nf4CodeOf(x[i], inv[b]);
+    const b = blockOf(i, NF4_BLOCK, p[1]), code = nf4CodeOf(x[i], inv[b]);
     out[i] = p[0] === 1 ? nf4ValueBits(code, absmax[b]) : code;
   },
   wgslHelpers: NF4_WGSL,
-  wgsl: `  let b = i / ${NF4_BLOCK}u;
+  wgsl: `  let b = block_of(i, ${NF4_BLOCK}u, Q(1u));
   let code = nf4_code_of(in0[i], in1[b]);
   if (Q(0u) == 1u) { out0[i] = nf4_value_bits(code, in2[b]); } else { out0[i] = code; }`,
 };
 
-/** Values of stored codes: inputs codes, absmax. */
+/** Values of stored codes: inputs codes, absmax; param 0: stride. */
 const NF4_DEQUANT_KERNEL: WordKernel = {
   name: "lowp_nf4_dequant",
   inputs: 2,
   outputs: 1,
-  cpu: (i, [codes, absmax], [out]) => {
-    out[i] = nf4ValueBits(codes[i], absmax[Math.floor(i / NF4_BLOCK)]);
+  cpu: (i, [codes, absmax], [out], p) => {
+    out[i] = nf4ValueBits(codes[i], absmax[blockOf(i, NF4_BLOCK, p[0])]);
   },
   wgslHelpers: NF4_WGSL,
-  wgsl: `  out0[i] = nf4_value_bits(in0[i], in1[i / ${NF4_BLOCK}u]);`,
+  wgsl: `  out0[i] = nf4_value_bits(in0[i], in1[block_of(i, ${NF4_BLOCK}u, Q(0u))]);`,
 };
 
 /** Mean of the absmax values (one item; params [count]): fixed-order exact f32 sum times fround(1/count). */
@@ -277,7 +288,11 @@ export interface Nf4Quantizer extends Quantizer {
   quantize(x: Tensor, opts?: Nf4Options): Quantized;
 }
 
-/** Throws on options NF4 does not offer: rounding other than nearest, a granularity other than blocks of 64. */
+/**
+ * Throws on options NF4 does not offer (rounding other than nearest, a
+ * granularity other than blocks of 64) and on an axis out of range or not
+ * divisible by 64; returns the blocks' layout.
+ */
 function checkOptions(name: string, x: Tensor, opts: Nf4Options): Layout {
   requireF32(x, name);
   if ((opts.rounding ?? "nearest") !== "nearest") {
@@ -286,14 +301,15 @@ function checkOptions(name: string, x: Tensor, opts: Nf4Options): Layout {
   const g = opts.granularity;
   if (g && !(g.kind === "group" && g.size === NF4_BLOCK)) {
     throw new Error(
-      `${name}: blocks of ${NF4_BLOCK} along the last axis are fixed (got granularity ${JSON.stringify(g)})`,
+      `${name}: blocks of ${NF4_BLOCK} along option axis are fixed (got granularity ${JSON.stringify(g)})`,
     );
   }
-  const last = x.shape[x.shape.length - 1];
-  if (x.shape.length === 0 || last % NF4_BLOCK !== 0) {
-    throw new Error(`${name}: the last dimension of shape [${x.shape.join(",")}] must be a multiple of ${NF4_BLOCK}`);
+  if (x.shape.length === 0) throw new Error(`${name}: shape [] has no axis whose size is a multiple of ${NF4_BLOCK}`);
+  const axis = resolveAxis(name, x.shape, opts.axis);
+  if (x.shape[axis] % NF4_BLOCK !== 0) {
+    throw new Error(`${name}: dimension ${axis} of shape [${x.shape.join(",")}] must be a multiple of ${NF4_BLOCK}`);
   }
-  return blockLayout(x.size, NF4_BLOCK);
+  return layoutOf(x.shape, { kind: "group", size: NF4_BLOCK }, name, axis);
 }
 
 /**
@@ -316,9 +332,9 @@ export function nf4Quantizer(name: string): Nf4Quantizer | null {
     const dq = wantDq(opts) ? doubleQuantize(b, absmax, layout.channels) : null;
     return { layout, absmax, inv, dq };
   };
-  const encode = (x: Tensor, inv: Storage, absmax: Storage, emit: number) => {
+  const encode = (x: Tensor, layout: Layout, inv: Storage, absmax: Storage, emit: number) => {
     const out = x.backend.alloc(x.size);
-    x.backend.runWords(NF4_ELEMENT_KERNEL, [x.storage, inv, absmax], [out], x.size, [emit]);
+    x.backend.runWords(NF4_ELEMENT_KERNEL, [x.storage, inv, absmax], [out], x.size, [emit, layout.stride]);
     return out;
   };
   return {
@@ -326,17 +342,17 @@ export function nf4Quantizer(name: string): Nf4Quantizer | null {
     elementBits: 4,
     blockSize: NF4_BLOCK,
     quantDequant(x, opts = {}) {
-      checkOptions(name, x, opts);
-      const fused = wantDq(opts) ? null : hostNf4(x, HOST_TABLE, opts);
+      const blocks = checkOptions(name, x, opts);
+      const fused = wantDq(opts) ? null : hostNf4(x, blocks, HOST_TABLE, opts);
       if (fused) return fused;
-      const { absmax, inv, dq } = scalesOf(x, opts);
-      const out = encode(x, inv, dq ? dq.restored : absmax, 1);
+      const { layout, absmax, inv, dq } = scalesOf(x, opts);
+      const out = encode(x, layout, inv, dq ? dq.restored : absmax, 1);
       freeAll(x.backend, absmax, inv, dq?.codes, dq?.scales, dq?.mean, dq?.restored);
       return new Tensor(x.backend, out, x.shape, "f32");
     },
     quantize(x, opts = {}) {
       const { layout, absmax, inv, dq } = scalesOf(x, opts), b = x.backend;
-      const codes = encode(x, inv, absmax, 0);
+      const codes = encode(x, layout, inv, absmax, 0);
       const part = (name: string, s: Storage, shape: number[], bits: number, format: string) => ({
         name,
         codes: new Tensor(b, s, shape, "u32"),
@@ -354,7 +370,8 @@ export function nf4Quantizer(name: string): Nf4Quantizer | null {
         freeAll(b, absmax, dq.restored);
       } else parts.push(part("absmax", absmax, [layout.channels], 32, "f32"));
       b.free(inv);
-      const meta = { blockSize: NF4_BLOCK, doubleQuant: dq ? 1 : 0, scaleBlockSize: NF4_SCALE_BLOCK };
+      const axis = resolveAxis(name, x.shape, opts.axis);
+      const meta = { blockSize: NF4_BLOCK, doubleQuant: dq ? 1 : 0, scaleBlockSize: NF4_SCALE_BLOCK, axis };
       return { format: name, shape: x.shape, parts, meta };
     },
     dequantize(q) {
@@ -369,7 +386,8 @@ export function nf4Quantizer(name: string): Nf4Quantizer | null {
         )
         : partOf(q, "absmax").storage;
       const out = b.alloc(codes.size);
-      b.runWords(NF4_DEQUANT_KERNEL, [codes.storage, absmax], [out], codes.size, []);
+      const axis = q.meta.axis === undefined ? q.shape.length - 1 : Number(q.meta.axis);
+      b.runWords(NF4_DEQUANT_KERNEL, [codes.storage, absmax], [out], codes.size, [strideOf(q.shape, axis)]);
       if (q.meta.doubleQuant) b.free(absmax);
       return new Tensor(b, out, q.shape, "f32");
     },

@@ -20,7 +20,7 @@ import {
   scaleQuantParams,
   SCALES_WGSL,
 } from "./scales.ts";
-import { roundingParams } from "./scaling.ts";
+import { checkAxisOption, roundingParams } from "./scaling.ts";
 import type { Quantized, QuantizeOptions, Quantizer } from "./spec.ts";
 
 const KINDS = [SCALE_FORMATS.e8m0, SCALE_FORMATS.ue4m3, SCALE_FORMATS.ue5m3];
@@ -75,7 +75,8 @@ export function scaleQuantizer(name: string): Quantizer | null {
     if (x.size > 0) x.backend.runWords(kernel, [x.storage], [out.storage], x.size, params);
     return out;
   };
-  const check = (opts: QuantizeOptions) => {
+  const check = (x: Tensor, opts: QuantizeOptions) => {
+    checkAxisOption(name, x.shape, opts.axis);
     if (opts.granularity) throw new Error(`${name}: a scale format takes no granularity`);
     if (!f.float && (opts.rounding ?? "nearest") !== "nearest") {
       throw new Error(`${name}: E8M0 keeps floor(log2 |x|) (the MX rule); no rounding mode applies`);
@@ -86,11 +87,11 @@ export function scaleQuantizer(name: string): Quantizer | null {
     elementBits: f.bits,
     blockSize: null,
     quantDequant(x, opts = {}) {
-      check(opts);
+      check(x, opts);
       return run(SCALE_KERNEL, x, "f32", [...quant, f.kind, 1, ...roundingParams(opts)]);
     },
     quantize(x, opts = {}): Quantized {
-      check(opts);
+      check(x, opts);
       const codes = run(SCALE_KERNEL, x, "u32", [...quant, f.kind, 0, ...roundingParams(opts)]);
       return { format: name, shape: x.shape, parts: [{ name: "codes", codes, bits: f.bits, format: name }], meta: {} };
     },

@@ -11,6 +11,18 @@
  *   mode, done by `quantizeBits` on a grid of spacing 1;
  * - {@link intToBits}: an integer as f32 bits.
  *
+ * Blocks along any axis ({@link resolveAxis}, {@link blockBase},
+ * {@link blockOf}, {@link drawIndex} and their WGSL twins in
+ * {@link AXIS_WGSL}): a block of B values along axis `a` of a row-major
+ * tensor holds values `stride` apart, stride = the product of the dimensions
+ * after `a` (1 for the last axis). Blocks are numbered in the row-major order
+ * of the scale shape (the shape with `shape[a]` divided by B), so block b
+ * starts at `(b - b % stride)·B + b % stride`. Stochastic rounding draws the
+ * Philox word of an element's index in the tensor with axis `a` moved last
+ * (its "blocked order"), so quantizing along `a` gives the same bits as
+ * moving `a` last, quantizing along the last axis and moving it back, in
+ * every rounding mode; along the last axis that index is the flat index.
+ *
  * @module
  */
 import { type Backend, PHILOX_WGSL, type Storage, type WordKernel } from "@lowp/kernels";
@@ -98,6 +110,69 @@ export function keyToBits(key: number): number {
   return (key & SIGN ? key ^ SIGN : ~key) >>> 0;
 }
 
+/**
+ * The non-negative axis of `axis` (default -1, the last; negative counts from
+ * the end) for a tensor of `shape`; throws naming `format`, the shape and the
+ * axis when it is out of range or not an integer.
+ */
+export function resolveAxis(format: string, shape: readonly number[], axis = -1): number {
+  const a = axis < 0 ? axis + shape.length : axis;
+  if (!Number.isInteger(axis) || a < 0 || a >= shape.length) {
+    throw new Error(
+      `${format}: axis ${axis} is out of range for shape [${shape.join(",")}] (rank ${shape.length})`,
+    );
+  }
+  return a;
+}
+
+/** Throws as {@link resolveAxis} when `axis` is given and out of range (formats without blocks ignore it otherwise). */
+export function checkAxisOption(format: string, shape: readonly number[], axis: number | undefined): void {
+  if (axis !== undefined) resolveAxis(format, shape, axis);
+}
+
+/** The product of the dimensions after `axis`: the distance between neighbours along it. */
+export function strideOf(shape: readonly number[], axis: number): number {
+  return shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+}
+
+/** The scale shape of blocks of `block` along `axis`: `shape` with `shape[axis]` divided by `block`. */
+export function blockScaleShape(shape: readonly number[], block: number, axis = shape.length - 1): number[] {
+  return shape.map((d, k) => k === axis ? d / block : d);
+}
+
+/** Flat index of the first value of block `b` (blocks of `size` values `stride` apart, see the module doc). */
+export function blockBase(b: number, size: number, stride: number): number {
+  const j = b % stride;
+  return (b - j) * size + j;
+}
+
+/** The block holding flat index `i` (inverse of {@link blockBase}). */
+export function blockOf(i: number, size: number, stride: number): number {
+  return Math.floor(Math.floor(i / stride) / size) * stride + (i % stride);
+}
+
+/**
+ * The index of flat index `i` in the blocked order: its flat index once the
+ * axis of length `run` whose neighbours are `stride` apart is moved last
+ * (`i` itself when stride = 1). Stochastic rounding draws this word.
+ */
+export function drawIndex(i: number, stride: number, run: number): number {
+  if (stride === 1) return i;
+  const j = i % stride, q = (i - j) / stride, l = q % run;
+  return ((q - l) / run * stride + j) * run + l;
+}
+
+/** WGSL twins of {@link blockBase}, {@link blockOf} and {@link drawIndex}: `block_base`, `block_of`, `draw_index`. */
+export const AXIS_WGSL: string = /* wgsl */ `
+fn block_base(b: u32, size: u32, stride: u32) -> u32 { let j = b % stride; return (b - j) * size + j; }
+fn block_of(i: u32, size: u32, stride: u32) -> u32 { return ((i / stride) / size) * stride + i % stride; }
+fn draw_index(i: u32, stride: u32, run: u32) -> u32 {
+  if (stride == 1u) { return i; }
+  let j = i % stride; let q = i / stride; let l = q % run;
+  return ((q / run) * stride + j) * run + l;
+}
+`;
+
 /** The sign bit of f32 bits (`bits ^ SIGN_BIT` negates). */
 export const SIGN_BIT: number = SIGN;
 /** The canonical NaN bits. */
@@ -165,15 +240,19 @@ fn key_bits(k: u32) -> u32 { if ((k & SIGN) != 0u) { return k ^ SIGN; } return ~
 /**
  * Every WGSL helper a scaled-format kernel may call: `quantize_bits`
  * (element.ts), `f32_mul_bits` / `f32_recip_bits` (exact.ts), `philox_word`,
- * and the helpers of this module.
+ * and the helpers of this module (including {@link AXIS_WGSL}).
  */
-export const SCALED_WGSL: string = ELEMENT_WGSL + EXACT_WGSL + PHILOX_WGSL + HELPERS_WGSL;
+export const SCALED_WGSL: string = ELEMENT_WGSL + EXACT_WGSL + PHILOX_WGSL + HELPERS_WGSL + AXIS_WGSL;
 
 /**
- * Which values share a scale: element `i` (row-major) uses scale
+ * Which values share a scale. With `stride` = 1 (per tensor, per channel,
+ * groups along the last axis): element `i` (row-major) uses scale
  * `floor(i / inner) % channels`, and the members of scale `c` are
- * `o·channels·inner + c·inner + j` for o < outer, j < inner, below `n`
- * (so a last, shorter block is allowed).
+ * `o·channels·inner + c·inner + j` for o < outer, j < inner, below `n` (so a
+ * last, shorter block is allowed). Groups along another axis have `stride` >
+ * 1 (outer = 1): group `c` holds the `inner` values
+ * `blockBase(c, inner, stride) + k·stride`, k < inner (see the module doc).
+ * Both cases: scale of `i` = `(floor(i / (inner·stride))·stride + i % stride) % channels`.
  */
 export interface Layout {
   /** Number of values. */
@@ -182,18 +261,29 @@ export interface Layout {
   readonly outer: number;
   /** Number of scales. */
   readonly channels: number;
-  /** Consecutive values sharing a scale (the dimensions after a channel axis, or the group size). */
+  /** Values sharing a scale (the dimensions after a channel axis, or the group size). */
   readonly inner: number;
+  /** Distance between consecutive members of a group: the product of the dimensions after its axis (1: adjacent). */
+  readonly stride: number;
+  /** Length of the axis groups run along (orders the stochastic draws, see {@link drawIndex}); max(n, 1) when stride = 1. */
+  readonly run: number;
   /** Shape of the scales tensor. */
   readonly scaleShape: readonly number[];
 }
 
 const fmtShape = (shape: readonly number[]) => `[${shape.join(",")}]`;
 
-/** The {@link Layout} of `granularity` on `shape`; throws naming `what`, the shape and the granularity when it does not fit. */
-export function layoutOf(shape: readonly number[], granularity: Granularity, what: string): Layout {
+/**
+ * The {@link Layout} of `granularity` on `shape`, with groups along `axis`
+ * (default -1, the last; ignored by `tensor` and `channel:AXIS`, whose scales
+ * do not run along an axis); throws naming `what`, the shape and the
+ * granularity or axis when it does not fit.
+ */
+export function layoutOf(shape: readonly number[], granularity: Granularity, what: string, axis?: number): Layout {
   const n = shape.reduce((a, b) => a * b, 1);
-  if (granularity.kind === "tensor") return { n, outer: 1, channels: 1, inner: n, scaleShape: [1] };
+  const run = Math.max(1, n);
+  if (axis !== undefined && shape.length > 0) resolveAxis(what, shape, axis);
+  if (granularity.kind === "tensor") return { n, outer: 1, channels: 1, inner: n, stride: 1, run, scaleShape: [1] };
   if (granularity.kind === "channel") {
     const axis = granularity.axis < 0 ? granularity.axis + shape.length : granularity.axis;
     if (!Number.isInteger(axis) || axis < 0 || axis >= shape.length) {
@@ -201,23 +291,33 @@ export function layoutOf(shape: readonly number[], granularity: Granularity, wha
     }
     const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
     const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
-    return { n, outer, channels: shape[axis], inner, scaleShape: [shape[axis]] };
+    return { n, outer, channels: shape[axis], inner, stride: 1, run, scaleShape: [shape[axis]] };
   }
-  const g = granularity.size, last = shape[shape.length - 1];
-  if (shape.length === 0 || !Number.isInteger(g) || g < 1 || last % g !== 0) {
+  const g = granularity.size;
+  const a = shape.length === 0 ? -1 : resolveAxis(what, shape, axis);
+  if (a < 0 || !Number.isInteger(g) || g < 1 || shape[a] % g !== 0) {
     throw new Error(
-      `${what}: group size ${g} must divide the last dimension of shape ${
-        fmtShape(shape)
-      } (groups run along the last axis)`,
+      `${what}: group size ${g} must divide dimension ${a} of shape ${fmtShape(shape)} (groups run along axis ${
+        axis ?? -1
+      })`,
     );
   }
-  return { n, outer: 1, channels: n / g, inner: g, scaleShape: [...shape.slice(0, -1), last / g] };
+  const stride = strideOf(shape, a);
+  return {
+    n,
+    outer: 1,
+    channels: n / g,
+    inner: g,
+    stride,
+    run: stride === 1 ? run : shape[a],
+    scaleShape: blockScaleShape(shape, g, a),
+  };
 }
 
 /** Blocks of `size` consecutive values over `n` values, the last one possibly shorter. */
 export function blockLayout(n: number, size: number): Layout {
   const channels = Math.ceil(n / size);
-  return { n, outer: 1, channels, inner: size, scaleShape: [channels] };
+  return { n, outer: 1, channels, inner: size, stride: 1, run: Math.max(1, n), scaleShape: [channels] };
 }
 
 /** The text form of a granularity (as `parseGranularity` reads it). */
@@ -248,17 +348,18 @@ export interface Ranges {
 /** Values one item of the first reduction pass covers. */
 const CHUNK = 256;
 
-/** Range of one (scale, chunk) pair: params [n, channels, inner, members, chunk, chunks]. */
+/** Range of one (scale, chunk) pair: params [n, channels, inner, members, chunk, chunks, stride]. */
 const RANGE_PARTIAL: WordKernel = {
   name: "lowp_range_partial",
   inputs: 1,
   outputs: 3,
   cpu: (t, [x], [hi, lo, am], p) => {
-    const [n, channels, inner, members, chunk, chunks] = p;
+    const [n, channels, inner, members, chunk, chunks, stride] = p;
     const c = Math.floor(t / chunks), k0 = (t % chunks) * chunk, k1 = Math.min(members, k0 + chunk);
+    const first = blockBase(c, inner, stride);
     let h = SIGN, l = SIGN, a = 0;
     for (let k = k0; k < k1; k++) {
-      const pos = Math.floor(k / inner) * channels * inner + c * inner + (k % inner);
+      const pos = Math.floor(k / inner) * channels * inner + first + (k % inner) * stride;
       if (pos >= n) break; // positions grow with k
       const key = orderKey(x[pos]);
       h = Math.max(h, key);
@@ -269,9 +370,10 @@ const RANGE_PARTIAL: WordKernel = {
   },
   wgslHelpers: SCALED_WGSL,
   wgsl: `  let c = i / Q(5u); let k0 = (i % Q(5u)) * Q(4u); let k1 = min(Q(3u), k0 + Q(4u));
+  let first = block_base(c, Q(2u), Q(6u));
   var h = SIGN; var l = SIGN; var a = 0u;
   for (var k = k0; k < k1; k++) {
-    let pos = (k / Q(2u)) * Q(1u) * Q(2u) + c * Q(2u) + k % Q(2u);
+    let pos = (k / Q(2u)) * Q(1u) * Q(2u) + first + (k % Q(2u)) * Q(6u);
     if (pos >= Q(0u)) { break; }
     let key = order_key(in0[pos]);
     h = max(h, key); l = min(l, key); a = max(a, in0[pos] & 0x7fffffffu);
@@ -310,7 +412,7 @@ export function reduceRanges(backend: Backend, x: Storage, layout: Layout): Rang
   const chunks = Math.max(1, Math.ceil(members / CHUNK));
   const alloc = (k: number) => [backend.alloc(k), backend.alloc(k), backend.alloc(k)];
   const partial = alloc(layout.channels * chunks);
-  const params = [layout.n, layout.channels, layout.inner, members, CHUNK, chunks];
+  const params = [layout.n, layout.channels, layout.inner, members, CHUNK, chunks, layout.stride];
   backend.runWords(RANGE_PARTIAL, [x], partial, layout.channels * chunks, params);
   if (chunks === 1) return { hi: partial[0], lo: partial[1], amax: partial[2] };
   const out = alloc(layout.channels);

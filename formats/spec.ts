@@ -12,7 +12,14 @@
 import type { Tensor } from "@lowp/core";
 import type { Rounding } from "./element.ts";
 
-/** Which values share a scale. Block formats fix their own block and accept only their default. */
+/**
+ * Which values share a scale. Block formats fix their own block and accept only their default.
+ * - `tensor`: one scale for the whole tensor;
+ * - `channel`: one scale per index of `axis` (negative counts from the end), shared by every value with
+ *   that index, i.e. reduced over all the other axes (`channel:1` of a `W[in, out]` weight: one scale per
+ *   output column); {@link QuantizeOptions.axis} does not apply;
+ * - `group`: groups of `size` values along {@link QuantizeOptions.axis} (default the last axis).
+ */
 export type Granularity =
   | { readonly kind: "tensor" }
   | { readonly kind: "channel"; readonly axis: number }
@@ -37,6 +44,18 @@ export interface QuantizeOptions {
   readonly saturate?: boolean;
   /** Scale sharing for scaled formats (INT-k, plain element formats with a scale); block formats fix theirs. */
   readonly granularity?: Granularity;
+  /**
+   * The axis blocks and groups run along (default -1, the last; negative counts from the end): block
+   * formats (MX, NVFP4, NF4) and `group:G` granularity. Along axis a, a block holds values `stride` apart
+   * (the product of the dimensions after a), the scales have the shape of the tensor with `shape[a]`
+   * divided by the block size (row-major; NF4 stores them flat in that order), and `meta.axis` of the
+   * {@link Quantized} record keeps a. The bits equal those of moving a last, quantizing along the last axis
+   * and moving it back, stochastic rounding included: its draws follow that order (`drawIndex` in
+   * scaling.ts), which along the last axis is the flat index. Formats without blocks (per-tensor,
+   * per-channel, plain element and scale formats, Flexpoint) check it is in range and otherwise ignore it.
+   * An axis out of range throws naming the format, the shape and the axis.
+   */
+  readonly axis?: number;
   /** Philox key for stochastic rounding: seed (default 0). */
   readonly seed?: number;
   /** Philox stream (default 0). */

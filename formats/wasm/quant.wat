@@ -364,6 +364,66 @@
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $block))))
 
+  ;; out[c·rows + r] = in[r·cols + c] for a `rows` × `cols` matrix of 32-bit words (host_quant.ts stages
+  ;; blocks along a non-last axis through it): 4 × 4 tiles by shuffles, the last rows mod 4 rows and
+  ;; cols mod 4 columns one word at a time. Words move as integers, so every NaN payload survives.
+  (func (export "transpose") (param $in i32) (param $out i32) (param $rows i32) (param $cols i32)
+    (local $r i32) (local $c i32) (local $wide i32) (local $tall i32) (local $src i32) (local $dst i32) (local $pitch i32)
+    (local $step i32) (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+    (local.set $pitch (i32.shl (local.get $cols) (i32.const 2)))
+    (local.set $step (i32.shl (local.get $rows) (i32.const 2)))
+    (local.set $wide (i32.and (local.get $cols) (i32.const -4)))
+    (local.set $tall (i32.and (local.get $rows) (i32.const -4)))
+    (block $done
+      (loop $row
+        (br_if $done (i32.ge_u (local.get $r) (local.get $tall)))
+        (local.set $c (i32.const 0))
+        (block $end
+          (loop $tile
+            (br_if $end (i32.ge_u (local.get $c) (local.get $wide)))
+            (local.set $src
+              (i32.add (local.get $in) (i32.shl (i32.add (i32.mul (local.get $r) (local.get $cols)) (local.get $c)) (i32.const 2))))
+            (local.set $a0 (v128.load (local.get $src)))
+            (local.set $a1 (v128.load (i32.add (local.get $src) (local.get $pitch))))
+            (local.set $a2 (v128.load (i32.add (local.get $src) (i32.shl (local.get $pitch) (i32.const 1)))))
+            (local.set $a3 (v128.load (i32.add (local.get $src) (i32.mul (local.get $pitch) (i32.const 3)))))
+            (local.set $t0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a0) (local.get $a1)))
+            (local.set $t1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a0) (local.get $a1)))
+            (local.set $t2 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a2) (local.get $a3)))
+            (local.set $t3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a2) (local.get $a3)))
+            (local.set $dst
+              (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $c) (local.get $rows)) (local.get $r)) (i32.const 2))))
+            (v128.store (local.get $dst)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t0) (local.get $t2)))
+            (v128.store (i32.add (local.get $dst) (local.get $step))
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t0) (local.get $t2)))
+            (v128.store (i32.add (local.get $dst) (i32.shl (local.get $step) (i32.const 1)))
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t1) (local.get $t3)))
+            (v128.store (i32.add (local.get $dst) (i32.mul (local.get $step) (i32.const 3)))
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t1) (local.get $t3)))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (br $tile)))
+        (local.set $r (i32.add (local.get $r) (i32.const 4)))
+        (br $row)))
+    ;; the words outside the whole tiles: columns from $wide in the tiled rows, every column below them
+    (local.set $r (i32.const 0))
+    (block $done
+      (loop $row
+        (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $c (select (local.get $wide) (i32.const 0) (i32.lt_u (local.get $r) (local.get $tall))))
+        (block $end
+          (loop $col
+            (br_if $end (i32.ge_u (local.get $c) (local.get $cols)))
+            (i32.store
+              (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $c) (local.get $rows)) (local.get $r)) (i32.const 2)))
+              (i32.load
+                (i32.add (local.get $in) (i32.shl (i32.add (i32.mul (local.get $r) (local.get $cols)) (local.get $c)) (i32.const 2)))))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $col)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $row))))
+
   ;; Philox-4x32-10 (kernels/philox.ts): words offset … offset + count − 1 (offset = hi·2^32 + lo) of the
   ;; stream keyed (seed, stream) to $out; word w is lane w & 3 of the block with counter (w >> 2, 0, 0).
   (func (export "philox") (param $out i32) (param $count i32) (param $seed i32) (param $stream i32)
