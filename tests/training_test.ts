@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type Backend, backward, cpuBackend, GPT, tensor, tidy, useBackend } from "@lowp/core";
-import { AdamW, clipGradNorm } from "@lowp/optim";
+import { AdamW, trainStep } from "@lowp/optim";
 import { buildModel, type Corpus, type LMRecipe, loadCorpus, trainLM, unigramBaseline } from "@lowp/recipes";
 import { gpuBackendOrSkip } from "./helpers.ts";
 import { smallRecipe } from "./recipe_fixture.ts";
@@ -47,14 +47,7 @@ for (const name of ["cpu", "webgpu"] as const) {
       const model = buildModel(r);
       const opt = new AdamW(model.namedParameters());
       const x = tensor(new Int32Array(2 * 8).fill(3), { shape: [2, 8] }).keep();
-      const step = () =>
-        tidy(() => {
-          const loss = model.loss(x, x);
-          backward(loss);
-          clipGradNorm(model.parameters(), 1);
-          opt.step(1e-3);
-          model.zeroGrad();
-        });
+      const step = () => trainStep({ model, optimizer: opt, inputs: x, targets: x, lr: 1e-3, gradClip: 1 }).dispose();
       step(); // creates optimizer state and cached constants
       const before = b!.liveCount();
       for (let i = 0; i < 200; i++) step();
