@@ -145,10 +145,11 @@ const GIVEN = new WeakMap<object, ReadonlySet<string>>();
 /**
  * The dotted keys (`train.warmup`, `data`, ...) that the file or an override set for a recipe returned by
  * {@link parseRecipe}, as opposed to defaults: lets a derived default (e.g. a warm-up scaled to a short run)
- * apply only where the user said nothing. Empty for objects not made by `parseRecipe`.
+ * apply only where the user said nothing. Undefined for objects not made by `parseRecipe` (every key counts
+ * as given).
  */
-export function givenKeys(recipe: object): ReadonlySet<string> {
-  return GIVEN.get(recipe) ?? new Set();
+export function givenKeys(recipe: object): ReadonlySet<string> | undefined {
+  return GIVEN.get(recipe);
 }
 
 function parseYaml(text: string, file: string): { doc: Document.Parsed; lc: LineCounter } {

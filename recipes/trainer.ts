@@ -91,6 +91,7 @@ export async function evaluate(model: GPT, r: LMRecipe, val: Uint8Array): Promis
     const { inputs, targets } = sampleBatch(val, r.train.batch_size, r.model.context, r.seed, VAL_STREAM, i);
     const shape = [r.train.batch_size, r.model.context];
     losses.push(noGrad(() => tidy(() => model.loss(tensor(inputs, { shape }), tensor(targets, { shape })))));
+    await nextEventTurn(); // a second Ctrl-C during a long evaluation aborts at once
   }
   let total = 0;
   for (const l of losses) {
@@ -156,6 +157,9 @@ async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe): Pr
   opt.load(state, Number(metadata.optimizer_steps ?? metadata.step));
   const step = Number(metadata.step);
   if (!Number.isInteger(step)) throw new Error(`${path}: checkpoint metadata has no integer 'step'`);
+  if (step > r.train.steps) {
+    throw new Error(`${path}: checkpoint is at step ${step}, past train.steps (${r.train.steps})`);
+  }
   return { step, seconds: Number(metadata.seconds ?? 0) || 0 };
 }
 
