@@ -20,11 +20,11 @@ export class ConfigError extends Error {
 }
 
 /** An integer key, optionally bounded. */
-export type IntSpec = { type: "int"; default?: number; min?: number; max?: number; doc: string };
+export type IntField = { type: "int"; default?: number; min?: number; max?: number; doc: string };
 /** A number key, optionally bounded. */
-export type NumberSpec = { type: "number"; default?: number; min?: number; max?: number; doc: string };
+export type NumberField = { type: "number"; default?: number; min?: number; max?: number; doc: string };
 /** A string key, optionally one of `choices` or checked by `check`. */
-export type StringSpec = {
+export type StringField = {
   type: "string";
   default?: string;
   choices?: readonly string[];
@@ -33,25 +33,25 @@ export type StringSpec = {
   doc: string;
 };
 /** A true/false key. */
-export type BoolSpec = { type: "bool"; default?: boolean; doc: string };
+export type BoolField = { type: "bool"; default?: boolean; doc: string };
 /** A single value. */
-export type LeafSpec = IntSpec | NumberSpec | StringSpec | BoolSpec;
+export type LeafField = IntField | NumberField | StringField | BoolField;
 /** A nested mapping of named keys. */
-export type SectionSpec = { type: "section"; fields: Record<string, FieldSpec>; doc: string };
+export type SectionField = { type: "section"; fields: Record<string, FieldSpec>; doc: string };
 /** A YAML list whose items are values of one leaf type (`[1, 2]` or one `- item` per line); default: required. */
-export type ListSpec = { type: "list"; of: LeafSpec; default?: readonly (number | string | boolean)[]; doc: string };
+export type ListField = { type: "list"; of: LeafField; default?: readonly (number | string | boolean)[]; doc: string };
 /**
  * A mapping from free-form string keys (e.g. module-name patterns such as `transformer.h.*.mlp.*`) to a leaf
  * value or a section; default: empty. `checkKey` returns why a key is wrong, or null.
  */
-export type MapSpec = {
+export type MapField = {
   type: "map";
-  of: LeafSpec | SectionSpec;
+  of: LeafField | SectionField;
   checkKey?: (key: string) => string | null;
   doc: string;
 };
 /** A field spec: type plus default plus constraints. A leaf or list field without `default` is required. */
-export type FieldSpec = LeafSpec | SectionSpec | ListSpec | MapSpec;
+export type FieldSpec = LeafField | SectionField | ListField | MapField;
 
 /** The top-level fields of a recipe. */
 export type Schema = Record<string, FieldSpec>;
@@ -73,7 +73,7 @@ export type ValueOf<F> = F extends { type: "int" | "number" } ? number
  */
 export type RecipeOf<S> = { -readonly [K in keyof S]: ValueOf<S[K]> };
 
-type Leaf = LeafSpec;
+type Leaf = LeafField;
 
 /** Levenshtein distance between two keys. */
 function editDistance(a: string, b: string): number {
@@ -182,7 +182,13 @@ class Reader {
   }
 
   /** The value of a non-leaf field from its node (`null`: absent or empty); leaves are read by the caller. */
-  value(spec: SectionSpec | ListSpec | MapSpec, raw: unknown, path: string, line: number, loc: unknown = raw): unknown {
+  value(
+    spec: SectionField | ListField | MapField,
+    raw: unknown,
+    path: string,
+    line: number,
+    loc: unknown = raw,
+  ): unknown {
     const node = this.resolve(raw);
     const empty = node === null || (isScalar(node) && node.value === null);
     if (spec.type === "section") {
@@ -321,7 +327,7 @@ export function parseRecipe(
       const parsed = parseYaml(text, where).doc;
       if (parsed.errors.length) throw new ConfigError(`${where}: not valid YAML: ${parsed.errors[0].message}`);
       const reader = new Reader(parsed, () => `${file}: override `, () => 1, new Set());
-      typed.set(key, reader.value(spec as ListSpec | MapSpec, parsed.contents, key, 1));
+      typed.set(key, reader.value(spec as ListField | MapField, parsed.contents, key, 1));
     }
     given.add(key);
   }

@@ -1,11 +1,15 @@
 /**
  * `deno task train <recipe.yaml> [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]`
  *
- * Runs an LM recipe and writes a run folder: `config.json` (the resolved
- * recipe plus backend, adapter and data source), `metrics.jsonl` (appended as
- * the run goes), `checkpoint.safetensors` (model + optimizer state, atomic
- * writes), `loss.svg` and `summary.json`. Ctrl-C stops at the next step
- * boundary after writing a checkpoint; `--resume` continues bit-exactly.
+ * Runs a recipe (the trainer its `kind:` selects; `lm` is the only kind so
+ * far) and writes a run folder: `config.json` (the resolved recipe plus
+ * backend, adapter and data source), `metrics.jsonl` (appended as the run
+ * goes), `checkpoint.safetensors` (model + optimizer state, atomic writes),
+ * `loss.svg` and `summary.json`. Ctrl-C stops at the next step boundary after
+ * writing a checkpoint, a second Ctrl-C aborts. `--resume RUN_DIR` continues
+ * bit-exactly, with the recipe from the run folder when none is given (its
+ * newest `config.resumed-*.json`, else `config.json`); the metrics, plot and
+ * summary then cover the whole run.
  *
  * @module
  */
