@@ -65,7 +65,7 @@ function upload(x: Tensor | Int32Array, shape: readonly number[] | undefined, wh
  * ```ts
  * import { GPT } from "@lowp/core";
  * import { AdamW, trainStep } from "@lowp/optim";
- * const model = new GPT({ vocabSize: 16, contextLength: 4, dModel: 8, nLayers: 1, nHeads: 2 });
+ * const model = new GPT({ vocabSize: 16, contextLength: 4, dModel: 8, nLayers: 1, nHeads: 2 }, { seed: 0 });
  * const optimizer = new AdamW(model.namedParameters());
  * const ids = Int32Array.from([1, 2, 3, 4]);
  * const loss = trainStep({ model, optimizer, inputs: ids, targets: ids, shape: [1, 4], lr: 1e-3, gradClip: 1 });
