@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { type Backend, backward, GPT, tensor, tidy } from "@lowp/core";
-import { AdamW, gradClip } from "@lowp/optim";
+import { type Backend, GPT } from "@lowp/core";
+import { AdamW, trainStep } from "@lowp/optim";
 
 /** The benchmarked architecture (shared with the PyTorch peer in peers.py). */
 export const TINY_GPT = { vocab: 256, dModel: 128, nLayers: 4, nHeads: 4, context: 64, batch: 16 } as const;
@@ -62,13 +62,7 @@ export async function benchGptStep(backend: Backend, timing: StepTiming): Promis
   const ctx = (backend as Backend & { context?: { dispatchCount: number } }).context;
   try {
     const step = ({ x, y }: { x: Int32Array; y: Int32Array }) =>
-      tidy(() => {
-        const loss = model.loss(tensor(x, { shape }), tensor(y, { shape }));
-        backward(loss);
-        opt.step(TINY_OPT.lr, { gradScale: gradClip(model.parameters(), TINY_OPT.clip).scale });
-        model.zeroGrad();
-        return loss;
-      });
+      trainStep({ model, optimizer: opt, inputs: x, targets: y, shape, lr: TINY_OPT.lr, gradClip: TINY_OPT.clip });
     let warmS = 0;
     for (let i = 0; i < 2; i++) {
       const t0 = performance.now();

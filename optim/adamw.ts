@@ -11,6 +11,7 @@ import {
   checkGradScale,
   decayMatrices,
   type DecayRule,
+  loadSlot,
   namedParams,
   type Optimizer,
   type ParamList,
@@ -67,12 +68,12 @@ export class AdamW implements Optimizer {
     ]);
   }
   /** Restores moments saved by {@link AdamW.state} and the step count. */
-  load(state: Map<string, Tensor>, steps: number): void {
+  load(state: ReadonlyMap<string, Tensor>, steps: number): void {
     for (const [n, p] of this.#params) {
       const m = state.get(`${n}/exp_avg`), v = state.get(`${n}/exp_avg_sq`);
       if (!m || !v) continue;
-      (this.#m.get(p) ?? this.#m.set(p, stateLike(p)).get(p)!).assign(m);
-      (this.#v.get(p) ?? this.#v.set(p, stateLike(p)).get(p)!).assign(v);
+      loadSlot(this.#m, p, m, `${n}/exp_avg`);
+      loadSlot(this.#v, p, v, `${n}/exp_avg_sq`);
     }
     this.#steps = steps;
   }

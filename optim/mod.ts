@@ -10,4 +10,5 @@ export * from "./sgd.ts";
 export * from "./adamw.ts";
 export * from "./clip.ts";
 export * from "./schedule.ts";
+export * from "./train_step.ts";
 export * from "./adamw_kernel.ts";

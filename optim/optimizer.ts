@@ -40,8 +40,21 @@ export interface Optimizer {
   step(lr: number, opts?: StepOptions): void;
   /** Number of steps taken. */
   readonly steps: number;
-  /** State tensors by `name/slot`, for checkpoints. */
+  /** State tensors by `name/slot`, for checkpoints (empty when the optimizer keeps none, e.g. plain SGD). */
   state(): [string, Tensor][];
+  /**
+   * Restores what {@link Optimizer.state} returned (matched by name; parameters without saved state start
+   * fresh) and the step count, so that the next `step` continues the saved run bit for bit.
+   */
+  load(state: ReadonlyMap<string, Tensor>, steps: number): void;
+}
+
+/** Copies `saved` into the state tensor of `p` in `slots`, creating it first; shapes must match. */
+export function loadSlot(slots: Map<Tensor, Tensor>, p: Tensor, saved: Tensor, name: string): void {
+  if (saved.shape.join() !== p.shape.join()) {
+    throw new Error(`optimizer state ${name}: shape [${saved.shape}] does not match the parameter's [${p.shape}]`);
+  }
+  (slots.get(p) ?? slots.set(p, stateLike(p)).get(p)!).assign(saved);
 }
 
 /** Throws unless `scale` (when given) is a 1-element f32 tensor. */

@@ -9,6 +9,7 @@ import {
   checkGradScale,
   decayMatrices,
   type DecayRule,
+  loadSlot,
   namedParams,
   type Optimizer,
   type ParamList,
@@ -64,6 +65,15 @@ export class SGD implements Optimizer {
       [n, p],
     ) => [`${n}/momentum`, this.#buffers.get(p)!]);
   }
+  /** Restores momentum buffers saved by {@link SGD.state} and the step count. */
+  load(state: ReadonlyMap<string, Tensor>, steps: number): void {
+    for (const [n, p] of this.#params) {
+      const saved = state.get(`${n}/momentum`);
+      if (saved) loadSlot(this.#buffers, p, saved, `${n}/momentum`);
+    }
+    this.#steps = steps;
+  }
+
   /** One update with learning rate `lr`; gradients are multiplied by `opts.gradScale` first when given. */
   step(lr: number, opts: StepOptions = {}): void {
     const { momentum = 0, nesterov = false, weightDecay = 0, decay = decayMatrices } = this.opts;

@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { ConfigError, describeSchema, loadRecipe, parseRecipe, type Schema } from "./config.ts";
+import {
+  ConfigError,
+  describeSchema,
+  givenKeys,
+  loadRecipe,
+  parseRecipe,
+  recipeKind,
+  type RecipeOf,
+  type Schema,
+} from "./config.ts";
 
 const schema: Schema = {
   name: { type: "string", doc: "Run name." },
@@ -168,4 +177,149 @@ Deno.test("a string field's check reports its reason with the key and line", () 
     (e: unknown) => e instanceof ConfigError && e.message === `${FILE}:2: quant: unknown format 'int9'`,
   );
   assert.equal(parseRecipe("quant: e5m2\n", checked, FILE).quant, "e5m2");
+});
+
+/** A per-layer precision setting, as a test of map and list fields (not part of the LM schema). */
+const PRECISION_SCHEMA = {
+  name: { type: "string", default: "p", doc: "Run name." },
+  layers: { type: "list", of: { type: "int", min: 0, doc: "A block index." }, default: [0], doc: "Blocks to train." },
+  tags: { type: "list", of: { type: "string", choices: ["a", "b"], doc: "A tag." }, doc: "Required tags." },
+  precision: {
+    type: "map",
+    doc: "Per-layer settings by module-name pattern.",
+    checkKey: (k) => (/^[\w.*]+$/.test(k) ? null : `'${k}' is not a module-name pattern (letters, digits, _, ., *)`),
+    of: {
+      type: "section",
+      doc: "Settings of the matching layers.",
+      fields: {
+        format: { type: "string", default: "bf16", choices: ["e4m3", "e5m2", "bf16"], doc: "Number format." },
+        block: { type: "int", default: 32, min: 1, doc: "Block size." },
+      },
+    },
+  },
+  scales: { type: "map", of: { type: "number", min: 0, doc: "A factor." }, doc: "Factor per name." },
+} as const satisfies Schema;
+
+const PRECISION_YAML = `name: run
+tags: [a, b]
+precision:
+  "transformer.h.*.mlp.*": {format: e4m3}
+  transformer.h.0.attn.c_attn:
+    format: e5m2
+    block: 16
+scales:
+  wte: 0.5
+`;
+
+function failsWith(schema: Schema, text: string, want: string, overrides?: Record<string, string>): void {
+  assert.throws(() => parseRecipe(text, schema, FILE, overrides), (e: unknown) => {
+    assert.ok(e instanceof ConfigError, `expected ConfigError, got ${e}`);
+    assert.equal(e.message, want);
+    return true;
+  });
+}
+
+Deno.test("list and map fields: values, per-entry defaults, and a type derived from the schema", () => {
+  const r = parseRecipe(PRECISION_YAML, PRECISION_SCHEMA, FILE) as RecipeOf<typeof PRECISION_SCHEMA>;
+  assert.deepEqual(r.tags, ["a", "b"]);
+  assert.deepEqual(r.layers, [0], "list default");
+  assert.deepEqual(r.precision, {
+    "transformer.h.*.mlp.*": { format: "e4m3", block: 32 },
+    "transformer.h.0.attn.c_attn": { format: "e5m2", block: 16 },
+  });
+  assert.deepEqual(r.scales, { wte: 0.5 });
+  assert.deepEqual(parseRecipe("tags:\n  - b\n", PRECISION_SCHEMA, FILE).precision, {}, "a map defaults to empty");
+  // Compile-time checks of RecipeOf: literal unions from choices, arrays, records of sections.
+  const format: "e4m3" | "e5m2" | "bf16" = r.precision["x"]?.format ?? "bf16";
+  const layers: number[] = r.layers;
+  const name: string = r.name;
+  assert.ok(format && layers && name);
+});
+
+Deno.test("list and map fields: each bad entry names its own line and key", () => {
+  const s = PRECISION_SCHEMA;
+  failsWith(s, "tags: [a, c]\n", `${FILE}:1: tags[1]: expected one of 'a', 'b', got 'c'`);
+  failsWith(s, "tags:\n  - a\n  - 7\n", `${FILE}:3: tags[1]: expected a string, got 7`);
+  failsWith(s, "tags: [a]\nlayers: [1, -2]\n", `${FILE}:2: layers[1]: expected an integer >= 0, got -2`);
+  failsWith(s, "tags: [a]\nlayers: 3\n", `${FILE}:2: layers: expected a list of int values`);
+  failsWith(s, "tags: [a, [b]]\n", `${FILE}:1: tags[1]: expected a single value, got a list`);
+  failsWith(s, "name: x\n", `${FILE}:1: missing required key 'tags'`);
+  const entry = 'precision["transformer.h.0.attn.c_attn"]';
+  failsWith(
+    s,
+    PRECISION_YAML.replace("block: 16", "block: 0"),
+    `${FILE}:7: ${entry}.block: expected an integer >= 1, got 0`,
+  );
+  failsWith(
+    s,
+    PRECISION_YAML.replace("format: e5m2", "fromat: e5m2"),
+    `${FILE}:6: ${entry}.fromat: unknown key (did you mean 'format'?); allowed keys: format, block`,
+  );
+  failsWith(
+    s,
+    PRECISION_YAML.replace("{format: e4m3}", "{format: e4m4}"),
+    `${FILE}:4: precision["transformer.h.*.mlp.*"].format: expected one of 'e4m3', 'e5m2', 'bf16', got 'e4m4'`,
+  );
+  failsWith(
+    s,
+    PRECISION_YAML + "  wte: 2\n",
+    `${FILE}:10: scales["wte"]: duplicate key (first set on line 9)`,
+  );
+  failsWith(
+    s,
+    PRECISION_YAML.replace("transformer.h.0.attn.c_attn:", "h 0:"),
+    `${FILE}:5: precision["h 0"]: 'h 0' is not a module-name pattern (letters, digits, _, ., *)`,
+  );
+  failsWith(s, "tags: [a]\nprecision: [1]\n", `${FILE}:2: precision: expected a mapping of names to settings`);
+  failsWith(s, "tags: [a]\nprecision:\n  x: 3\n", `${FILE}:3: precision["x"]: expected a section (mapping)`);
+  failsWith(s, "tags: [a]\nscales:\n  wte: -1\n", `${FILE}:3: scales["wte"]: expected a number >= 0, got -1`);
+});
+
+Deno.test("list and map fields: --set takes YAML flow text and reports errors as overrides", () => {
+  const r = parseRecipe(PRECISION_YAML, PRECISION_SCHEMA, FILE, {
+    layers: "[2, 3]",
+    precision: '{"transformer.h.*": {block: 8}}',
+    "name": "q",
+  });
+  assert.deepEqual(r.layers, [2, 3]);
+  assert.deepEqual(r.precision, { "transformer.h.*": { format: "bf16", block: 8 } }, "an override replaces the map");
+  failsWith(PRECISION_SCHEMA, PRECISION_YAML, `${FILE}: override layers[0]: expected an integer >= 0, got -1`, {
+    layers: "[-1]",
+  });
+  failsWith(
+    PRECISION_SCHEMA,
+    PRECISION_YAML,
+    `${FILE}: override precision["h"].format: expected one of 'e4m3', 'e5m2', 'bf16', got 'x'`,
+    { precision: "{h: {format: x}}" },
+  );
+});
+
+Deno.test("givenKeys tells keys set by the file or an override from defaults", () => {
+  const r = parseRecipe("name: tiny\ntrain:\n  steps: 5\n", schema, FILE, { "train.lr": "0.1" });
+  const given = givenKeys(r)!;
+  assert.ok(given.has("train.steps") && given.has("train.lr") && given.has("name") && given.has("train"));
+  assert.ok(!given.has("train.compile") && !given.has("seed") && !given.has("model"));
+  assert.equal(givenKeys({}), undefined, "not parsed: unknown");
+});
+
+Deno.test("recipeKind: the kind key, its override, the default, and an unknown kind with its line", () => {
+  assert.equal(recipeKind("name: x\n", FILE, ["lm"]), "lm");
+  assert.equal(recipeKind("name: x\nkind: sft\n", FILE, ["lm", "sft"]), "sft");
+  assert.equal(recipeKind("kind: lm\n", FILE, ["lm", "sft"], { kind: "sft" }), "sft");
+  assert.throws(
+    () => recipeKind("name: x\n\nkind: grpo\n", FILE, ["lm"]),
+    (e: unknown) => e instanceof ConfigError && e.message === `${FILE}:3: kind: unknown kind 'grpo'; known kinds: lm`,
+  );
+  assert.throws(
+    () => recipeKind("name: x\n", FILE, ["lm"], { kind: "rl" }),
+    (e: unknown) =>
+      e instanceof ConfigError && e.message === `${FILE}: override kind: unknown kind 'rl'; known kinds: lm`,
+  );
+});
+
+Deno.test("describeSchema shows list and map fields", () => {
+  const text = describeSchema(PRECISION_SCHEMA);
+  assert.ok(text.includes("layers: list of int = [0]  Blocks to train."), text);
+  assert.ok(text.includes("precision: map of name -> settings = {}  Per-layer settings"), text);
+  assert.ok(text.includes('  <name>.format: string (e4m3 | e5m2 | bf16) = "bf16"  Number format.'), text);
 });

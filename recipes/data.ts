@@ -52,6 +52,8 @@ export interface CorpusOptions {
   corpus: string;
   /** Path for `file`. */
   path?: string;
+  /** Where `path` can be downloaded, named in the error when the file is missing. */
+  url?: string;
   /** Keep at most this many bytes (0: all). */
   maxBytes?: number;
   /** Fraction held out for validation. */
@@ -70,9 +72,12 @@ export async function loadCorpus(opts: CorpusOptions): Promise<Corpus> {
       text = await Deno.readTextFile(opts.path);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
+      const fetch = opts.url
+        ? `download it from ${opts.url} and pass --set data.path=<that file>`
+        : "point data.path at a text file";
       throw new Error(
-        `data.path '${opts.path}' does not exist (files under ../shared/data exist only on team machines; ` +
-          `use data.corpus: brown for a corpus the project installs itself)`,
+        `data.path '${opts.path}' does not exist: ${fetch} ` +
+          `(or use data.corpus: brown, a corpus the project installs itself)`,
       );
     }
     source = opts.path;

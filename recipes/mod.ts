@@ -7,6 +7,7 @@
 export * from "./config.ts";
 export * from "./progress.ts";
 export * from "./schema.ts";
+export * from "./kinds.ts";
 export * from "./data.ts";
 export * from "./trainer.ts";
 export * from "./plot.ts";

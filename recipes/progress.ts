@@ -17,6 +17,8 @@ export interface ProgressOptions {
   now?: () => number;
   /** Minimum milliseconds between printed lines (default 1000); the last step always prints. */
   everyMs?: number;
+  /** Steps done before the clock starts (a resumed run): the ETA counts only the steps done since. */
+  start?: number;
 }
 
 /** Formats whole seconds as "m:ss" or "h:mm:ss", e.g. 7 -> "0:07", 3723 -> "1:02:03"; "?" when not finite. */
@@ -55,6 +57,7 @@ export class Progress {
   #now: () => number;
   #everyMs: number;
   #start: number;
+  #startStep: number;
   #lastPrint: number;
 
   /** Starts the clock; the first line prints once `everyMs` has passed (or at the last step). */
@@ -64,6 +67,7 @@ export class Progress {
     this.#write = opts.write ?? writeStderr(opts.total);
     this.#now = opts.now ?? (() => performance.now());
     this.#everyMs = opts.everyMs ?? 1000;
+    this.#startStep = opts.start ?? 0;
     this.#start = this.#lastPrint = this.#now();
   }
 
@@ -75,11 +79,15 @@ export class Progress {
     this.#write(this.format(done, fields));
   }
 
-  /** Formats the line: "[label] step 40/200 (20.0%) | loss 2.3412 | 312 tok/s | elapsed 0:12 | ETA 0:48" — ETA from the average rate so far. */
+  /**
+   * Formats the line: "[label] step 40/200 (20.0%) | loss 2.3412 | 312 tok/s | elapsed 0:12 | ETA 0:48" — ETA
+   * from the average rate of the steps done since the clock started; elapsed is this part's time.
+   */
   format(done: number, fields: Record<string, number | string> = {}): string {
     const elapsed = (this.#now() - this.#start) / 1000;
     const pct = this.#total > 0 ? (100 * done / this.#total).toFixed(1) : "100.0";
-    const eta = done > 0 ? elapsed / done * Math.max(0, this.#total - done) : NaN;
+    const since = done - this.#startStep;
+    const eta = since > 0 ? elapsed / since * Math.max(0, this.#total - done) : NaN;
     const parts = [`${this.#label ? `[${this.#label}] ` : ""}step ${done}/${this.#total} (${pct}%)`];
     for (const [key, value] of Object.entries(fields)) {
       parts.push(key.includes("/") ? `${formatValue(value)} ${key}` : `${key} ${formatValue(value)}`);

@@ -58,3 +58,11 @@ Deno.test("update passes fields and everyMs 0 prints every step", () => {
   assert.equal(lines.length, 3);
   assert.equal(lines[1], "[tiny] step 2/3 (66.7%) | loss 1.5000 | elapsed 0:02 | ETA 0:01");
 });
+
+Deno.test("after a resume the ETA counts only the steps done since the clock started", () => {
+  const clock = { t: 0 };
+  const progress = new Progress({ total: 200, start: 150, write: () => {}, now: () => clock.t });
+  clock.t += 10_000; // 10 steps (150 -> 160) in 10 s -> 1 s/step -> 40 steps left take 40 s
+  assert.equal(progress.format(160), "step 160/200 (80.0%) | elapsed 0:10 | ETA 0:40");
+  assert.equal(progress.format(150), "step 150/200 (75.0%) | elapsed 0:10 | ETA ?");
+});

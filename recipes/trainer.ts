@@ -7,8 +7,8 @@
  *
  * @module
  */
-import { assignByName, backward, GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
-import { AdamW, cosineSchedule, gradClip, type Optimizer, SGD } from "@lowp/optim";
+import { assignByName, GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
+import { AdamW, cosineSchedule, type Optimizer, SGD, trainStep } from "@lowp/optim";
 import { type Corpus, sampleBatch, TRAIN_STREAM, VAL_STREAM } from "./data.ts";
 import type { LMRecipe } from "./schema.ts";
 
@@ -30,13 +30,18 @@ export interface MetricsRecord {
 export interface TrainHooks {
   /** Called with every metrics record (the CLI appends it to metrics.jsonl). */
   onMetrics?: (m: MetricsRecord) => void | Promise<void>;
+  /** Called once before the first step with the step the run starts at (0, or the checkpoint's step). */
+  onStart?: (step: number) => void | Promise<void>;
   /** Called after each step with the step count (progress display). */
   onStep?: (step: number, latest: MetricsRecord) => void;
   /** Checkpoint path; written atomically at `checkpoint_every` and at the end. */
   checkpointPath?: string;
   /** Resume from this checkpoint (model, optimizer state, step). */
   resumeFrom?: string;
-  /** Polled between steps; when it returns true the loop checkpoints and stops. */
+  /**
+   * Polled after every step; when it returns true the loop checkpoints and stops. When given, the loop lets the
+   * event loop run between steps (a signal handler can set the flag) at a cost of microseconds per step.
+   */
   shouldStop?: () => boolean;
 }
 
@@ -50,6 +55,8 @@ export interface TrainResult {
   finalValLoss: number;
   /** Steps completed (less than requested when stopped early). */
   steps: number;
+  /** Wall-clock seconds of the whole run: this part plus the parts before a resume (from the checkpoint). */
+  seconds: number;
 }
 
 /** Builds the GPT a recipe describes. */
@@ -69,7 +76,7 @@ export function buildModel(r: LMRecipe): GPT {
   }, { seed: r.seed });
 }
 
-function buildOptimizer(r: LMRecipe, model: GPT): Optimizer & { load?: AdamW["load"] } {
+function buildOptimizer(r: LMRecipe, model: GPT): Optimizer {
   const t = r.train;
   if (t.optimizer === "sgd") {
     return new SGD(model.namedParameters(), { momentum: t.momentum, weightDecay: t.weight_decay });
@@ -84,6 +91,7 @@ export async function evaluate(model: GPT, r: LMRecipe, val: Uint8Array): Promis
     const { inputs, targets } = sampleBatch(val, r.train.batch_size, r.model.context, r.seed, VAL_STREAM, i);
     const shape = [r.train.batch_size, r.model.context];
     losses.push(noGrad(() => tidy(() => model.loss(tensor(inputs, { shape }), tensor(targets, { shape })))));
+    await nextEventTurn(); // a second Ctrl-C during a long evaluation aborts at once
   }
   let total = 0;
   for (const l of losses) {
@@ -95,25 +103,77 @@ export async function evaluate(model: GPT, r: LMRecipe, val: Uint8Array): Promis
 
 const OPTIM_PREFIX = "optimizer.";
 
-async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, step: number): Promise<void> {
+/** Where a run stands when it is checkpointed. */
+interface RunPosition {
+  /** Steps completed. */
+  step: number;
+  /** Wall-clock seconds of the run so far (all parts). */
+  seconds: number;
+}
+
+async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, r: LMRecipe, at: RunPosition): Promise<void> {
   const state = opt.state().map(([n, t]) => [OPTIM_PREFIX + n, t] as const);
   await saveTensors(path, [...model.namedParameters(), ...state], {
-    step: String(step),
+    step: String(at.step),
+    optimizer: r.train.optimizer,
     optimizer_steps: String(opt.steps),
+    seconds: String(at.seconds),
   });
 }
 
-async function resume(path: string, model: GPT, opt: Optimizer & { load?: AdamW["load"] }): Promise<number> {
+/** One short line naming the first parameter the checkpoint lacks or shapes differently, or null when all fit. */
+function firstMismatch(params: [string, Tensor][], tensors: Map<string, Tensor>): string | null {
+  const problems: string[] = [];
+  for (const [name, p] of params) {
+    const t = tensors.get(name);
+    if (!t) problems.push(`${name} [${p.shape}] is missing from the checkpoint`);
+    else if (t.shape.join() !== p.shape.join()) {
+      problems.push(`${name} is [${t.shape}] in the checkpoint but [${p.shape}] in the recipe's model`);
+    }
+  }
+  const known = new Set(params.map(([n]) => n));
+  for (const name of tensors.keys()) {
+    if (!name.startsWith(OPTIM_PREFIX) && !known.has(name)) {
+      problems.push(`${name} [${tensors.get(name)!.shape}] is in the checkpoint but not in the recipe's model`);
+    }
+  }
+  if (!problems.length) return null;
+  return problems[0] + (problems.length > 1 ? ` (and ${problems.length - 1} more)` : "");
+}
+
+async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe): Promise<RunPosition> {
   const { tensors, metadata } = await loadTensors(path);
+  const mismatch = firstMismatch(model.namedParameters(), tensors);
+  if (mismatch) throw new Error(`${path}: checkpoint does not match the recipe's model: ${mismatch}`);
+  if (metadata.optimizer && metadata.optimizer !== r.train.optimizer) {
+    throw new Error(
+      `${path}: checkpoint was written by ${metadata.optimizer}, the recipe asks for ${r.train.optimizer}`,
+    );
+  }
   assignByName(model.namedParameters(), tensors, path, true);
   const state = new Map(
     [...tensors].filter(([n]) => n.startsWith(OPTIM_PREFIX)).map(([n, t]) => [n.slice(OPTIM_PREFIX.length), t]),
   );
-  if (!opt.load) throw new Error(`${path}: resuming is supported for the adamw optimizer only`);
   opt.load(state, Number(metadata.optimizer_steps ?? metadata.step));
   const step = Number(metadata.step);
   if (!Number.isInteger(step)) throw new Error(`${path}: checkpoint metadata has no integer 'step'`);
-  return step;
+  if (step > r.train.steps) {
+    throw new Error(`${path}: checkpoint is at step ${step}, past train.steps (${r.train.steps})`);
+  }
+  return { step, seconds: Number(metadata.seconds ?? 0) || 0 };
+}
+
+/** Lets pending events (a Ctrl-C handler) run; a message round trip, not a timer, so it costs microseconds. */
+function nextEventTurn(): Promise<void> {
+  const { port1, port2 } = new MessageChannel();
+  return new Promise<void>((resolve) => {
+    port1.onmessage = () => {
+      port1.close();
+      port2.close();
+      resolve();
+    };
+    port2.postMessage(null);
+  });
 }
 
 /**
@@ -131,21 +191,19 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
     metrics.push(m);
     await hooks.onMetrics?.(m);
   };
-  let step = hooks.resumeFrom ? await resume(hooks.resumeFrom, model, opt) : 0;
+  const started = performance.now();
+  const before = hooks.resumeFrom ? await resume(hooks.resumeFrom, model, opt, r) : { step: 0, seconds: 0 };
+  const seconds = () => before.seconds + (performance.now() - started) / 1000;
+  let step = before.step;
+  await hooks.onStart?.(step);
   let clock = performance.now(), tokensSince = 0;
   let latest: MetricsRecord = { step };
   while (step < t.steps) {
     if (hooks.shouldStop?.()) break;
     const lr = schedule(step);
     const { inputs, targets } = sampleBatch(corpus.train, t.batch_size, r.model.context, r.seed, TRAIN_STREAM, step);
-    const loss = tidy(() => {
-      const loss = model.loss(tensor(inputs, { shape }), tensor(targets, { shape }));
-      backward(loss);
-      // The clipping factor goes to the optimizer, which applies it inside its update (AdamW: in its kernel).
-      opt.step(lr, t.grad_clip > 0 ? { gradScale: gradClip(model.parameters(), t.grad_clip).scale } : {});
-      model.zeroGrad();
-      return loss;
-    });
+    const ctx = { step, training: true };
+    const loss = trainStep({ model, optimizer: opt, inputs, targets, shape, lr, gradClip: t.grad_clip, ctx });
     step++;
     tokensSince += inputs.length;
     if (step % t.log_every === 0 || step === t.steps) {
@@ -161,12 +219,15 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
       await emit({ step, val_loss: await evaluate(model, r, corpus.val) });
     }
     if (hooks.checkpointPath && t.checkpoint_every && step % t.checkpoint_every === 0) {
-      await saveCheckpoint(hooks.checkpointPath, model, opt, step);
+      await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: seconds() });
     }
     hooks.onStep?.(step, latest);
+    if (hooks.shouldStop) await nextEventTurn();
   }
   const finalValLoss = await evaluate(model, r, corpus.val);
-  await emit({ step, val_loss: finalValLoss });
-  if (hooks.checkpointPath) await saveCheckpoint(hooks.checkpointPath, model, opt, step);
-  return { model, metrics, finalValLoss, steps: step };
+  // Resuming a finished run takes no step: its final validation loss is already on record.
+  if (step !== before.step || !hooks.resumeFrom) await emit({ step, val_loss: finalValLoss });
+  const total = seconds();
+  if (hooks.checkpointPath) await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: total });
+  return { model, metrics, finalValLoss, steps: step, seconds: total };
 }

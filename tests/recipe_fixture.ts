@@ -4,11 +4,12 @@ import type { LMRecipe } from "@lowp/recipes";
 /** A CI-sized recipe: two small blocks on short byte windows. */
 export function smallRecipe(overrides: Partial<LMRecipe["train"]> = {}, seed = 0): LMRecipe {
   return {
+    kind: "lm",
     name: "test",
     seed,
     backend: "cpu",
     out_dir: "runs",
-    data: { corpus: "brown", path: "", max_bytes: 2_000_000, val_fraction: 0.05 },
+    data: { corpus: "brown", path: "", url: "", max_bytes: 2_000_000, val_fraction: 0.05 },
     model: {
       d_model: 48,
       n_layers: 2,

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type Backend, backward, cpuBackend, GPT, tensor, tidy, useBackend } from "@lowp/core";
-import { AdamW, clipGradNorm } from "@lowp/optim";
+import { AdamW, trainStep } from "@lowp/optim";
 import { buildModel, type Corpus, type LMRecipe, loadCorpus, trainLM, unigramBaseline } from "@lowp/recipes";
 import { gpuBackendOrSkip } from "./helpers.ts";
 import { smallRecipe } from "./recipe_fixture.ts";
@@ -47,14 +47,7 @@ for (const name of ["cpu", "webgpu"] as const) {
       const model = buildModel(r);
       const opt = new AdamW(model.namedParameters());
       const x = tensor(new Int32Array(2 * 8).fill(3), { shape: [2, 8] }).keep();
-      const step = () =>
-        tidy(() => {
-          const loss = model.loss(x, x);
-          backward(loss);
-          clipGradNorm(model.parameters(), 1);
-          opt.step(1e-3);
-          model.zeroGrad();
-        });
+      const step = () => trainStep({ model, optimizer: opt, inputs: x, targets: x, lr: 1e-3, gradClip: 1 }).dispose();
       step(); // creates optimizer state and cached constants
       const before = b!.liveCount();
       for (let i = 0; i < 200; i++) step();
@@ -78,23 +71,27 @@ Deno.test("learning: validation loss falls well below the unigram baseline on th
   assert.ok(finalValLoss < baseline - 0.3, `validation loss ${finalValLoss} should be < unigram ${baseline} - 0.3`);
 });
 
-Deno.test("resume: a run stopped at a checkpoint and resumed gives the same losses (cpu)", async () => {
-  await useBackend("cpu");
-  const dir = await Deno.makeTempDir();
-  try {
-    const r = recipe({ steps: 10, checkpoint_every: 5 });
-    const full = (await trainLM(r, await brown())).metrics.filter((m) => m.loss).map((m) => m.loss!);
-    let calls = 0;
-    const path = `${dir}/ckpt.safetensors`;
-    const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 5 });
-    assert.equal(first.steps, 5);
-    const rest = await trainLM(r, await brown(), { resumeFrom: path });
-    const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
-    assert.deepEqual(resumed, full);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+for (const optimizer of ["adamw", "sgd"] as const) {
+  Deno.test(`resume (${optimizer}): a run stopped at a checkpoint and resumed gives the same losses (cpu)`, async () => {
+    await useBackend("cpu");
+    const dir = await Deno.makeTempDir();
+    try {
+      const r = recipe({ steps: 10, checkpoint_every: 5, optimizer });
+      const straight = await trainLM(r, await brown());
+      const full = straight.metrics.filter((m) => m.loss).map((m) => m.loss!);
+      let calls = 0;
+      const path = `${dir}/ckpt.safetensors`;
+      const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 5 });
+      assert.equal(first.steps, 5);
+      const rest = await trainLM(r, await brown(), { resumeFrom: path });
+      const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
+      assert.deepEqual(resumed, full);
+      assert.equal(rest.finalValLoss, straight.finalValLoss);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("Llama-style GPT (RMSNorm, RoPE, SwiGLU): every parameter gets a gradient; CPU and WebGPU agree", async () => {
   const gpu = await gpuBackendOrSkip();
