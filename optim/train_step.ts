@@ -5,24 +5,16 @@
  *
  * @module
  */
-import { backward, type Tensor, tensor, tidy } from "@lowp/core";
+import { backward, type ForwardContext, type ParameterFilter, type Tensor, tensor, tidy } from "@lowp/core";
 import { gradClip } from "./clip.ts";
 import type { Optimizer } from "./optimizer.ts";
-
-/** What a step passes to the model's loss: the step index and whether it is training. */
-export interface StepContext {
-  /** 0-based index of the optimizer step being taken. */
-  step?: number;
-  /** True while training (dropout, stochastic rounding), false when evaluating. */
-  training?: boolean;
-}
 
 /** The part of a model that {@link trainStep} uses (a `GPT` is one). */
 export interface TrainableModel {
   /** Mean loss of `inputs` predicting `targets`, recorded for backward. */
-  loss(inputs: Tensor, targets: Tensor, ctx?: StepContext): Tensor;
-  /** The parameters as [name, tensor] pairs, in a fixed order. */
-  namedParameters(): [string, Tensor][];
+  loss(inputs: Tensor, targets: Tensor, ctx?: ForwardContext): Tensor;
+  /** The parameters as [name, tensor] pairs, in a fixed order; `{ trainable: true }` skips frozen ones. */
+  namedParameters(filter?: ParameterFilter): [string, Tensor][];
   /** Drops every parameter's gradient. */
   zeroGrad(): void;
 }
@@ -43,10 +35,10 @@ export interface TrainStepOptions {
   readonly lr: number;
   /** Clip the global gradient norm to this value (0 or absent: no clipping). */
   readonly gradClip?: number;
-  /** Parameters whose gradients the clip norm covers (default: every model parameter, in order). */
+  /** Parameters whose gradients the clip norm covers (default: every trainable model parameter, in order). */
   readonly params?: readonly Tensor[];
-  /** Passed to the model's loss. */
-  readonly ctx?: StepContext;
+  /** Passed to the model's loss (the step index, the seed of its random draws, training). */
+  readonly ctx?: ForwardContext;
 }
 
 function upload(x: Tensor | Int32Array, shape: readonly number[] | undefined, what: string): Tensor {
@@ -78,7 +70,7 @@ export function trainStep(o: TrainStepOptions): Tensor {
     const loss = o.model.loss(upload(o.inputs, o.shape, "inputs"), upload(o.targets, o.shape, "targets"), o.ctx);
     backward(loss);
     const clip = o.gradClip ?? 0;
-    const params = clip > 0 ? o.params ?? o.model.namedParameters().map(([, p]) => p) : [];
+    const params = clip > 0 ? o.params ?? o.model.namedParameters({ trainable: true }).map(([, p]) => p) : [];
     o.optimizer.step(o.lr, clip > 0 ? { gradScale: gradClip(params, clip).scale } : {});
     o.model.zeroGrad();
     return loss;

@@ -36,8 +36,11 @@ export type StringField = {
 export type BoolField = { type: "bool"; default?: boolean; doc: string };
 /** A single value. */
 export type LeafField = IntField | NumberField | StringField | BoolField;
-/** A nested mapping of named keys. */
-export type SectionField = { type: "section"; fields: Record<string, FieldSpec>; doc: string };
+/**
+ * A nested mapping of named keys. With `shorthand`, the section may also be written as one value, which sets
+ * that key (`precision: quartet` and `--set precision=quartet` mean `precision: {preset: quartet}`).
+ */
+export type SectionField = { type: "section"; fields: Record<string, FieldSpec>; shorthand?: string; doc: string };
 /** A YAML list whose items are values of one leaf type (`[1, 2]` or one `- item` per line); default: required. */
 export type ListField = { type: "list"; of: LeafField; default?: readonly (number | string | boolean)[]; doc: string };
 /**
@@ -94,6 +97,11 @@ function unknownKey(key: string, fields: Record<string, FieldSpec>): string {
   const best = allowed.map((k) => ({ k, d: editDistance(key, k) })).sort((x, y) => x.d - y.d)[0];
   const hint = best && best.d <= 2 ? ` (did you mean '${best.k}'?)` : "";
   return `unknown key${hint}; allowed keys: ${allowed.join(", ") || "(none)"}`;
+}
+
+/** ", or one value (its <shorthand>)" for sections that take the one-value form. */
+function shorthandHint(spec: SectionField): string {
+  return spec.shorthand ? ` or one value (its ${spec.shorthand})` : "";
 }
 
 function show(value: unknown): string {
@@ -258,7 +266,19 @@ class Reader {
       if (spec.type === "section") {
         const node = this.resolve(pair?.value ?? null);
         const empty = node === null || (isScalar(node) && node.value === null);
-        if (!empty && !isMap(node)) this.fail(pair?.key, keyLine, path, "expected a section (mapping)");
+        if (!empty && !isMap(node) && !(spec.shorthand && isScalar(node))) {
+          this.fail(pair?.key, keyLine, path, `expected a section (mapping)${shorthandHint(spec)}`);
+        }
+        if (!empty && !isMap(node)) {
+          // The one-value form sets the shorthand key, as if written `{<shorthand>: value}`.
+          const inner = spec.fields[spec.shorthand!] as Leaf;
+          const value = this.leaf(inner, node, `${path}.${spec.shorthand}`, keyLine, pair?.key);
+          this.given.add(`${path}.${spec.shorthand}`);
+          const local = new Map(overrides);
+          if (!local.has(`${path}.${spec.shorthand}`)) local.set(`${path}.${spec.shorthand}`, value);
+          out[name] = this.fields(spec.fields, null, path + ".", keyLine, local);
+          continue;
+        }
         out[name] = this.fields(spec.fields, empty ? null : node as YAMLMap, path + ".", keyLine, overrides);
         continue;
       }
@@ -307,7 +327,7 @@ export function parseRecipe(
 
   // Resolve and type overrides up front, so that unknown override keys fail even when the file omits the section.
   const typed = new Map<string, unknown>();
-  for (const [key, text] of Object.entries(overrides)) {
+  for (let [key, text] of Object.entries(overrides)) {
     const where = `${file}: override ${key}`;
     let fields: Record<string, FieldSpec> = schema;
     let spec: FieldSpec | undefined;
@@ -316,6 +336,11 @@ export function parseRecipe(
       else if (spec) throw new ConfigError(`${where}: '${part}' is not inside a section`);
       spec = Object.hasOwn(fields, part) ? fields[part] : undefined;
       if (!spec) throw new ConfigError(`${where}: ${unknownKey(part, fields)}`);
+    }
+    if (spec!.type === "section" && spec!.shorthand) {
+      // `--set precision=quartet` sets the section's shorthand key.
+      key = `${key}.${spec!.shorthand}`;
+      spec = spec!.fields[spec!.shorthand];
     }
     if (spec!.type === "section") throw new ConfigError(`${where}: is a section, not a value`);
     if (isLeaf(spec!)) {

@@ -11,3 +11,4 @@ export * from "./kinds.ts";
 export * from "./data.ts";
 export * from "./trainer.ts";
 export * from "./plot.ts";
+export * from "./precision.ts";

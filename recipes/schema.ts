@@ -7,6 +7,7 @@
  */
 import { parseFormat } from "@lowp/formats";
 import { ConfigError, type FieldSpec, givenKeys, type RecipeOf, type Schema } from "./config.ts";
+import { PRECISION_FIELD } from "./precision.ts";
 
 /**
  * A recipe key that names a number format (`e4m3`, `mxfp4`, `int4`, ...):
@@ -103,6 +104,7 @@ export const LM_SCHEMA = {
       checkpoint_every: { type: "int", default: 0, min: 0, doc: "checkpoint every N steps (0: only at the end)" },
     },
   },
+  precision: PRECISION_FIELD,
 } as const satisfies Schema;
 
 /**

@@ -22,7 +22,8 @@ import { type AnyRecipe, loadAnyRecipe, parseAnyRecipe, RECIPE_KINDS, type Recip
 import { lineChart } from "./plot.ts";
 import { formatDuration, Progress } from "./progress.ts";
 import type { LMRecipe } from "./schema.ts";
-import { type MetricsRecord, trainLM } from "./trainer.ts";
+import { precisionName, precisionOf } from "./precision.ts";
+import { buildModel, type MetricsRecord, trainLM } from "./trainer.ts";
 
 const USAGE = `usage: deno task train RECIPE.yaml [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]
        deno task train --resume RUN_DIR [--set key=value ...]   (the recipe comes from RUN_DIR/config.json)
@@ -128,6 +129,8 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 
 /** Trains an LM recipe and writes (or, with `--resume`, continues) its run folder. */
 async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
+  // The precision must fit every layer before anything is written: build the model once to check.
+  buildModel(recipe).dispose();
   const backend = await useBackend(backendChoiceFromEnv(opts.backend ?? Deno.env.get("BACKEND") ?? recipe.backend));
   const corpus = await loadCorpus({
     corpus: recipe.data.corpus,
@@ -146,6 +149,7 @@ async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
       JSON.stringify(
         {
           recipe,
+          precision: precisionOf(recipe.precision),
           backend: backend.name,
           adapter: backend.adapter,
           data_source: corpus.source,
@@ -213,6 +217,7 @@ async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
     backend: backend.name,
     adapter: backend.adapter,
     stopped_early: result.steps < recipe.train.steps,
+    precision: precisionName(recipe.precision),
   };
   await Deno.writeTextFile(join(dir, "summary.json"), JSON.stringify(summary, null, 2));
   console.error(

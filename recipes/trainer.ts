@@ -8,8 +8,10 @@
  * @module
  */
 import { assignByName, GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
+import { applyPrecision } from "@lowp/formats";
 import { AdamW, cosineSchedule, type Optimizer, SGD, trainStep } from "@lowp/optim";
 import { type Corpus, sampleBatch, TRAIN_STREAM, VAL_STREAM } from "./data.ts";
+import { precisionName, precisionOf } from "./precision.ts";
 import type { LMRecipe } from "./schema.ts";
 
 /** One metrics record, as written to `metrics.jsonl`. */
@@ -62,7 +64,7 @@ export interface TrainResult {
 /** Builds the GPT a recipe describes. */
 export function buildModel(r: LMRecipe): GPT {
   const m = r.model;
-  return new GPT({
+  const model = new GPT({
     vocabSize: 256,
     contextLength: m.context,
     dModel: m.d_model,
@@ -74,14 +76,29 @@ export function buildModel(r: LMRecipe): GPT {
     position: m.position,
     tieEmbeddings: m.tie_embeddings,
   }, { seed: r.seed });
+  applyRecipePrecision(model, r);
+  return model;
+}
+
+/**
+ * Switches the model's linear layers to the recipe's `precision:` (nothing for `f32`); throws one error naming
+ * every layer and role the record does not fit.
+ */
+export function applyRecipePrecision(model: GPT, r: LMRecipe): void {
+  const p = r.precision;
+  if (p.preset === "f32" && precisionName(p) === "f32") return;
+  applyPrecision(model, precisionOf(p), p.skip ? { skip: p.skip } : {});
 }
 
 function buildOptimizer(r: LMRecipe, model: GPT): Optimizer {
   const t = r.train;
   if (t.optimizer === "sgd") {
-    return new SGD(model.namedParameters(), { momentum: t.momentum, weightDecay: t.weight_decay });
+    return new SGD(model.namedParameters({ trainable: true }), { momentum: t.momentum, weightDecay: t.weight_decay });
   }
-  return new AdamW(model.namedParameters(), { betas: [t.beta1, t.beta2], weightDecay: t.weight_decay });
+  return new AdamW(model.namedParameters({ trainable: true }), {
+    betas: [t.beta1, t.beta2],
+    weightDecay: t.weight_decay,
+  });
 }
 
 /** Mean validation loss over `eval_batches` fixed batches. */
@@ -90,7 +107,8 @@ export async function evaluate(model: GPT, r: LMRecipe, val: Uint8Array): Promis
   for (let i = 0; i < r.train.eval_batches; i++) {
     const { inputs, targets } = sampleBatch(val, r.train.batch_size, r.model.context, r.seed, VAL_STREAM, i);
     const shape = [r.train.batch_size, r.model.context];
-    losses.push(noGrad(() => tidy(() => model.loss(tensor(inputs, { shape }), tensor(targets, { shape })))));
+    const ctx = { seed: r.seed, training: false };
+    losses.push(noGrad(() => tidy(() => model.loss(tensor(inputs, { shape }), tensor(targets, { shape }), ctx))));
     await nextEventTurn(); // a second Ctrl-C during a long evaluation aborts at once
   }
   let total = 0;
@@ -102,6 +120,8 @@ export async function evaluate(model: GPT, r: LMRecipe, val: Uint8Array): Promis
 }
 
 const OPTIM_PREFIX = "optimizer.";
+/** Checkpoint names of module buffers (e.g. delayed scaling's amax histories). */
+const BUFFER_PREFIX = "buffer.";
 
 /** Where a run stands when it is checkpointed. */
 interface RunPosition {
@@ -113,7 +133,8 @@ interface RunPosition {
 
 async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, r: LMRecipe, at: RunPosition): Promise<void> {
   const state = opt.state().map(([n, t]) => [OPTIM_PREFIX + n, t] as const);
-  await saveTensors(path, [...model.namedParameters(), ...state], {
+  const buffers = model.namedBuffers().map(([n, t]) => [BUFFER_PREFIX + n, t] as const);
+  await saveTensors(path, [...model.namedParameters(), ...state, ...buffers], {
     step: String(at.step),
     optimizer: r.train.optimizer,
     optimizer_steps: String(opt.steps),
@@ -133,7 +154,7 @@ function firstMismatch(params: [string, Tensor][], tensors: Map<string, Tensor>)
   }
   const known = new Set(params.map(([n]) => n));
   for (const name of tensors.keys()) {
-    if (!name.startsWith(OPTIM_PREFIX) && !known.has(name)) {
+    if (!name.startsWith(OPTIM_PREFIX) && !name.startsWith(BUFFER_PREFIX) && !known.has(name)) {
       problems.push(`${name} [${tensors.get(name)!.shape}] is in the checkpoint but not in the recipe's model`);
     }
   }
@@ -151,6 +172,7 @@ async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe): Pr
     );
   }
   assignByName(model.namedParameters(), tensors, path, true);
+  for (const [n, t] of tensors) if (n.startsWith(BUFFER_PREFIX)) model.setBuffer(n.slice(BUFFER_PREFIX.length), t);
   const state = new Map(
     [...tensors].filter(([n]) => n.startsWith(OPTIM_PREFIX)).map(([n, t]) => [n.slice(OPTIM_PREFIX.length), t]),
   );
@@ -202,7 +224,7 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
     if (hooks.shouldStop?.()) break;
     const lr = schedule(step);
     const { inputs, targets } = sampleBatch(corpus.train, t.batch_size, r.model.context, r.seed, TRAIN_STREAM, step);
-    const ctx = { step, training: true };
+    const ctx = { step, seed: r.seed, training: true };
     const loss = trainStep({ model, optimizer: opt, inputs, targets, shape, lr, gradClip: t.grad_clip, ctx });
     step++;
     tokensSince += inputs.length;

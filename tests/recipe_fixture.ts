@@ -1,43 +1,31 @@
 /** The CI-sized LM recipe shared by the training tests (two small blocks on short byte windows). */
-import type { LMRecipe } from "@lowp/recipes";
+import { LM_SCHEMA, type LMRecipe, parseRecipe } from "@lowp/recipes";
 
-/** A CI-sized recipe: two small blocks on short byte windows. */
-export function smallRecipe(overrides: Partial<LMRecipe["train"]> = {}, seed = 0): LMRecipe {
-  return {
-    kind: "lm",
-    name: "test",
-    seed,
-    backend: "cpu",
-    out_dir: "runs",
-    data: { corpus: "brown", path: "", url: "", max_bytes: 2_000_000, val_fraction: 0.05 },
-    model: {
-      d_model: 48,
-      n_layers: 2,
-      n_heads: 2,
-      context: 24,
-      mlp_ratio: 4,
-      norm: "layernorm",
-      mlp: "gelu",
-      position: "learned",
-      tie_embeddings: true,
-    },
-    train: {
-      steps: 12,
-      batch_size: 8,
-      optimizer: "adamw",
-      lr: 5e-3,
-      min_lr: 5e-4,
-      warmup: 5,
-      weight_decay: 0.1,
-      beta1: 0.9,
-      beta2: 0.99,
-      momentum: 0.9,
-      grad_clip: 1,
-      log_every: 1,
-      eval_every: 1000,
-      eval_batches: 2,
-      checkpoint_every: 0,
-      ...overrides,
-    },
-  };
+const SMALL = `
+name: test
+backend: cpu
+data: { corpus: brown, max_bytes: 2000000 }
+model: { d_model: 48, n_layers: 2, n_heads: 2, context: 24 }
+train:
+  steps: 12
+  batch_size: 8
+  lr: 0.005
+  min_lr: 0.0005
+  warmup: 5
+  log_every: 1
+  eval_every: 1000
+  eval_batches: 2
+`;
+
+/**
+ * A CI-sized recipe: two small blocks on short byte windows; every other key at its schema default (so a key
+ * added to the schema needs no change here). `overrides` replace train keys; `precision` sets that section.
+ */
+export function smallRecipe(
+  overrides: Partial<LMRecipe["train"]> = {},
+  seed = 0,
+  precision?: string,
+): LMRecipe {
+  const r = parseRecipe(SMALL, LM_SCHEMA, "small-recipe", precision ? { precision } : {}) as LMRecipe;
+  return { ...r, seed, train: { ...r.train, ...overrides } };
 }

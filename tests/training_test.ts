@@ -93,6 +93,33 @@ for (const optimizer of ["adamw", "sgd"] as const) {
   });
 }
 
+for (const precision of ["fp8-delayed", "quartet"]) {
+  Deno.test(`resume (${precision}): amax histories and per-step random draws replay exactly (cpu)`, async () => {
+    await useBackend("cpu");
+    const dir = await Deno.makeTempDir();
+    try {
+      const small = recipe({ steps: 8, checkpoint_every: 4 }, 0, precision);
+      const r: LMRecipe = { ...small, model: { ...small.model, d_model: 64 } };
+      const straight = await trainLM(r, await brown());
+      const full = straight.metrics.filter((m) => m.loss).map((m) => m.loss!);
+      const f32 = await losses({ ...r, precision: recipe({}, 0, "f32").precision });
+      assert.notDeepEqual(full, f32, "the precision changes the run");
+      let calls = 0;
+      const path = `${dir}/ckpt.safetensors`;
+      const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 4 });
+      const rest = await trainLM(r, await brown(), { resumeFrom: path });
+      const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
+      assert.deepEqual(resumed, full);
+      assert.equal(rest.finalValLoss, straight.finalValLoss);
+      const buffers = straight.model.namedBuffers().length;
+      // Two blocks × four linear layers × six operands × (history, scale).
+      assert.equal(buffers, precision === "fp8-delayed" ? 2 * 4 * 6 * 2 : 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
 Deno.test("Llama-style GPT (RMSNorm, RoPE, SwiGLU): every parameter gets a gradient; CPU and WebGPU agree", async () => {
   const gpu = await gpuBackendOrSkip();
   const cfg = {

@@ -190,6 +190,19 @@ export abstract class Module {
     return this.#buffers.get(this.qualify(local));
   }
 
+  /**
+   * Registers buffer `name` (a full dotted name, as {@link Module.namedBuffers} lists it) on the module whose
+   * name is its longest prefix, e.g. when restoring a checkpoint. Returns the tensor.
+   */
+  setBuffer(name: string, t: Tensor): Tensor {
+    let owner: Module = this;
+    for (const [n, m] of this.namedModules()) {
+      if (n && name.startsWith(`${n}.`) && n.length > owner.name.length) owner = m;
+    }
+    const local = owner.name ? name.slice(owner.name.length + 1) : name;
+    return owner.registerBuffer(local, t);
+  }
+
   /** Every buffer with its full name: own first, then each child's, in registration order. */
   namedBuffers(): [string, Tensor][] {
     return [...this.#buffers.entries(), ...[...this.#children.values()].flatMap((c) => c.namedBuffers())];
