@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { PRECISION_PRESETS } from "@lowp/formats";
+import { LM_SCHEMA, type LMRecipe, parseRecipe, precisionName, precisionOf } from "@lowp/recipes";
+
+const parse = (text: string, overrides: Record<string, string> = {}) =>
+  parseRecipe(`name: t\n${text}`, LM_SCHEMA, "r.yaml", overrides) as LMRecipe;
+
+Deno.test("precision: a preset name, in YAML or with --set precision=NAME; f32 by default", () => {
+  assert.equal(parse("").precision.preset, "f32");
+  assert.deepEqual(precisionOf(parse("precision: quartet\n").precision), PRECISION_PRESETS.quartet.precision);
+  assert.equal(parse("", { precision: "fp8-current" }).precision.preset, "fp8-current");
+  assert.equal(parse("precision: quartet\n", { precision: "mxfp8" }).precision.preset, "mxfp8");
+  assert.equal(precisionName(parse("precision: nvfp4\n").precision), "nvfp4");
+});
+
+Deno.test("precision: roles replace the preset's, only what differs from the defaults is recorded", () => {
+  const r = parse(`precision:
+  preset: qat-int8
+  skip: "**.c_proj"
+  forward:
+    weight: { format: int4, granularity: "group:32" }
+  grad_weight:
+    grad_output: { format: e5m2, scaling: delayed, amax_history_len: 16 }
+`);
+  const p = precisionOf(r.precision);
+  assert.deepEqual(p.forward?.weight, { format: "int4", granularity: "group:32" });
+  assert.deepEqual(p.forward?.input, PRECISION_PRESETS["qat-int8"].precision.forward?.input);
+  assert.deepEqual(p.grad_weight?.grad_output, {
+    format: "e5m2",
+    scaling: "delayed",
+    amax_history_len: 16,
+    amax_compute_algo: "max",
+  });
+  assert.equal(r.precision.skip, "**.c_proj");
+  assert.equal(precisionName(r.precision), "qat-int8+custom");
+});
+
+Deno.test("precision: bad input names the file, line and key", () => {
+  assert.throws(
+    () => parse("precision: fp9\n"),
+    /r.yaml:2: precision.preset: unknown precision 'fp9': expected one of f32/,
+  );
+  assert.throws(
+    () => parse("precision:\n  forward:\n    weight: { format: e9m1 }\n"),
+    /r.yaml:4: precision.forward.weight.format: format 'e9m1'/,
+  );
+  assert.throws(() => parse("", { precision: "fp9" }), /r.yaml: override precision: unknown precision 'fp9'/);
+  assert.throws(
+    () => parse("precision: [1, 2]\n"),
+    /precision: expected a section \(mapping\) or one value \(its preset\)/,
+  );
+});
