@@ -15,7 +15,9 @@ import {
   MasterWeights,
   NaiveQuantized,
   type Optimizer,
+  optimizerMemory,
   type QuantizedWeightOptimizer,
+  SGD,
   sgdEmaUpdate,
 } from "./mod.ts";
 
@@ -414,6 +416,17 @@ Deno.test("bytes per parameter as if packed: format bits + scales + f32 state", 
   });
 });
 
+Deno.test("optimizerMemory: the packed report for ECO and its baselines, f32 weights + state for AdamW and SGD", () => {
+  const w = tensor(new Float32Array(256), { shape: [2, 128], requiresGrad: true });
+  const eco = new EcoAdam([w], { format: "e4m3" });
+  assert.deepEqual(optimizerMemory(eco, [w]), eco.memory());
+  for (const [opt, bytes] of [[new AdamW([w]), 12], [new SGD([w], { momentum: 0.9 }), 8], [new SGD([w]), 4]] as const) {
+    w.grad = tensor(new Float32Array(256), { shape: [2, 128] }).keep();
+    opt.step(1e-3);
+    assert.equal(optimizerMemory(opt, [w]).bytesPerParameter, bytes);
+  }
+});
+
 Deno.test("bad input: full-precision or unknown format, granularity that does not divide, lr < 0, peak lr ≤ 0", () => {
   const w = () => tensor(new Float32Array(12), { shape: [2, 6], requiresGrad: true });
   assert.throws(() => new EcoAdam([w()], { format: "f32" }), /EcoAdam: weight format 'f32' is full precision/);
@@ -459,4 +472,20 @@ Deno.test("the SGD-EMA and correction kernels agree across backends within a few
       assert.ok(Math.abs(web[k][i] - x) <= 1e-6 * (1 + Math.abs(x)), `output ${k}[${i}]: ${web[k][i]} vs ${x}`)
     );
   }
+});
+
+Deno.test("gradScale multiplies the gradient inside the SGD-EMA kernel: same bits as a pre-scaled gradient", async () => {
+  const run = async (scaleInKernel: boolean) => {
+    const p = tensor([W0], { requiresGrad: true });
+    const opt = new EcoSGD([["w", p]], { format: "e4m3", seed: 2 });
+    for (const g of GRADS) {
+      p.grad?.dispose();
+      p.grad = tensor([scaleInKernel ? g : g.map((x) => x * 0.5)]).keep();
+      const scale = tensor([0.5]);
+      opt.step(0.05, scaleInKernel ? { gradScale: scale } : {});
+      scale.dispose();
+    }
+    return [await bitsOf(p), await bitsOf(opt.state()[0][1])];
+  };
+  assert.deepEqual(await run(true), await run(false));
 });

@@ -17,3 +17,4 @@ export * from "./quantized_weights.ts";
 export * from "./eco.ts";
 export * from "./baselines.ts";
 export * from "./eco_kernels.ts";
+export * from "./memory.ts";
