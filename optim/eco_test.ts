@@ -235,6 +235,27 @@ Deno.test("every rule follows its f64 formula over three steps (e4m3, round to n
   }
 });
 
+Deno.test("exact variant, constant lr: ECO-SGD's Ŵ + E follows master-weight SGD, and both show the same weights", async () => {
+  const opts = { format: "e4m3", rounding: "nearest" as const, momentum: 0.8, weightDecay: 0.1 };
+  // Start on the grid: the master keeps an off-grid start that ECO rounds away at construction.
+  const start = W0.map(e4m3), p = tensor([start], { requiresGrad: true }), q = tensor([start], { requiresGrad: true });
+  const exact = new EcoSGD([["w", p]], { ...opts, exact: true });
+  const master = new MasterWeights([["w", q]], { ...opts, update: "sgd" });
+  for (let s = 0; s < 9; s++) {
+    for (const t of [p, q]) {
+      t.grad?.dispose();
+      t.grad = tensor([GRADS[s % 3]]).keep();
+    }
+    exact.step(0.05);
+    master.step(0.05);
+    assert.deepEqual(await valuesOf(p), await valuesOf(q), `step ${s}: the same rounded weights`);
+    const w = await valuesOf(p), e = await valuesOf(new Map(exact.state()).get("w/error")!);
+    const m = await valuesOf(new Map(master.state()).get("w/master")!);
+    // Master trajectory W* = Ŵ + E up to f32 rounding of values O(1).
+    m.forEach((x, i) => assert.ok(Math.abs(w[i] + e[i] - x) < 1e-6, `step ${s} [${i}]: ${w[i] + e[i]} vs ${x}`));
+  }
+});
+
 Deno.test("stochastic rounding: ECO picks a grid neighbour of W̃ and folds that choice's error into M; seeded", async () => {
   const big = Array.from({ length: 512 }, (_, i) => Math.sin(i) * 1.5);
   const grad = big.map((_, i) => Math.cos(3 * i) * 0.5);
@@ -439,6 +460,11 @@ Deno.test("bad input: full-precision or unknown format, granularity that does no
   assert.throws(() => new EcoAdam([w()], { format: "int4", granularity: "rows" }), /granularity 'rows'/);
   assert.throws(() => new EcoSGD([w()], { format: "e4m3", momentum: 1 }), /momentum β must lie in \(0, 1\)/);
   const opt = new EcoAdam([w()], { format: "e4m3" });
+  assert.throws(
+    () => opt.load(new Map([["param0/exp_avg", tensor([1, 2])]]), 1),
+    /EcoAdam.load: 'param0\/exp_avg' is tensor \[2\] f32, expected f32 \[2,6\]/,
+  );
+  assert.throws(() => new MasterWeights([w()], { format: "e4m3" }).load(new Map(), 3), /no 'param0\/master'/);
   assert.throws(() => opt.step(-1e-3), /EcoAdam.step: learning rate -0.001 must be a finite number ≥ 0/);
   assert.throws(() => opt.step(NaN), /learning rate NaN/);
   assert.throws(() => checkPeakLearningRate(0, "train.lr"), /train.lr: learning rate 0 must be positive/);

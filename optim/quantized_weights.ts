@@ -233,9 +233,15 @@ export abstract class QuantizedWeightOptimizer implements Optimizer {
     }
     for (const e of this.entries) {
       for (const slot of [...this.momentSlots(), ...(e.quantized ? this.extraSlots() : [])]) {
-        const t = state.get(`${e.name}/${slot}`);
-        if (t) this.slot(e, slot).assign(t);
-        else this.missingOnLoad(e, slot);
+        const key = `${e.name}/${slot}`, t = state.get(key);
+        if (!t) {
+          this.missingOnLoad(e, slot);
+          continue;
+        }
+        if (t.dtype !== "f32" || t.shape.join() !== e.param.shape.join()) {
+          throw new Error(`${this.who}.load: '${key}' is ${t.describe()}, expected f32 [${e.param.shape.join(",")}]`);
+        }
+        this.slot(e, slot).assign(t);
       }
     }
     this.#steps = steps;
