@@ -14,17 +14,20 @@ import { PRECISION_FIELD } from "./precision.ts";
  * an unknown name is reported with the file, line and the list of known names.
  */
 export function formatField(doc: string, defaultName?: string): FieldSpec {
-  const check = (value: string) => {
-    try {
-      parseFormat(value);
-      return null;
-    } catch (e) {
-      return (e as Error).message;
-    }
-  };
+  const check = formatCheck;
   return defaultName === undefined
     ? { type: "string", check, doc }
     : { type: "string", default: defaultName, check, doc };
+}
+
+/** Why `value` is not a format name, or null. */
+function formatCheck(value: string): string | null {
+  try {
+    parseFormat(value);
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
 
 /** The warm-up of a recipe that does not set `train.warmup`, unless a tenth of `train.steps` is shorter. */
@@ -84,7 +87,27 @@ export const LM_SCHEMA = {
     fields: {
       steps: { type: "int", default: 200, min: 1, doc: "optimizer steps" },
       batch_size: { type: "int", default: 16, min: 1, doc: "sequences per step" },
-      optimizer: { type: "string", default: "adamw", choices: ["adamw", "sgd"], doc: "optimizer" },
+      optimizer: {
+        type: "string",
+        default: "adamw",
+        choices: ["adamw", "sgd", "eco-adam", "eco-sgd", "master-adam", "master-sgd", "naive-adam", "naive-sgd"],
+        doc: "eco-*: weights only in train.weight_format, rounding errors folded into the momentum (ECO); " +
+          "master-*: f32 master copy, quantized view; naive-*: W ← q(W − update)",
+      },
+      weight_format: {
+        type: "string",
+        default: "",
+        check: (v: string) => (v === "" ? null : formatCheck(v)),
+        doc: "format the eco/master/naive optimizers keep the matrices (rank >= 2) in",
+      },
+      weight_granularity: { type: "string", default: "", doc: "its scale granularity (INT-k: channel or group:G)" },
+      weight_rounding: {
+        type: "string",
+        default: "",
+        choices: ["", "nearest", "stochastic"],
+        doc: "rounding of the weight updates (default: stochastic for eco, nearest for master and naive)",
+      },
+      eco_exact: { type: "bool", default: false, doc: "eco-*: keep last step's error in an extra buffer (ablation)" },
       lr: { type: "number", default: 3e-3, min: 0, doc: "peak learning rate" },
       min_lr: { type: "number", default: 3e-4, min: 0, doc: "learning rate at the end of the cosine" },
       warmup: {
@@ -138,5 +161,17 @@ export function checkLMRecipe(r: LMRecipe, file: string): void {
     );
   }
   if (r.data.corpus === "file" && !r.data.path) problems.push("data.path is required when data.corpus is 'file'");
+  const quantizedWeights = r.train.optimizer.includes("-");
+  if (quantizedWeights && !r.train.weight_format) {
+    problems.push(`train.optimizer ${r.train.optimizer} needs train.weight_format (e.g. e4m3 or int4)`);
+  }
+  if (!quantizedWeights && (r.train.weight_format || r.train.weight_granularity || r.train.weight_rounding)) {
+    problems.push(
+      `train.weight_format, weight_granularity and weight_rounding apply to eco/master/naive optimizers only`,
+    );
+  }
+  if (r.train.optimizer.startsWith("eco") && !(r.train.lr > 0)) {
+    problems.push(`train.lr must be > 0 with ${r.train.optimizer} (ECO folds rounding errors in with 1/lr)`);
+  }
   if (problems.length) throw new ConfigError(`${file}: ${problems.join("; ")}`);
 }

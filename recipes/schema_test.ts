@@ -41,8 +41,10 @@ Deno.test("recipe kinds: kind defaults to lm, an unknown kind names its line and
   assert.deepEqual(Object.keys(RECIPE_KINDS), ["lm"]);
   // The LM recipe type is derived from LM_SCHEMA: choices become literal unions (checked at compile time).
   const r: LMRecipe = parseAnyRecipe("name: x\n", "r.yaml");
-  const optimizer: "adamw" | "sgd" = r.train.optimizer;
+  const optimizer: (typeof LM_SCHEMA.train.fields.optimizer.choices)[number] = r.train.optimizer;
+  const norm: "layernorm" | "rmsnorm" = r.model.norm;
   const tied: boolean = r.model.tie_embeddings;
   assert.equal(optimizer, LM_SCHEMA.train.fields.optimizer.default);
   assert.equal(tied, true);
+  assert.equal(norm, "layernorm");
 });

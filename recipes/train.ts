@@ -218,6 +218,9 @@ async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
     adapter: backend.adapter,
     stopped_early: result.steps < recipe.train.steps,
     precision: precisionName(recipe.precision),
+    optimizer: recipe.train.optimizer,
+    weight_format: recipe.train.weight_format || "f32",
+    bytes_per_parameter: result.bytesPerParameter,
   };
   await Deno.writeTextFile(join(dir, "summary.json"), JSON.stringify(summary, null, 2));
   console.error(

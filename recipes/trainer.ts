@@ -9,7 +9,19 @@
  */
 import { assignByName, GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
 import { applyPrecision } from "@lowp/formats";
-import { AdamW, cosineSchedule, type Optimizer, SGD, trainStep } from "@lowp/optim";
+import {
+  AdamW,
+  checkPeakLearningRate,
+  cosineSchedule,
+  EcoAdam,
+  EcoSGD,
+  MasterWeights,
+  NaiveQuantized,
+  type Optimizer,
+  optimizerMemory,
+  SGD,
+  trainStep,
+} from "@lowp/optim";
 import { type Corpus, sampleBatch, TRAIN_STREAM, VAL_STREAM } from "./data.ts";
 import { precisionName, precisionOf } from "./precision.ts";
 import type { LMRecipe } from "./schema.ts";
@@ -59,6 +71,8 @@ export interface TrainResult {
   steps: number;
   /** Wall-clock seconds of the whole run: this part plus the parts before a resume (from the checkpoint). */
   seconds: number;
+  /** Bytes of weights + optimizer state per trainable parameter, as if packed (f32 AdamW: 12). */
+  bytesPerParameter: number;
 }
 
 /** Builds the GPT a recipe describes. */
@@ -90,15 +104,27 @@ export function applyRecipePrecision(model: GPT, r: LMRecipe): void {
   applyPrecision(model, precisionOf(p), p.skip ? { skip: p.skip } : {});
 }
 
-function buildOptimizer(r: LMRecipe, model: GPT): Optimizer {
-  const t = r.train;
-  if (t.optimizer === "sgd") {
-    return new SGD(model.namedParameters({ trainable: true }), { momentum: t.momentum, weightDecay: t.weight_decay });
+/** The optimizer a recipe names, over the model's trainable parameters. */
+export function buildOptimizer(r: LMRecipe, model: GPT): Optimizer {
+  const t = r.train, params = model.namedParameters({ trainable: true });
+  const adam = { betas: [t.beta1, t.beta2] as [number, number], weightDecay: t.weight_decay };
+  if (t.optimizer === "sgd") return new SGD(params, { momentum: t.momentum, weightDecay: t.weight_decay });
+  if (t.optimizer === "adamw") return new AdamW(params, adam);
+  const [family, update] = t.optimizer.split("-") as ["eco" | "master" | "naive", "adam" | "sgd"];
+  const quantized = {
+    format: t.weight_format,
+    granularity: t.weight_granularity || undefined,
+    rounding: (t.weight_rounding || undefined) as "nearest" | "stochastic" | undefined,
+    seed: r.seed,
+    ...(update === "adam" ? adam : { momentum: t.momentum, weightDecay: t.weight_decay }),
+  };
+  if (family === "eco") {
+    checkPeakLearningRate(t.lr, `train.optimizer ${t.optimizer}`);
+    const opts = { ...quantized, exact: t.eco_exact };
+    return update === "adam" ? new EcoAdam(params, opts) : new EcoSGD(params, opts);
   }
-  return new AdamW(model.namedParameters({ trainable: true }), {
-    betas: [t.beta1, t.beta2],
-    weightDecay: t.weight_decay,
-  });
+  const baseline = { ...quantized, update: update === "adam" ? "adamw" as const : "sgd" as const };
+  return family === "master" ? new MasterWeights(params, baseline) : new NaiveQuantized(params, baseline);
 }
 
 /** Mean validation loss over `eval_batches` fixed batches. */
@@ -251,5 +277,6 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
   if (step !== before.step || !hooks.resumeFrom) await emit({ step, val_loss: finalValLoss });
   const total = seconds();
   if (hooks.checkpointPath) await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: total });
-  return { model, metrics, finalValLoss, steps: step, seconds: total };
+  const bytesPerParameter = optimizerMemory(opt, model.namedParameters({ trainable: true })).bytesPerParameter;
+  return { model, metrics, finalValLoss, steps: step, seconds: total, bytesPerParameter };
 }
