@@ -17,10 +17,9 @@ Deno.test("precision: roles replace the preset's, only what differs from the def
   const r = parse(`precision:
   preset: qat-int8
   skip: "**.c_proj"
-  forward:
-    weight: { format: int4, granularity: "group:32" }
-  grad_weight:
-    grad_output: { format: e5m2, scaling: delayed, amax_history_len: 16 }
+  roles:
+    forward.weight: { format: int4, granularity: "group:32" }
+    grad_weight.grad_output: { format: e5m2, scaling: delayed, amax_history_len: 16 }
 `);
   const p = precisionOf(r.precision);
   assert.deepEqual(p.forward?.weight, { format: "int4", granularity: "group:32" });
@@ -41,8 +40,12 @@ Deno.test("precision: bad input names the file, line and key", () => {
     /r.yaml:2: precision.preset: unknown precision 'fp9': expected one of f32/,
   );
   assert.throws(
-    () => parse("precision:\n  forward:\n    weight: { format: e9m1 }\n"),
-    /r.yaml:4: precision.forward.weight.format: format 'e9m1'/,
+    () => parse("precision:\n  roles:\n    forward.weight: { format: e9m1 }\n"),
+    /r.yaml:4: precision.roles\["forward.weight"\].format: format 'e9m1'/,
+  );
+  assert.throws(
+    () => parse("precision:\n  roles:\n    forward.bias: { format: e4m3 }\n"),
+    /r.yaml:4: precision.roles\["forward.bias"\]: unknown role; expected one of forward.input, forward.weight/,
   );
   assert.throws(() => parse("", { precision: "fp9" }), /r.yaml: override precision: unknown precision 'fp9'/);
   assert.throws(

@@ -7,7 +7,7 @@
  */
 import { parseFormat } from "@lowp/formats";
 import { ConfigError, type FieldSpec, givenKeys, type RecipeOf, type Schema } from "./config.ts";
-import { PRECISION_FIELD } from "./precision.ts";
+import { OPERAND_ROLES, PRECISION_NAMES, PRECISION_PRESETS } from "@lowp/formats";
 
 /**
  * A recipe key that names a number format (`e4m3`, `mxfp4`, `int4`, ...):
@@ -32,6 +32,21 @@ function formatCheck(value: string): string | null {
 
 /** The warm-up of a recipe that does not set `train.warmup`, unless a tenth of `train.steps` is shorter. */
 export const DEFAULT_WARMUP = 20;
+
+/** Why `value` is not a preset name, or null. */
+function presetCheck(value: string): string | null {
+  return PRECISION_PRESETS[value]
+    ? null
+    : `unknown precision '${value}': expected one of ${PRECISION_NAMES.join(", ")}`;
+}
+
+/** Why `key` is not an operand role of `precision.roles`, or null. */
+function roleCheck(key: string): string | null {
+  return PRECISION_ROLES.includes(key) ? null : `unknown role; expected one of ${PRECISION_ROLES.join(", ")}`;
+}
+
+/** The operand roles a recipe's `precision.roles` may set: `gemm.operand`. */
+export const PRECISION_ROLES: readonly string[] = OPERAND_ROLES.map(([gemm, operand]) => `${gemm}.${operand}`);
 
 /** Keys of an LM recipe; see each `doc`. */
 export const LM_SCHEMA = {
@@ -97,7 +112,7 @@ export const LM_SCHEMA = {
       weight_format: {
         type: "string",
         default: "",
-        check: (v: string) => (v === "" ? null : formatCheck(v)),
+        check: (v: string): string | null => (v === "" ? null : formatCheck(v)),
         doc: "format the eco/master/naive optimizers keep the matrices (rank >= 2) in",
       },
       weight_granularity: { type: "string", default: "", doc: "its scale granularity (INT-k: channel or group:G)" },
@@ -127,7 +142,68 @@ export const LM_SCHEMA = {
       checkpoint_every: { type: "int", default: 0, min: 0, doc: "checkpoint every N steps (0: only at the end)" },
     },
   },
-  precision: PRECISION_FIELD,
+  precision: {
+    type: "section",
+    shorthand: "preset",
+    doc: "low-precision training of the linear layers: a preset name (precision: quartet), or a preset with " +
+      "operand roles replaced (recipes/precision.ts)",
+    fields: {
+      preset: {
+        type: "string",
+        default: "f32",
+        check: (v: string): string | null => presetCheck(v),
+        doc: "f32, qat-int8, qat-int4, fp8-current, fp8-delayed, mxfp8, quartet, fp4-rtn, nvfp4, flex16+5",
+      },
+      skip: { type: "string", default: "", doc: "linear layers left in f32 (a name pattern, e.g. **.c_proj)" },
+      ste: {
+        type: "string",
+        default: "",
+        choices: ["", "plain", "clipped", "trust"],
+        doc: "forward STE (empty: the preset's)",
+      },
+      roles: {
+        type: "map",
+        checkKey: (key: string): string | null => roleCheck(key),
+        doc: "operands replacing the preset's, by role (forward.input, forward.weight, grad_input.grad_output, " +
+          "grad_input.weight, grad_weight.input, grad_weight.grad_output)",
+        of: {
+          type: "section",
+          doc: "how the operand is quantized along the GEMM's reduction axis",
+          fields: {
+            format: {
+              type: "string",
+              check: (v: string): string | null => formatCheck(v),
+              doc: "number format (e4m3, mxfp4, int4, ...)",
+            },
+            granularity: { type: "string", default: "", doc: "INT-k scales: tensor, channel or group:G" },
+            rounding: { type: "string", default: "nearest", choices: ["nearest", "stochastic"], doc: "rounding" },
+            hadamard: { type: "int", default: 0, min: 0, doc: "Hadamard block along the reduction axis (0: none)" },
+            random_signs: { type: "bool", default: false, doc: "fresh random Hadamard signs every step" },
+            scaling: {
+              type: "string",
+              default: "",
+              choices: ["", "current", "delayed"],
+              doc: "per-tensor scale of plain element formats",
+            },
+            amax_history_len: { type: "int", default: 1024, min: 1, doc: "delayed scaling: amax history steps" },
+            amax_compute_algo: {
+              type: "string",
+              default: "max",
+              choices: ["max", "most_recent"],
+              doc: "delayed scaling: which amax sets the scale",
+            },
+            margin: { type: "int", default: 0, min: 0, max: 126, doc: "per-tensor scale divided by 2^margin" },
+            scale_rule: {
+              type: "string",
+              default: "",
+              choices: ["", "floor", "ceil", "even", "rceil", "quest"],
+              doc: "MX shared-exponent rule, or quest (mxfp4)",
+            },
+          },
+        },
+      },
+    },
+  },
 } as const satisfies Schema;
 
 /**

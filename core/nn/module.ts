@@ -195,10 +195,9 @@ export abstract class Module {
    * name is its longest prefix, e.g. when restoring a checkpoint. Returns the tensor.
    */
   setBuffer(name: string, t: Tensor): Tensor {
-    let owner: Module = this;
-    for (const [n, m] of this.namedModules()) {
-      if (n && name.startsWith(`${n}.`) && n.length > owner.name.length) owner = m;
-    }
+    const [, owner] = this.namedModules().reduce((best, [n, m]) =>
+      n.length > best[0].length && name.startsWith(`${n}.`) ? [n, m] as [string, Module] : best
+    );
     const local = owner.name ? name.slice(owner.name.length + 1) : name;
     return owner.registerBuffer(local, t);
   }
