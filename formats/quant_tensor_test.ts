@@ -333,3 +333,23 @@ Deno.test("QuantTensor.fromPacked: a tensor packed without meta.axis is blocked 
     qt.dispose();
   }
 });
+
+Deno.test("QuantTensor: a --pack file written along axis 0 loads with its axis and gives restore()'s values", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const w = { dtype: "F32" as const, shape: [64, 96], data: new Uint8Array(values(64 * 96, 10).buffer) };
+    const input = join(dir, "in.safetensors");
+    await writeSafetensors(input, new Map([["w", w]]));
+    for (const [format, granularity] of [["nf4"], ["mxfp4"], ["nvfp4"], ["uint4", "group:32"]]) {
+      const packedPath = join(dir, `${format}.packed.safetensors`);
+      await quantizeFile(input, packedPath, { format, granularity, pack: true, axis: 0 });
+      const qt = (await loadQuantTensors(packedPath)).quant.get("w")!;
+      assert.equal(qt.meta.axis, 0, format);
+      const restored = (await restore(packedPath)).tensors.get("w")!;
+      assertSameBits(await bitsOf(qt.dequantize()), new Uint32Array(restored.data.slice().buffer), `${format} load`);
+      qt.dispose();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
