@@ -3,6 +3,10 @@
  * loaded file before any kernel reads it) and how to dequantize them with
  * the kernels of `_packed_kernels.ts`, straight from the packed words.
  *
+ * Blocks and groups run along `meta.axis` (`quantize` records it for MX,
+ * NVFP4, NF4 and INT groups); a tensor without it was blocked along its last
+ * axis, as every one was before the option existed.
+ *
  * @module
  */
 import type { Backend, Storage } from "@lowp/kernels";
@@ -20,7 +24,7 @@ import {
   SCALE_PACKED_DEQUANT,
 } from "./_packed_kernels.ts";
 import { parseScaleFormat } from "./scales.ts";
-import { blockLayout, layoutOf } from "./scaling.ts";
+import { blockLayout, layoutOf, resolveAxis, strideOf } from "./scaling.ts";
 import { parseGranularity } from "./spec.ts";
 
 /** One part on the backend: its packed words and its code width. */
@@ -55,6 +59,36 @@ const part = (parts: ReadonlyMap<string, PackedStorage>, name: string) => parts.
 const granularityOf = (meta: Readonly<Record<string, number | string>>) =>
   parseGranularity(String(meta.granularity ?? "tensor"));
 
+/** `meta.axis` as a number (undefined when absent: the last axis); throws naming `format` when it is not one. */
+function metaAxis(format: string, meta: Readonly<Record<string, number | string>>): number | undefined {
+  const axis = meta.axis;
+  if (axis !== undefined && typeof axis !== "number") {
+    throw new Error(`${format}: meta 'axis' is '${axis}', not a number`);
+  }
+  return axis;
+}
+
+/**
+ * The stride of blocks of `block` values along `meta.axis` of `shape` (see the module doc); throws naming
+ * `format` when the axis is out of range or its size is not a multiple of `block`.
+ */
+function blockStride(
+  format: string,
+  shape: readonly number[],
+  meta: Readonly<Record<string, number | string>>,
+  block: number,
+): number {
+  const axis = resolveAxis(format, shape, metaAxis(format, meta));
+  if (shape[axis] % block !== 0) {
+    throw new Error(
+      `${format}: blocks of ${block} run along axis ${axis} of shape [${
+        shape.join(",")
+      }], whose size is not a multiple of ${block}`,
+    );
+  }
+  return strideOf(shape, axis);
+}
+
 /** A one-word zero storage for an input a kernel call does not read (bindings need a buffer). */
 function withDummy(backend: Backend, run: (dummy: Storage) => void): void {
   const dummy = backend.upload(new Uint32Array(1));
@@ -66,11 +100,13 @@ function withDummy(backend: Backend, run: (dummy: Storage) => void): void {
 }
 
 /** INT-k (`int2`…`int8`, `uint2`…`uint8`) and Flexpoint (16-bit mantissas, one `scale`). */
-function intFamily(signed: boolean, scaleName: string, fixedLayout: boolean): PackedFamily {
+function intFamily(format: string, signed: boolean, scaleName: string, fixedLayout: boolean): PackedFamily {
   const layout = (shape: readonly number[], meta: Readonly<Record<string, number | string>>) =>
-    layoutOf(shape, fixedLayout ? { kind: "tensor" } : granularityOf(meta), "packed dequantize");
+    fixedLayout
+      ? layoutOf(shape, { kind: "tensor" }, format)
+      : layoutOf(shape, granularityOf(meta), format, metaAxis(format, meta));
   return {
-    meta: fixedLayout ? { exponentMin: null, exponentMax: null } : { granularity: null },
+    meta: fixedLayout ? { exponentMin: null, exponentMax: null } : { granularity: null, axis: null },
     parts(shape, meta) {
       const channels = layout(shape, meta).channels;
       const list: [string, number][] = [["codes", sizeOf(shape)], [scaleName, channels]];
@@ -82,7 +118,7 @@ function intFamily(signed: boolean, scaleName: string, fixedLayout: boolean): Pa
       const codes = part(parts, "codes"), scales = part(parts, scaleName);
       withDummy(backend, (dummy) => {
         const zp = signed ? null : part(parts, "zero_points");
-        const params = [codes.bits, signed ? 1 : 0, l.channels, l.inner, scales.bits, zp ? zp.bits : 0];
+        const params = [codes.bits, signed ? 1 : 0, l.channels, l.inner, scales.bits, zp ? zp.bits : 0, l.stride];
         backend.runWords(INT_PACKED_DEQUANT, [codes.storage, scales.storage, zp?.storage ?? dummy], [out], n, params);
       });
     },
@@ -118,51 +154,64 @@ export function packedFamily(format: string): PackedFamily | null {
   if (Object.hasOwn(MX_FORMATS, format)) {
     const words = mxElementWords(MX_FORMATS[format]);
     return {
-      meta: { blockSize: MX_BLOCK, scaleRounding: null },
-      parts: (shape) => [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / MX_BLOCK]],
-      dequantize(backend, parts, shape, _meta, out) {
-        const n = sizeOf(shape);
+      meta: { blockSize: MX_BLOCK, scaleRounding: null, axis: null },
+      parts(shape, meta) {
+        blockStride(format, shape, meta, MX_BLOCK);
+        return [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / MX_BLOCK]];
+      },
+      dequantize(backend, parts, shape, meta, out) {
+        const n = sizeOf(shape), stride = blockStride(format, shape, meta, MX_BLOCK);
         const codes = part(parts, "codes"), scales = part(parts, "scales");
         backend.runWords(MX_PACKED_DEQUANT, [codes.storage, scales.storage], [out], n, [
           codes.bits,
           scales.bits,
           ...words,
+          stride,
         ]);
       },
     };
   }
   if (format === "nvfp4") {
     return {
-      meta: { blockSize: NVFP4_BLOCK },
-      parts: (shape) => [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / NVFP4_BLOCK], ["tensor_scale", 1]],
-      dequantize(backend, parts, shape, _meta, out) {
-        const n = sizeOf(shape);
+      // block2d changes how the scales are chosen, not how they are stored (one per 1 × 16 block).
+      meta: { blockSize: NVFP4_BLOCK, axis: null, block2d: 1 },
+      parts(shape, meta) {
+        blockStride(format, shape, meta, NVFP4_BLOCK);
+        return [["codes", sizeOf(shape)], ["scales", sizeOf(shape) / NVFP4_BLOCK], ["tensor_scale", 1]];
+      },
+      dequantize(backend, parts, shape, meta, out) {
+        const n = sizeOf(shape), stride = blockStride(format, shape, meta, NVFP4_BLOCK);
         const [codes, scales, st] = ["codes", "scales", "tensor_scale"].map((name) => part(parts, name));
         backend.runWords(NVFP4_PACKED_DEQUANT, [codes.storage, scales.storage, st.storage], [out], n, [
           codes.bits,
           scales.bits,
+          stride,
         ]);
       },
     };
   }
   const int = parseIntFormat(format);
-  if (int) return intFamily(int.signed, "scales", false);
-  if (format === "nf4" || format === "nf4-dq") return nf4Family;
-  if (format === "flex16+5") return intFamily(true, "scale", true);
+  if (int) return intFamily(format, int.signed, "scales", false);
+  if (format === "nf4" || format === "nf4-dq") return nf4Family(format);
+  if (format === "flex16+5") return intFamily(format, true, "scale", true);
   return null;
 }
 
-/** NF4 with an f32 absmax per block of 64, or its double-quantized absmax (int8 in blocks of 256, plus a mean). */
-const nf4Family: PackedFamily = {
-  meta: { blockSize: NF4_BLOCK, doubleQuant: null, scaleBlockSize: NF4_SCALE_BLOCK },
+/**
+ * NF4 with an f32 absmax per block of 64, or its double-quantized absmax (int8 in blocks of 256 of the stored
+ * absmax order, plus a mean).
+ */
+const nf4Family = (format: string): PackedFamily => ({
+  meta: { blockSize: NF4_BLOCK, doubleQuant: null, scaleBlockSize: NF4_SCALE_BLOCK, axis: null },
   parts(shape, meta) {
+    blockStride(format, shape, meta, NF4_BLOCK);
     const blocks = Math.ceil(sizeOf(shape) / NF4_BLOCK);
     if (!meta.doubleQuant) return [["codes", sizeOf(shape)], ["absmax", blocks]];
     const scaleBlocks = Math.ceil(blocks / NF4_SCALE_BLOCK);
     return [["codes", sizeOf(shape)], ["absmax_codes", blocks], ["absmax_scales", scaleBlocks], ["absmax_mean", 1]];
   },
   dequantize(backend, parts, shape, meta, out) {
-    const codes = part(parts, "codes"), n = sizeOf(shape);
+    const codes = part(parts, "codes"), n = sizeOf(shape), stride = blockStride(format, shape, meta, NF4_BLOCK);
     if (!meta.doubleQuant) {
       const absmax = part(parts, "absmax");
       withDummy(backend, (dummy) => {
@@ -170,6 +219,7 @@ const nf4Family: PackedFamily = {
           codes.bits,
           absmax.bits,
           0,
+          stride,
         ]);
       });
       return;
@@ -180,16 +230,16 @@ const nf4Family: PackedFamily = {
     const centred = backend.alloc(blocks);
     try {
       withDummy(backend, (dummy) => {
-        const params = [aCodes.bits, 1, layout.channels, layout.inner, aScales.bits, 0];
+        const params = [aCodes.bits, 1, layout.channels, layout.inner, aScales.bits, 0, layout.stride];
         backend.runWords(INT_PACKED_DEQUANT, [aCodes.storage, aScales.storage, dummy], [centred], blocks, params);
       });
       const mean = part(parts, "absmax_mean").storage;
-      backend.runWords(NF4_PACKED_DEQUANT, [codes.storage, centred, mean], [out], n, [codes.bits, 32, 1]);
+      backend.runWords(NF4_PACKED_DEQUANT, [codes.storage, centred, mean], [out], n, [codes.bits, 32, 1, stride]);
     } finally {
       backend.free(centred);
     }
   },
-};
+});
 
 /** Throws naming `where` when `meta` has a key `family` does not understand, or a fixed key with another value. */
 export function checkMeta(family: PackedFamily, meta: Readonly<Record<string, number | string>>, where: string): void {

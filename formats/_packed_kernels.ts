@@ -10,6 +10,11 @@
  * Word and bit positions avoid 32-bit overflow: 32 codes of `bits` bits fill
  * exactly `bits` words, so code `i` starts in word `⌊i/32⌋·bits + ⌊(i mod 32)·bits/32⌋`.
  *
+ * Blocks and groups may run along any axis: a kernel's `stride` parameter is
+ * the distance between the members of a block (1 for the last axis), and
+ * value `i` reads the scale of block `blockOf(i, size, stride)` (scaling.ts,
+ * `block_of` in its WGSL), as the formats' own dequantize kernels do.
+ *
  * @module
  */
 import { rangeKernel, type WordKernel } from "@lowp/kernels";
@@ -20,7 +25,7 @@ import { MX_BLOCK, MX_WGSL, mxDecodeElement } from "./mx.ts";
 import { NF4_BLOCK, NF4_WGSL, nf4ValueBits } from "./nf4.ts";
 import { NVFP4_BLOCK, NVFP4_WGSL, nvfp4ElementValue } from "./nvfp4.ts";
 import { decodeScaleBits, SCALE_FORMATS, SCALES_WGSL } from "./scales.ts";
-import { f32AddBits } from "./scaling.ts";
+import { blockOf, f32AddBits } from "./scaling.ts";
 
 /** Code `i` of a stream of `bits`-wide codes (1 to 32) packed in `words`. */
 export function packedCode(words: Uint32Array, i: number, bits: number): number {
@@ -34,8 +39,10 @@ export function packedCode(words: Uint32Array, i: number, bits: number): number 
 
 /** How the CPU loop of a dequantize kernel finds the values of run r (see {@link dequantRuns}). */
 export interface RunValues {
-  /** Consecutive values sharing their scales. */
+  /** Values sharing their scales: `run` values `stride` apart (value i is in run `blockOf(i, run, stride)`). */
   readonly run: number;
+  /** Distance between the values of a run (default 1: consecutive values). */
+  readonly stride?: number;
   /** What run r's values depend on (a scale code, a channel, absmax bits): runs with equal keys share a table. */
   readonly keyOf: (r: number) => number;
   /** The code → f32 bits function of the runs with `key`. */
@@ -48,6 +55,7 @@ export interface RunValues {
  * The CPU loop of a dequantize kernel over values [start, end). Where it pays (codes of at most 12 bits, and
  * a run at least as long as the table, or 8-bit keys whose tables are kept), each key's code → value
  * function is tabulated once and every value is a table lookup: the format's own functions, called less often.
+ * Runs along another axis (stride > 1) are walked one run at a time, so each run's table is made once.
  */
 export function dequantRuns(
   codes: Uint32Array,
@@ -55,19 +63,15 @@ export function dequantRuns(
   start: number,
   end: number,
   out: Uint32Array,
-  { run, keyOf, valueOf, smallKeys = false }: RunValues,
+  { run, stride = 1, keyOf, valueOf, smallKeys = false }: RunValues,
 ): void {
   const size = 2 ** bits;
   const tabulate = bits <= 12 && (size <= run || (smallKeys && end - start >= 4 * size));
   const kept: Uint32Array[] = [], scratch = new Uint32Array(tabulate ? size : 0);
   let table: Uint32Array = scratch, tableKey = -1;
-  for (let r = Math.floor(start / run); r * run < end; r++) {
-    const lo = Math.max(start, r * run), hi = Math.min(end, (r + 1) * run), key = keyOf(r);
-    if (!tabulate) {
-      const value = valueOf(key);
-      for (let i = lo; i < hi; i++) out[i] = value(packedCode(codes, i, bits));
-      continue;
-    }
+  /** The code → value table of `key` (null when not tabulating: then `valueOf` is called per value). */
+  const tableOf = (key: number): Uint32Array | null => {
+    if (!tabulate) return null;
     if (key !== tableKey) {
       tableKey = key;
       const known = smallKeys ? kept[key] : undefined;
@@ -78,7 +82,33 @@ export function dequantRuns(
         for (let c = 0; c < size; c++) table[c] = value(c);
       }
     }
-    lookUp(codes, bits, lo, hi, table, out);
+    return table;
+  };
+  if (stride === 1) {
+    for (let r = Math.floor(start / run); r * run < end; r++) {
+      const lo = Math.max(start, r * run), hi = Math.min(end, (r + 1) * run), key = keyOf(r), t = tableOf(key);
+      if (t) lookUp(codes, bits, lo, hi, t, out);
+      else {
+        const value = valueOf(key);
+        for (let i = lo; i < hi; i++) out[i] = value(packedCode(codes, i, bits));
+      }
+    }
+    return;
+  }
+  // Value i = (o·run + k)·stride + j is member k of run o·stride + j (blockOf in scaling.ts).
+  const span = run * stride;
+  for (let o = Math.floor(start / span); o * span < end; o++) {
+    for (let j = 0; j < stride; j++) {
+      const first = o * span + j;
+      const k0 = Math.max(0, Math.ceil((start - first) / stride)),
+        k1 = Math.min(run, Math.ceil((end - first) / stride));
+      if (k0 >= k1) continue;
+      const key = keyOf(blockOf(first, run, stride)), t = tableOf(key), value = t ? null : valueOf(key);
+      for (let k = k0, i = first + k0 * stride; k < k1; k++, i += stride) {
+        const c = packedCode(codes, i, bits);
+        out[i] = t ? t[c] : value!(c);
+      }
+    }
   }
 }
 
@@ -186,18 +216,20 @@ export const SCALE_PACKED_DEQUANT: WordKernel = rangeKernel({
 });
 
 /**
- * INT-k and Flexpoint mantissas: `(q - zp) · s` per scale channel `⌊i/inner⌋ mod channels`. Inputs [codes,
- * scales (f32 bits, packed at `scaleBits`), zero points (packed at `zpBits`; unread when 0)]; params [bits,
- * signed, channels, inner, scaleBits, zpBits].
+ * INT-k and Flexpoint mantissas: `(q - zp) · s` per scale channel `blockOf(i, inner, stride) mod channels`
+ * (`⌊i/inner⌋ mod channels` with stride 1, as `Layout` in scaling.ts). Inputs [codes, scales (f32 bits, packed
+ * at `scaleBits`), zero points (packed at `zpBits`; unread when 0)]; params [bits, signed, channels, inner,
+ * scaleBits, zpBits, stride].
  */
 export const INT_PACKED_DEQUANT: WordKernel = rangeKernel({
   name: "lowp_packed_dequant_int",
   inputs: 3,
   outputs: 1,
   range: (start, end, [codes, scales, zps], [out], p) => {
-    const [bits, signed, channels, inner, scaleBits, zpBits] = p, shift = 32 - bits;
+    const [bits, signed, channels, inner, scaleBits, zpBits, stride] = p, shift = 32 - bits;
     dequantRuns(codes, bits, start, end, out, {
       run: inner,
+      stride,
       keyOf: (r) => r % channels,
       valueOf: (c) => {
         const scale = packedCode(scales, c, scaleBits), zp = zpBits ? packedCode(zps, c, zpBits) : 0;
@@ -207,7 +239,7 @@ export const INT_PACKED_DEQUANT: WordKernel = rangeKernel({
   },
   wgslHelpers: INT_WGSL + fetchWgsl(0) + fetchWgsl(1) + fetchWgsl(2),
   wgsl: `  let bits = Q(0u);
-  let c = (i / Q(3u)) % Q(2u);
+  let c = scale_of(i, Q(2u), Q(3u), Q(6u));
   let raw = packed_in0(i, bits);
   var q = i32(raw);
   if (Q(1u) == 1u) { q = bitcast<i32>(raw << (32u - bits)) >> (32u - bits); }
@@ -216,7 +248,7 @@ export const INT_PACKED_DEQUANT: WordKernel = rangeKernel({
   out0[i] = int_value_bits(q, zp, packed_in1(c, Q(4u)));`,
 });
 
-/** MX formats: inputs [codes, E8M0 scales]; params [bits, scale bits, element words (6, `mxElementWords`)]. */
+/** MX formats: inputs [codes, E8M0 scales]; params [bits, scale bits, element words (6, `mxElementWords`), stride]. */
 export const MX_PACKED_DEQUANT: WordKernel = rangeKernel({
   name: "lowp_packed_dequant_mx",
   inputs: 2,
@@ -225,6 +257,7 @@ export const MX_PACKED_DEQUANT: WordKernel = rangeKernel({
     const [bits, scaleBits] = p, e8m0 = SCALE_FORMATS.e8m0;
     dequantRuns(codes, bits, start, end, out, {
       run: MX_BLOCK,
+      stride: p[8],
       keyOf: (b) => packedCode(scales, b, scaleBits),
       valueOf: (code) => {
         const scale = decodeScaleBits(code, e8m0);
@@ -234,19 +267,20 @@ export const MX_PACKED_DEQUANT: WordKernel = rangeKernel({
     });
   },
   wgslHelpers: MX_WGSL + fetchWgsl(0) + fetchWgsl(1),
-  wgsl: `  let scale = scale_decode(packed_in1(i / ${MX_BLOCK}u, Q(1u)), ${SCALE_FORMATS.e8m0.kind}u);
+  wgsl: `  let scale = scale_decode(packed_in1(block_of(i, ${MX_BLOCK}u, Q(8u)), Q(1u)), ${SCALE_FORMATS.e8m0.kind}u);
   out0[i] = f32_mul_bits(mx_decode(packed_in0(i, Q(0u)), 2u), scale);`,
 });
 
-/** NVFP4: inputs [E2M1 codes, UE4M3 scales, s_t (f32 bits, packed at 32)]; params [bits, scale bits]. */
+/** NVFP4: inputs [E2M1 codes, UE4M3 scales, s_t (f32 bits, packed at 32)]; params [bits, scale bits, stride]. */
 export const NVFP4_PACKED_DEQUANT: WordKernel = rangeKernel({
   name: "lowp_packed_dequant_nvfp4",
   inputs: 3,
   outputs: 1,
   range: (start, end, [codes, scales, tensorScale], [out], p) => {
-    const [bits, scaleBits] = p, ue4m3 = SCALE_FORMATS.ue4m3, st = tensorScale[0];
+    const [bits, scaleBits, stride] = p, ue4m3 = SCALE_FORMATS.ue4m3, st = tensorScale[0];
     dequantRuns(codes, bits, start, end, out, {
       run: NVFP4_BLOCK,
+      stride,
       keyOf: (b) => packedCode(scales, b, scaleBits),
       valueOf: (code) => {
         const sb = decodeScaleBits(code, ue4m3);
@@ -256,13 +290,13 @@ export const NVFP4_PACKED_DEQUANT: WordKernel = rangeKernel({
     });
   },
   wgslHelpers: NVFP4_WGSL + fetchWgsl(0) + fetchWgsl(1),
-  wgsl: `  let sb = scale_decode(packed_in1(i / ${NVFP4_BLOCK}u, Q(1u)), ${SCALE_FORMATS.ue4m3.kind}u);
+  wgsl: `  let sb = scale_decode(packed_in1(block_of(i, ${NVFP4_BLOCK}u, Q(2u)), Q(1u)), ${SCALE_FORMATS.ue4m3.kind}u);
   out0[i] = e2m1_value(packed_in0(i, Q(0u)), sb, in2[0]);`,
 });
 
 /**
  * NF4: inputs [codes, absmax per block of 64 (f32 bits, packed at `absmaxBits`), mean (one word)]; params
- * [bits, absmaxBits, add mean]. With "add mean" (double quantization) the absmax input holds the dequantized
+ * [bits, absmaxBits, add mean, stride]. With "add mean" (double quantization) the absmax input holds the dequantized
  * centred values and the block's absmax is `centred + mean`, as nf4.ts restores it.
  */
 export const NF4_PACKED_DEQUANT: WordKernel = rangeKernel({
@@ -270,9 +304,10 @@ export const NF4_PACKED_DEQUANT: WordKernel = rangeKernel({
   inputs: 3,
   outputs: 1,
   range: (start, end, [codes, absmax, mean], [out], p) => {
-    const [bits, absmaxBits, addMean] = p;
+    const [bits, absmaxBits, addMean, stride] = p;
     dequantRuns(codes, bits, start, end, out, {
       run: NF4_BLOCK,
+      stride,
       keyOf: (b) => packedCode(absmax, b, absmaxBits),
       valueOf: (a) => {
         const blockAbsmax = addMean ? f32AddBits(a, mean[0]) : a;
@@ -281,7 +316,7 @@ export const NF4_PACKED_DEQUANT: WordKernel = rangeKernel({
     });
   },
   wgslHelpers: NF4_WGSL + fetchWgsl(0) + fetchWgsl(1),
-  wgsl: `  var a = packed_in1(i / ${NF4_BLOCK}u, Q(1u));
+  wgsl: `  var a = packed_in1(block_of(i, ${NF4_BLOCK}u, Q(3u)), Q(1u));
   if (Q(2u) != 0u) { a = f32_add_bits(a, in2[0]); }
   out0[i] = nf4_value_bits(packed_in0(i, Q(0u)), a);`,
 });

@@ -31,6 +31,7 @@ import { PACK_KERNEL } from "./_packed_kernels.ts";
 import { checkMeta, type PackedFamily, packedFamily } from "./_packed_families.ts";
 import type { MxQuantizeOptions } from "./mx.ts";
 import type { Nf4Options } from "./nf4.ts";
+import type { Nvfp4Options } from "./nvfp4.ts";
 import {
   PACKED_LAYOUT,
   PACKED_LAYOUT_KEY,
@@ -45,8 +46,11 @@ import {
 import { parseFormat } from "./registry.ts";
 import { parseGranularity, type QuantizedPart, type Quantizer } from "./spec.ts";
 
-/** Options of {@link QuantTensor.fromTensor}: those of every format plus NF4's and MX's own. */
-export type QuantTensorOptions = Nf4Options & MxQuantizeOptions;
+/**
+ * Options of {@link QuantTensor.fromTensor}: those of every format (`axis` included: the axis blocks and
+ * groups run along) plus NF4's, MX's and NVFP4's own.
+ */
+export type QuantTensorOptions = Nf4Options & MxQuantizeOptions & Nvfp4Options;
 
 /** One packed part of a {@link QuantTensor}. */
 export interface QuantTensorPart {
@@ -66,15 +70,30 @@ export interface QuantTensorPart {
 
 const META_ENCODER = new TextEncoder();
 
-/** The layout options a format's `meta` records (granularity, double quantization, scale rounding). */
+/** The layout options a format's `meta` records (granularity, block axis, double quantization, scale rounding, 2-D blocks). */
 function optionsFromMeta(meta: Readonly<Record<string, number | string>>): QuantTensorOptions {
   const opts: { -readonly [K in keyof QuantTensorOptions]: QuantTensorOptions[K] } = {};
   if (typeof meta.granularity === "string") opts.granularity = parseGranularity(meta.granularity);
+  if (typeof meta.axis === "number") opts.axis = meta.axis; // absent: the last axis, the quantizers' default
+  if (meta.block2d === 1) opts.block2d = true;
   if (meta.doubleQuant !== undefined) opts.doubleQuant = meta.doubleQuant === 1;
   if (typeof meta.scaleRounding === "string") {
     opts.scaleRounding = meta.scaleRounding as QuantTensorOptions["scaleRounding"];
   }
   return opts;
+}
+
+/**
+ * Whether two metas describe the same layout: equal entries in any order, an absent or negative `axis` read
+ * as the axis it names (absent: the last, as tensors packed before the option were blocked).
+ */
+function sameMeta(a: Readonly<Record<string, number | string>>, b: typeof a, rank: number): boolean {
+  const norm = (m: typeof a) => {
+    const axis = typeof m.axis === "number" ? m.axis : rank - 1;
+    const all: Record<string, number | string> = { ...m, axis: axis < 0 ? axis + rank : axis };
+    return JSON.stringify(Object.keys(all).sort().map((k) => [k, all[k]]));
+  };
+  return norm(a) === norm(b);
 }
 
 /** The packed family of `format`, or a clear error naming what is supported. */
@@ -147,8 +166,9 @@ export class QuantTensor implements Disposable {
 
   /**
    * Quantizes `x` with `format` (a name for `parseFormat`, or a quantizer) and packs the codes on the
-   * device (no readback). `opts` are the quantizer's options (rounding, granularity, seed/stream/offset for
-   * stochastic rounding, NF4's `doubleQuant`, MX's `scaleRounding`).
+   * device (no readback). `opts` are the quantizer's options (rounding, granularity, `axis` of the blocks or
+   * groups, seed/stream/offset for stochastic rounding, NF4's `doubleQuant`, MX's `scaleRounding`, NVFP4's
+   * `block2d`).
    */
   static fromTensor(x: Tensor, format: string | Quantizer, opts: QuantTensorOptions = {}): QuantTensor {
     const quantizer = typeof format === "string" ? parseFormat(format) : format;
@@ -189,7 +209,12 @@ export class QuantTensor implements Disposable {
     const quantizer = parseFormat(p.format);
     const family = familyOf(quantizer.name, where);
     checkMeta(family, p.meta, where);
-    const expected = family.parts(p.shape, p.meta);
+    let expected: [string, number][];
+    try {
+      expected = family.parts(p.shape, p.meta);
+    } catch (e) {
+      throw new Error(`${where}: ${(e as Error).message}`);
+    }
     const names = p.parts.map((part) => part.name).join(", ");
     if (p.parts.length !== expected.length || expected.some(([name], k) => p.parts[k].name !== name)) {
       throw new Error(`${where}: parts are [${names}], expected [${expected.map(([name]) => name).join(", ")}]`);
@@ -266,7 +291,8 @@ export class QuantTensor implements Disposable {
 
   /**
    * Re-quantizes `x` (same shape and backend) into the same packed storage, without readback. The layout
-   * options come from `meta` (granularity, double quantization, scale rounding); `opts` adds rounding,
+   * options come from `meta` (granularity, block axis, double quantization, scale rounding, 2-D blocks; they
+   * override those of `opts`); `opts` adds rounding,
    * `saturate` and the Philox seed/stream/offset of stochastic rounding. Returns this.
    */
   assignFrom(x: Tensor, opts: QuantTensorOptions = {}): this {
@@ -278,7 +304,7 @@ export class QuantTensor implements Disposable {
     if (x.backend !== this.backend) throw new Error(`${where}: ${x.describe()} is on another backend`);
     const q = this.quantizer.quantize(x, { ...opts, ...optionsFromMeta(this.meta) });
     try {
-      if (JSON.stringify(q.meta) !== JSON.stringify(this.meta)) {
+      if (!sameMeta(q.meta, this.meta, this.shape.length)) {
         throw new Error(
           `${where}: the new values have meta ${JSON.stringify(q.meta)}, not ${JSON.stringify(this.meta)}`,
         );

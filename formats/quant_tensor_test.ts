@@ -1,12 +1,14 @@
 /**
  * QuantTensor: packed storage equal to `pack`, packed dequantize equal to quantDequant bit for bit (every
- * format with a quantize, both backends), re-quantization in place, memory scopes, safetensors both ways.
+ * format with a quantize, both backends; block and group formats also along axis 0 of a 2-D tensor and the
+ * middle axis of a 3-D one), re-quantization in place, memory scopes, safetensors both ways.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type Backend, cpuBackend, readSafetensors, tensor, tidy, writeSafetensors } from "@lowp/core";
 import { assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
-import { pack, packedBytes } from "./pack.ts";
+import { dequantRuns } from "./_packed_kernels.ts";
+import { pack, packCodes, packedBytes } from "./pack.ts";
 import { quantizeFile, restore } from "./quantize_file.ts";
 import { loadQuantTensors, QuantTensor, type QuantTensorOptions, saveQuantTensors } from "./quant_tensor.ts";
 import { parseFormat } from "./registry.ts";
@@ -63,7 +65,45 @@ const CASES: Case[] = [
     opts: { granularity: { kind: "group", size: 128 }, rounding: "stochastic", seed: 9 },
   },
   { format: "mxfp6_e3m2", shape: [2, 64], opts: { rounding: "stochastic", seed: 1, offset: 5 } },
+  ...AXIS_CASES(),
 ];
+
+/**
+ * Every block and group format along a non-last axis: axis 0 of a 2-D tensor (the other dimension not a
+ * multiple of anything) and the middle axis of a 3-D one (once as -2), NVFP4's 2-D blocks along both axes,
+ * stochastic rounding, and sizes where the CPU loop tabulates (and where it does not).
+ */
+function AXIS_CASES(): Case[] {
+  const group = (size: number) => ({ kind: "group", size }) as const;
+  const mx = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8"];
+  const ints = [2, 4, 8].flatMap((k) => [`int${k}`, `uint${k}`]);
+  return [
+    ...mx.flatMap((format) => [
+      { format, shape: [64, 3], opts: { axis: 0 } },
+      { format, shape: [3, 32, 5], opts: { axis: 1 } },
+    ]),
+    { format: "mxfp4", shape: [2, 64, 3], opts: { axis: -2, scaleRounding: "even" } },
+    { format: "mxfp8_e5m2", shape: [512, 4], opts: { axis: 0 } }, // enough values for the kept 8-bit tables
+    { format: "mxfp6_e3m2", shape: [3, 64, 2], opts: { axis: 1, rounding: "stochastic", seed: 2, offset: 3 } },
+    { format: "nvfp4", shape: [32, 5], opts: { axis: 0 } },
+    { format: "nvfp4", shape: [2, 48, 3], opts: { axis: 1 } },
+    { format: "nvfp4", shape: [48, 3], opts: { axis: 0, rounding: "stochastic", seed: 4 } },
+    { format: "nvfp4", shape: [32, 48], opts: { block2d: true } },
+    { format: "nvfp4", shape: [32, 48], opts: { block2d: true, axis: 0 } },
+    { format: "nvfp4", shape: [2, 32, 16], opts: { block2d: true, axis: 1 } },
+    { format: "nf4", shape: [128, 3], opts: { axis: 0 } },
+    { format: "nf4", shape: [2, 64, 3], opts: { axis: -2 } },
+    // 600 blocks along axis 0: three blocks of 256 absmax values in the stored order, the last one short.
+    { format: "nf4", shape: [128, 300], opts: { axis: 0, doubleQuant: true } },
+    { format: "nf4-dq", shape: [3, 64, 5], opts: { axis: 1 } },
+    ...ints.flatMap((format) => [
+      { format, shape: [32, 5], opts: { granularity: group(16), axis: 0 } },
+      { format, shape: [3, 48, 5], opts: { granularity: group(16), axis: 1 } },
+    ]),
+    { format: "int4", shape: [256, 3], opts: { granularity: group(128), axis: 0, rounding: "stochastic", seed: 9 } },
+    { format: "uint8", shape: [2, 512, 3], opts: { granularity: group(256), axis: 1 } },
+  ];
+}
 
 const label = (c: Case) => `${c.format} [${c.shape}] ${JSON.stringify(c.opts ?? {})}`;
 
@@ -202,8 +242,114 @@ Deno.test("QuantTensor.fromPacked: parts that do not fit the format fail with th
     [{ ...p, shape: [4, 128] }, /part 'codes' has 256 codes, expected 512/],
     [{ ...p, parts: [{ ...p.parts[0], bits: 8 }, p.parts[1]] }, /codes are 8 bits wide, the format's are 4/],
     [{ ...p, format: "nope" }, /unknown format 'nope'/],
-    [{ ...p, meta: { ...p.meta, axis: 0 } }, /meta 'axis' is not understood .* \(known: blockSize, scaleRounding\)/],
+    [
+      { ...p, meta: { ...p.meta, tile: 1 } },
+      /meta 'tile' is not understood .* \(known: blockSize, scaleRounding, axis\)/,
+    ],
+    [{ ...p, meta: { ...p.meta, axis: 2 } }, /\[2,128\]: mxfp4: axis 2 is out of range for shape \[2,128\]/],
+    [{ ...p, meta: { ...p.meta, axis: 0 } }, /blocks of 32 run along axis 0 of shape \[2,128\], whose size is not/],
+    [{ ...p, meta: { ...p.meta, axis: "1" } }, /meta 'axis' is '1', not a number/],
     [{ ...p, meta: { ...p.meta, blockSize: 16 } }, /meta 'blockSize' is 16, expected 32/],
   ];
   for (const [bad, re] of cases) assert.throws(() => QuantTensor.fromPacked(bad), re);
+});
+
+Deno.test("dequantRuns: runs along another axis give the same values over any split of the range", () => {
+  // 3 runs of 4 values, 5 apart, repeated twice: value i is in run blockOf(i, 4, 5).
+  const [run, stride, n, bits] = [4, 5, 40, 3];
+  const codes = packCodes(Array.from({ length: n }, (_, i) => (i * 5 + 3) % 8), bits);
+  for (const smallKeys of [false, true]) {
+    const spec = {
+      run,
+      stride,
+      smallKeys,
+      keyOf: (r: number) => r % 3,
+      valueOf: (k: number) => (c: number) => k * 100 + c,
+    };
+    const whole = new Uint32Array(n);
+    dequantRuns(codes, bits, 0, n, whole, spec);
+    for (let i = 0; i < n; i++) {
+      const r = Math.floor(Math.floor(i / stride) / run) * stride + (i % stride);
+      assert.equal(whole[i], (r % 3) * 100 + (i * 5 + 3) % 8, `value ${i}`);
+    }
+    for (const cut of [1, 7, 19, 33]) {
+      const parts = new Uint32Array(n);
+      dequantRuns(codes, bits, 0, cut, parts, spec);
+      dequantRuns(codes, bits, cut, n, parts, spec);
+      assert.deepEqual(parts, whole, `split at ${cut}`);
+    }
+  }
+});
+
+Deno.test("QuantTensor along axis 0: assignFrom keeps the axis, save/load and restore() give quantDequant's bits", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cases: [string, QuantTensorOptions, number[]][] = [
+      ["nf4", { axis: 0 }, [128, 6]],
+      ["mxfp4", { axis: 0 }, [64, 5]],
+      ["nvfp4", { axis: 0, block2d: true }, [32, 16]],
+      ["int4", { granularity: { kind: "group", size: 32 }, axis: 0 }, [64, 3]],
+    ];
+    for (const [format, opts, shape] of cases) {
+      const n = shape.reduce((a, d) => a * d, 1), q = parseFormat(format);
+      const x = tensor(values(n, 8), { shape }), x2 = tensor(values(n, 9), { shape });
+      const qt = QuantTensor.fromTensor(x, format, opts);
+      assert.equal(qt.meta.axis, 0, `${format} meta.axis`);
+      // The stored axis is the layout: re-quantizing along it needs no options.
+      qt.assignFrom(x2);
+      const want = await bitsOf(q.quantDequant(x2, opts));
+      assertSameBits(await bitsOf(qt.dequantize()), want, `${format} assignFrom along axis 0`);
+      const path = join(dir, `${format}.safetensors`);
+      await saveQuantTensors(path, new Map([["w", qt]]));
+      const loaded = await loadQuantTensors(path);
+      const back = loaded.quant.get("w")!;
+      assert.equal(back.meta.axis, 0, `${format} loaded meta.axis`);
+      assertSameBits(await bitsOf(back.dequantize()), want, `${format} save → load`);
+      const restored = (await restore(path)).tensors.get("w")!;
+      assertSameBits(new Uint32Array(restored.data.slice().buffer), want, `${format} save → restore`);
+      qt.dispose();
+      back.dispose();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("QuantTensor.fromPacked: a tensor packed without meta.axis is blocked along its last axis", async () => {
+  const x = tensor(values(3 * 128, 6), { shape: [3, 128] });
+  for (
+    const [format, opts] of [["nf4", {}], ["mxfp8_e4m3", {}], ["nvfp4", {}], ["uint4", {
+      granularity: { kind: "group", size: 64 },
+    }]] as [string, QuantTensorOptions][]
+  ) {
+    const q = parseFormat(format);
+    const p = await pack(q.quantize(x, opts));
+    assert.equal(p.meta.axis, 1, format);
+    const { axis: _, ...older } = p.meta;
+    const qt = QuantTensor.fromPacked({ ...p, meta: older });
+    assertSameBits(await bitsOf(qt.dequantize()), await bitsOf(q.quantDequant(x, opts)), `${format} without axis`);
+    qt.assignFrom(x); // the same layout as the re-quantized meta, which names the axis
+    assertSameBits(await bitsOf(qt.dequantize()), await bitsOf(q.quantDequant(x, opts)), `${format} assignFrom`);
+    qt.dispose();
+  }
+});
+
+Deno.test("QuantTensor: a --pack file written along axis 0 loads with its axis and gives restore()'s values", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const w = { dtype: "F32" as const, shape: [64, 96], data: new Uint8Array(values(64 * 96, 10).buffer) };
+    const input = join(dir, "in.safetensors");
+    await writeSafetensors(input, new Map([["w", w]]));
+    for (const [format, granularity] of [["nf4"], ["mxfp4"], ["nvfp4"], ["uint4", "group:32"]]) {
+      const packedPath = join(dir, `${format}.packed.safetensors`);
+      await quantizeFile(input, packedPath, { format, granularity, pack: true, axis: 0 });
+      const qt = (await loadQuantTensors(packedPath)).quant.get("w")!;
+      assert.equal(qt.meta.axis, 0, format);
+      const restored = (await restore(packedPath)).tensors.get("w")!;
+      assertSameBits(await bitsOf(qt.dequantize()), new Uint32Array(restored.data.slice().buffer), `${format} load`);
+      qt.dispose();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

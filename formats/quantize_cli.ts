@@ -1,12 +1,15 @@
 /**
- * `deno task quantize --format F [--granularity tensor|channel:AXIS|group:G] [--rounding nearest|nearest-away|stochastic]
- * [--seed S] [--pack] [--json] [--backend cpu|webgpu|auto] IN.safetensors OUT.safetensors`
+ * `deno task quantize --format F [--granularity tensor|channel:AXIS|group:G] [--axis N]
+ * [--rounding nearest|nearest-away|stochastic] [--seed S] [--pack] [--json] [--backend cpu|webgpu|auto]
+ * IN.safetensors OUT.safetensors`
  *
  * Quantizes every F32 tensor of a safetensors file (see quantize_file.ts for
  * what is written) and prints a per-tensor table (shape, elements, MSE, SQNR,
  * max abs error, bytes before → after) and a total line, or with `--json` one
- * JSON object. Bad input (unknown format, granularity a format does not take,
- * bad seed, unreadable or hostile file, OUT = IN, a tensor whose shape does
+ * JSON object. `--axis N` runs the blocks of a block format (MX, NVFP4, NF4)
+ * or the groups of `group:G` along axis N of every tensor (default -1, the
+ * last; negative counts from the end). Bad input (unknown format, granularity
+ * a format does not take, an axis a format or tensor does not have, bad seed, unreadable or hostile file, OUT = IN, a tensor whose shape does
  * not fit the format's blocks) is one `error: ...` line with exit code 1, and
  * nothing is written.
  *
@@ -18,14 +21,14 @@ import type { Rounding } from "./element.ts";
 import { formatTable, reportJson } from "./quantize_report.ts";
 import { QuantizeError, quantizeFile, type QuantizeFileOptions } from "./quantize_file.ts";
 
-const USAGE = "usage: deno task quantize --format F [--granularity tensor|channel:AXIS|group:G] " +
+const USAGE = "usage: deno task quantize --format F [--granularity tensor|channel:AXIS|group:G] [--axis N] " +
   "[--rounding nearest|nearest-away|stochastic] [--seed S] [--pack] [--json] [--backend cpu|webgpu|auto] " +
   "IN.safetensors OUT.safetensors";
 
 function joinNegativeValues(args: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (/^--(seed|granularity|format|rounding|backend)$/.test(args[i]) && /^-\d/.test(args[i + 1] ?? "")) {
+    if (/^--(seed|granularity|axis|format|rounding|backend)$/.test(args[i]) && /^-\d/.test(args[i + 1] ?? "")) {
       out.push(`${args[i]}=${args[++i]}`);
     } else out.push(args[i]);
   }
@@ -41,6 +44,7 @@ async function main(args: string[]): Promise<void> {
       options: {
         format: { type: "string" },
         granularity: { type: "string" },
+        axis: { type: "string" },
         rounding: { type: "string" },
         seed: { type: "string" },
         pack: { type: "boolean", default: false },
@@ -64,9 +68,13 @@ async function main(args: string[]): Promise<void> {
   if (values.seed !== undefined && !/^\d+$/.test(values.seed)) {
     throw new QuantizeError(`--seed '${values.seed}': expected an integer from 0 to 4294967295`);
   }
+  if (values.axis !== undefined && !/^-?\d+$/.test(values.axis)) {
+    throw new QuantizeError(`--axis '${values.axis}': expected an integer (negative counts from the last axis)`);
+  }
   const opts: QuantizeFileOptions = {
     format: values.format,
     granularity: values.granularity,
+    axis: values.axis === undefined ? undefined : Number(values.axis),
     rounding: (values.rounding ?? "nearest") as Rounding,
     seed: values.seed === undefined ? 0 : Number(values.seed),
     pack: values.pack,

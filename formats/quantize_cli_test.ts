@@ -227,6 +227,53 @@ Deno.test("quantize CLI: --pack stores exact packed sizes and restores the fake-
   });
 });
 
+Deno.test("quantize CLI: --axis runs blocks and groups along it, --pack records it, restore reads it back", async () => {
+  await withTempDir(async (dir) => {
+    const inp = join(dir, "in.safetensors");
+    const input = new Map<string, RawTensor>();
+    for (const [name, shape] of [["w", [64, 96]], ["conv", [2, 64, 3]]] as [string, number[]][]) {
+      input.set(name, { dtype: "F32", shape, data: bytesOf(await normal(shape, name.length)) });
+    }
+    await writeSafetensors(inp, input);
+    const cases: [string, string[], QuantizeOptions][] = [
+      ["nf4", [], {}],
+      ["mxfp4", [], {}],
+      ["nvfp4", [], {}],
+      ["int4", ["--granularity", "group:32"], { granularity: { kind: "group", size: 32 } }],
+    ];
+    for (const [format, args, opts] of cases) {
+      const [plain, packed] = [join(dir, `${format}.safetensors`), join(dir, `${format}.packed.safetensors`)];
+      // -2: axis 0 of w, axis 1 of conv (64 each; their last dimensions do not tile blocks of 64).
+      const a = await quantize(["--format", format, ...args, "--axis", "-2", "--backend", "cpu", inp, plain]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.match(a.stdout.split("\n")[0], new RegExp(`^${format}.* along axis -2, rounding nearest`));
+      const b = await quantize([
+        "--format",
+        format,
+        ...args,
+        "--axis",
+        "-2",
+        "--pack",
+        "--backend",
+        "cpu",
+        inp,
+        packed,
+      ]);
+      assert.equal(b.code, 0, b.stderr);
+      const [ref, file] = [await readSafetensors(plain), await readSafetensors(packed)];
+      assert.equal(JSON.parse(ref.metadata["lowp.quantize"]).axis, -2, format);
+      const restored = await restore(packed, cpuBackend());
+      for (const [name, raw] of input) {
+        const want = await direct(format, raw, name, { ...opts, axis: -2 });
+        assert.deepEqual(bitsOf(ref.tensors.get(name)!), want, `${format} ${name}`);
+        assert.deepEqual(bitsOf(restored.tensors.get(name)!), want, `${format} ${name} restored`);
+        const meta = JSON.parse(file.metadata[`lowp.packed.${name}`]).meta;
+        assert.equal(meta.axis, raw.shape.length - 2, `${format} ${name} meta.axis`);
+      }
+    }
+  });
+});
+
 Deno.test("quantize CLI: --backend webgpu writes the same bytes as cpu", async () => {
   const { backend } = await webgpuBackend();
   if (!backend) {
@@ -324,6 +371,27 @@ const ERROR_CASES: { what: string; args: string[]; error: RegExp }[] = [
     what: "rounding the format does not offer",
     args: ["--format", "nf4", "--rounding", "stochastic", "IN", "OUT"],
     error: /format 'nf4' with these options: .*only 'nearest' rounding/,
+  },
+  {
+    what: "--axis for a plain element format",
+    args: ["--format", "e4m3", "--axis", "0", "IN", "OUT"],
+    error: /--axis applies to block formats and --granularity group:G; format 'e4m3' has no blocks or groups/,
+  },
+  {
+    what: "--axis with per-channel scales",
+    args: ["--format", "int8", "--granularity", "channel:0", "--axis", "0", "IN", "OUT"],
+    error: /format 'int8' with --granularity channel:0 has no blocks or groups/,
+  },
+  { what: "--axis not an integer", args: ["--format", "nf4", "--axis", "1.5", "IN", "OUT"], error: /--axis '1\.5'/ },
+  {
+    what: "--axis out of range for a tensor",
+    args: ["--format", "mxfp4", "--axis", "-2", "IN", "OUT"],
+    error: /tensor 'layer\.0\.bias' \[128\]: --axis: axis -2 is out of range for shape \[128\] \(rank 1\)/,
+  },
+  {
+    what: "--axis along a dimension the blocks do not tile",
+    args: ["--format", "nf4", "--axis", "0", "IN", "OUT"],
+    error: /tensor 'layer\.0\.weight' \[32,128\]: format 'nf4' needs dimension 0 \(--axis 0\) divisible by its block/,
   },
   {
     what: "scalar for a block format",

@@ -6,10 +6,13 @@
  * tensor per part holding exactly ⌈count·bits/8⌉ bytes of the little-endian
  * bit stream of formats/pack.ts, plus a `__metadata__` entry
  * `lowp.packed.NAME` (JSON: format, shape, meta and per part name, tensor,
- * bits, format, count, shape) and `lowp.packing: lsb-first-u8-v1`;
+ * bits, format, count, shape; the meta names the axis blocks and groups ran
+ * along) and `lowp.packing: lsb-first-u8-v1`;
  * {@link restore} turns such a file back into the fake-quantized F32 tensors,
  * bit for bit. Tensors of other dtypes are copied unchanged and listed as
- * skipped; input metadata is kept, and `lowp.quantize` records the options.
+ * skipped; input metadata is kept, and `lowp.quantize` records the options
+ * (`axis` only when given: blocks and groups run along the last axis unless
+ * `axis` names another, for every tensor, counted from the end when negative).
  * Stochastic rounding draws from Philox with key `seed` and stream
  * {@link tensorStream}(NAME), so tensors get independent draws that do not
  * depend on which other tensors the file holds.
@@ -39,6 +42,7 @@ import type { Rounding } from "./element.ts";
 import { floatQuantizer } from "./float.ts";
 import { pack, PACKED_LAYOUT, PACKED_LAYOUT_KEY, packedBytes, packedEntries, unpack, unpackFile } from "./pack.ts";
 import { parseFormat } from "./registry.ts";
+import { resolveAxis } from "./scaling.ts";
 import { type Granularity, parseGranularity, type QuantizeOptions, type Quantizer } from "./spec.ts";
 
 const ROUNDINGS: readonly Rounding[] = ["nearest", "nearest-away", "stochastic"];
@@ -52,6 +56,11 @@ export interface QuantizeFileOptions {
   format: string;
   /** `tensor`, `channel:AXIS` or `group:G`; only for formats with a free scale granularity. */
   granularity?: string;
+  /**
+   * The axis blocks (block formats) or groups (`group:G`) run along, in every tensor (default -1, the last;
+   * negative counts from the end). Recorded in each packed tensor's meta, so {@link restore} reads it back.
+   */
+  axis?: number;
   /** Rounding mode (default `nearest`). */
   rounding?: Rounding;
   /** Philox seed for stochastic rounding (default 0). */
@@ -97,7 +106,11 @@ export interface QuantizeReport {
   /** Output path. */
   output: string;
   /** The options, resolved. */
-  options: Required<Omit<QuantizeFileOptions, "granularity" | "backend">> & { granularity: string | null };
+  options: Required<Omit<QuantizeFileOptions, "granularity" | "axis" | "backend">> & {
+    granularity: string | null;
+    /** The `axis` option, when given. */
+    axis?: number;
+  };
   /** Backend name and adapter the quantizers ran on. */
   backend: { name: string; adapter: string };
   /** One row per tensor, by name. */
@@ -160,9 +173,20 @@ export function resolveOptions(opts: QuantizeFileOptions): { quantizer: Quantize
       throw new QuantizeError((e as Error).message);
     }
   }
+  if (opts.axis !== undefined) {
+    if (!Number.isInteger(opts.axis)) throw new QuantizeError(`--axis ${opts.axis}: expected an integer`);
+    if (quantizer.blockSize === null && granularity?.kind !== "group") {
+      throw new QuantizeError(
+        `--axis applies to block formats and --granularity group:G; format '${quantizer.name}'${
+          granularity ? ` with --granularity ${opts.granularity}` : ""
+        } has no blocks or groups`,
+      );
+    }
+  }
   const quantOpts: QuantizeOptions = { rounding, seed, granularity };
   // Options a format turns down (e.g. stochastic rounding for nf4) fail here, before any file is touched:
-  // one call on a tiny CPU tensor whose shape fits the blocks, groups or channel axis.
+  // one call on a tiny CPU tensor whose shape fits the blocks, groups or channel axis (the axis is checked
+  // per tensor, against its rank).
   const k = quantizer.blockSize ?? (granularity?.kind === "group" ? granularity.size : 1);
   const rank = granularity?.kind === "channel" ? Math.max(granularity.axis + 1, -granularity.axis, 1) : 1;
   const probe = zeros([...Array(rank - 1).fill(1), k], { backend: cpuBackend() });
@@ -173,12 +197,12 @@ export function resolveOptions(opts: QuantizeFileOptions): { quantizer: Quantize
   } finally {
     probe.dispose();
   }
-  return { quantizer, quantOpts };
+  return { quantizer, quantOpts: opts.axis === undefined ? quantOpts : { ...quantOpts, axis: opts.axis } };
 }
 
 /**
- * Whether the format rejects a tensor of `shape` (probed once per shape on a tiny CPU tensor): block and group
- * layouts differ between formats (MX and INT groups must tile the last axis, NF4 allows a short last block).
+ * Whether the format rejects a tensor of `shape` (probed once per shape on a tiny CPU tensor, along its last
+ * axis): block and group layouts differ between formats (MX and INT groups must tile their axis).
  */
 function probeRejects(
   quantizer: Quantizer,
@@ -191,7 +215,7 @@ function probeRejects(
   if (rejects === undefined) {
     const x = zeros(shape, { backend: cpuBackend() });
     try {
-      quantizer.quantDequant(x, opts).dispose();
+      quantizer.quantDequant(x, { ...opts, axis: undefined }).dispose();
       rejects = false;
     } catch {
       rejects = true;
@@ -210,19 +234,27 @@ function shapeProblem(
   opts: QuantizeOptions,
   cache: Map<string, boolean>,
 ): string | null {
-  const last = shape.at(-1);
   const g = opts.granularity;
-  // The probe stands for "last axis not a multiple of k" (or a scalar): k + 1 values, or a rank-0 tensor.
-  const misfit = (k: number) => last === undefined ? [] : [k + 1];
-  const block = quantizer.blockSize;
-  if (block !== null && (last === undefined || last % block !== 0)) {
-    if (probeRejects(quantizer, opts, misfit(block), cache)) {
-      return `format '${quantizer.name}' needs the last dimension divisible by its block size ${block}`;
+  let dim = shape.at(-1), which = "the last dimension";
+  if (opts.axis !== undefined && shape.length > 0) {
+    try {
+      const a = resolveAxis("--axis", shape, opts.axis);
+      [dim, which] = [shape[a], `dimension ${a} (--axis ${opts.axis})`];
+    } catch (e) {
+      return (e as Error).message;
     }
   }
-  if (g?.kind === "group" && (last === undefined || last % g.size !== 0)) {
+  // The probe stands for "the axis is not a multiple of k" (or a scalar): k + 1 values, or a rank-0 tensor.
+  const misfit = (k: number) => dim === undefined ? [] : [k + 1];
+  const block = quantizer.blockSize;
+  if (block !== null && (dim === undefined || dim % block !== 0)) {
+    if (probeRejects(quantizer, opts, misfit(block), cache)) {
+      return `format '${quantizer.name}' needs ${which} divisible by its block size ${block}`;
+    }
+  }
+  if (g?.kind === "group" && (dim === undefined || dim % g.size !== 0)) {
     if (probeRejects(quantizer, opts, misfit(g.size), cache)) {
-      return `--granularity group:${g.size} needs the last dimension divisible by ${g.size} (groups run along it)`;
+      return `--granularity group:${g.size} needs ${which} divisible by ${g.size} (groups run along it)`;
     }
   }
   if (g?.kind === "channel" && (g.axis < -shape.length || g.axis >= shape.length)) {
@@ -340,6 +372,7 @@ export async function quantizeFile(input: string, output: string, opts: Quantize
     rounding: quantOpts.rounding!,
     seed: quantOpts.seed!,
     pack: opts.pack ?? false,
+    ...(opts.axis === undefined ? {} : { axis: opts.axis }),
   };
   metadata[QUANTIZE_KEY] = JSON.stringify(options);
   await writeSafetensors(output, out, metadata);

@@ -33,9 +33,9 @@ function totals(r: QuantizeReport) {
 export function formatTable(r: QuantizeReport): string {
   const o = r.options;
   const lines = [
-    `${o.format}${o.granularity ? ` ${o.granularity}` : ""}, rounding ${o.rounding}${
-      o.rounding === "stochastic" ? ` (seed ${o.seed})` : ""
-    }, ${
+    `${o.format}${o.granularity ? ` ${o.granularity}` : ""}${
+      o.axis === undefined ? "" : ` along axis ${o.axis}`
+    }, rounding ${o.rounding}${o.rounding === "stochastic" ? ` (seed ${o.seed})` : ""}, ${
       o.pack ? "packed codes" : "fake-quantized F32"
     }, on ${r.backend.name} (${r.backend.adapter}): ${r.input} → ${r.output}`,
   ];
