@@ -19,8 +19,9 @@
 import { type LinearPrecision, type OperandPrecision, PRECISION_PRESETS } from "@lowp/formats";
 import { LM_SCHEMA, type LMRecipe } from "./schema.ts";
 
-type Section = LMRecipe["precision"];
-type Operand = Section["roles"][string];
+/** A resolved `precision:` section, as {@link LMRecipe} holds it. */
+export type PrecisionSection = LMRecipe["precision"];
+type Operand = PrecisionSection["roles"][string];
 const DEFAULTS = LM_SCHEMA.precision.fields.roles.of.fields;
 
 /** One operand record from its recipe keys: only what differs from the defaults is written. */
@@ -41,7 +42,7 @@ function operandFrom(o: Operand): OperandPrecision {
 }
 
 /** The record a `precision:` section asks for: the preset's, with the roles it names replaced. */
-export function precisionOf(section: Section): LinearPrecision {
+export function precisionOf(section: PrecisionSection): LinearPrecision {
   const out: Record<string, Record<string, unknown> | string> = { ...PRECISION_PRESETS[section.preset].precision };
   for (const [role, keys] of Object.entries(section.roles)) {
     const [gemm, operand] = role.split(".");
@@ -52,6 +53,6 @@ export function precisionOf(section: Section): LinearPrecision {
 }
 
 /** The preset's name, or `<preset>+custom` when the section changes it. */
-export function precisionName(section: Section): string {
+export function precisionName(section: PrecisionSection): string {
   return section.ste !== "" || Object.keys(section.roles).length ? `${section.preset}+custom` : section.preset;
 }

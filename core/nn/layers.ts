@@ -20,7 +20,7 @@ import { type ForwardContext, type InitContext, Module } from "./module.ts";
 export type LinearOp = (x: Tensor, layer: Linear, ctx?: ForwardContext) => Tensor;
 
 /** The plain f32 linear map `x·W + b`. */
-export const plainLinear: LinearOp = (x, layer) => {
+export const plainLinear: LinearOp = (x: Tensor, layer: Linear): Tensor => {
   const y = matmul(x, layer.weight);
   return layer.bias ? add(y, layer.bias) : y;
 };
