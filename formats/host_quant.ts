@@ -61,6 +61,7 @@ interface QuantKernels {
     ovf: number,
     emax: number,
     rd: number,
+    ceilAbove: number,
   ): void;
   nvfp4(
     at: number,
@@ -279,21 +280,25 @@ export function hostElement(x: Tensor, q: QuantParams, opts: QuantizeOptions): T
 
 /**
  * `quantDequant` of an MX format with float elements of quantizer `q` and emax `emax` (≥ 0) under scale
- * rounding `floor` (`mx.ts`; other scale roundings and MXINT8 return null), blocks of 32 `stride` apart.
+ * rounding `floor` or `rceil` (`mx.ts`; other scale roundings and MXINT8 return null), blocks of 32 `stride`
+ * apart. `rceil` adds one to the floor exponent where amax's significand exceeds the element max's, which is
+ * `mxSharedExponent`'s rule when floor(log2 max) = emax (every MX float element).
  */
 export function hostMx(
   x: Tensor,
   where: { readonly stride: number; readonly run: number },
   q: QuantParams,
   emax: number,
-  floor: boolean,
+  rule: string,
   opts: QuantizeOptions,
 ): Tensor | null {
   const input = hostInput(x, opts);
-  if (!input || !floor || !roundable(q) || emax < 0) return null;
+  const rceil = rule === "rceil" && (q.maxBits >>> 23) - 127 === emax;
+  if (!input || !(rule === "floor" || rceil) || !roundable(q) || emax < 0) return null;
+  const ceilAbove = rceil ? q.maxBits & 0x7fffff : 0x800000;
   const [out, os] = hostOutput(x);
   blockwise(kernels!, input.xs, os, { ...where, block: 32 }, input.draw, (at, to, blocks, rd) => {
-    kernels!.mx(at, to, blocks, q.mbits, q.emin, q.maxBits, overflowBits(q), emax, rd);
+    kernels!.mx(at, to, blocks, q.mbits, q.emin, q.maxBits, overflowBits(q), emax, rd, ceilAbove);
   });
   return out;
 }

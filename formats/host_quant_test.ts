@@ -119,6 +119,8 @@ const MX_CASES: Case[] = [
   ...["mxfp4", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2"].map((format) => ({ format })),
   { format: "mxfp8_e4m3", opts: { saturate: false } },
   { format: "mxfp8_e5m2", opts: { saturate: false } },
+  // rceil (the E8M0 scale under which nothing clips) also runs fused.
+  ...["mxfp4", "mxfp8_e4m3", "mxfp6_e3m2"].map((format) => ({ format, opts: { scaleRounding: "rceil" } })),
 ];
 const INT_CASES: Case[] = ["int2", "int3", "int4", "int8", "uint2", "uint4", "uint8"].flatMap((format) =>
   ["group:4", "group:32", "group:128", "channel:0", "tensor"].map((granularity) => ({ format, granularity }))
@@ -224,4 +226,6 @@ Deno.test("cases the fused kernels do not take go to the word kernels", () => {
   for (const [format, opts] of refused) {
     assert.throws(() => parseFormat(format).quantDequant(x, opts), /word kernel .* ran/, format);
   }
+  // MX's rceil runs fused (so the MX cases above compare the fused kernel, not the word kernel with itself).
+  parseFormat("mxfp4").quantDequant(x, { scaleRounding: "rceil" } as QuantizeOptions);
 });

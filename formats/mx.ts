@@ -389,7 +389,7 @@ export function mxQuantizer(name: string): MxQuantizer | null {
       where.stride,
       where.run,
     ];
-    const fused = codes || !el.float ? null : hostMx(x, where, q, el.emax, rounding === "floor", opts);
+    const fused = codes || !el.float ? null : hostMx(x, where, q, el.emax, rounding, opts);
     if (fused) return [fused, null];
     const out = emptyTensor(x.backend, x.shape, codes ? "u32" : "f32");
     const scales = emptyTensor(x.backend, blockScaleShape(x.shape, MX_BLOCK, where.axis), "u32");

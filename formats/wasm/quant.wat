@@ -129,11 +129,12 @@
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
 
-  ;; MX (mx.ts, scale rounding `floor`, float elements with emax_elem >= 0): `blocks` blocks of 32. Shared
+  ;; MX (mx.ts, scale rounding `floor` or `rceil`, float elements with emax_elem >= 0): `blocks` blocks of 32. Shared
   ;; exponent floor(log2 amax) - emax_elem clamped to [-127, 127] (-127 for a zero block); amax NaN/Inf or
   ;; an exponent above 127 makes the block NaN. Values: round(x · 2^-e) · 2^e.
   (func (export "mx") (param $in i32) (param $out i32) (param $blocks i32)
     (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32) (param $emax i32) (param $rd i32)
+    (param $ceilAbove i32)
     (local $lo v128) (local $mb v128) (local $maxv v128) (local $ovf v128)
     (local $b i32) (local $j i32) (local $amax i32) (local $e i32) (local $inv v128) (local $scale v128)
     (local.set $lo (i32x4.splat (i32.add (local.get $emin) (i32.const 127))))
@@ -150,6 +151,10 @@
             ;; floor(log2 amax) for a normal amax; zero and subnormal amaxes clamp to -127 whatever it is
             (local.set $e
               (i32.sub (i32.sub (i32.shr_u (local.get $amax) (i32.const 23)) (i32.const 127)) (local.get $emax)))
+            ;; `rceil`: one binade up when amax's significand exceeds the element max's ($ceilAbove is its
+            ;; mantissa field; 0x800000, above every field, for `floor`)
+            (if (i32.gt_u (i32.and (local.get $amax) (i32.const 0x7fffff)) (local.get $ceilAbove))
+              (then (local.set $e (i32.add (local.get $e) (i32.const 1)))))
             (if (i32.lt_s (local.get $e) (i32.const -127)) (then (local.set $e (i32.const -127))))))
         (if (i32.gt_s (local.get $e) (i32.const 127))
           (then (call $fill (local.get $out) (i32.const 8) (v128.const i32x4 0x7fc00000 0x7fc00000 0x7fc00000 0x7fc00000)))
