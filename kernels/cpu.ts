@@ -31,7 +31,7 @@ import {
 } from "./backend.ts";
 import { philoxWords, wordToUniform } from "./philox.ts";
 import { createPool, defaultWorkerCount } from "./cpu_pool.ts";
-import { CPU_KERNELS, type CpuKernels, sgemmModule, SharedArena } from "./wasm/loader.ts";
+import { CPU_KERNELS, type CpuKernels, sgemmModule, sgemmUnavailableReason, SharedArena } from "./wasm/loader.ts";
 import { pooledExecutor, type SgemmExecutor, singleThreadExecutor, wasmMatmul } from "./wasm/matmul.ts";
 
 /** CPU storage: one ArrayBuffer viewed as f32, i32 and u32. */
@@ -252,9 +252,14 @@ function splitSumAt(x: Float32Array, base: number, size: number, inner: number, 
   return lanes[0];
 }
 
-/** Creates a CPU backend (the process-wide `LOWP_CPU_KERNELS` setting wins over `options.kernels`). */
+/**
+ * Creates a CPU backend (the process-wide `LOWP_CPU_KERNELS` setting wins over `options.kernels`). Throws
+ * when it would use the WebAssembly matmul and this runtime cannot compile it (the error names the switch).
+ */
 export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
   const reference = CPU_KERNELS === "reference" || options.kernels === "reference";
+  // No quiet fallback to the JS loops: their results differ in the last bits (kernels/wasm/loader.ts).
+  if (!reference && !sgemmModule) throw new Error(sgemmUnavailableReason);
   let live = 0;
   const pool = new Map<number, CpuStorage[]>();
   let pooled = 0;
