@@ -21,7 +21,7 @@
  *
  * @module
  */
-import { compileKernel, CPU_KERNELS, CpuStorage, philoxWords } from "@lowp/kernels";
+import { compileKernel, CPU_KERNELS, CpuStorage, philoxWords, usesHostKernels } from "@lowp/kernels";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { quantizeBits, type QuantParams } from "./element.ts";
 import type { QuantizeOptions } from "./spec.ts";
@@ -123,7 +123,7 @@ type Draw = { seed: number; stream: number; offset: number } | null;
 
 /** The host array of `x` and its rounding when the fused path may run on it with these options, else null. */
 function hostInput(x: Tensor, opts: QuantizeOptions): { xs: Float32Array; draw: Draw } | null {
-  if (!kernels || !x.backend.hostKernels || !(x.storage instanceof CpuStorage)) return null;
+  if (!kernels || !usesHostKernels(x.backend) || !(x.storage instanceof CpuStorage)) return null;
   const rounding = opts.rounding ?? "nearest";
   if (rounding !== "nearest" && rounding !== "stochastic") return null;
   const draw = rounding === "stochastic"

@@ -6,7 +6,7 @@
  * @module
  */
 export * from "./backend.ts";
-export { type CpuBackendOptions, CpuStorage, createCpuBackend } from "./cpu.ts";
+export { type CpuBackend, type CpuBackendOptions, CpuStorage, createCpuBackend, usesHostKernels } from "./cpu.ts";
 export { compileKernel, CPU_KERNELS, type CpuKernels } from "./wasm/loader.ts";
 export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend, type WebGpuOptions } from "./webgpu/backend.ts";
 export { type Dispatch, GpuContext, GpuStorage } from "./webgpu/context.ts";
