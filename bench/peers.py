@@ -74,6 +74,28 @@ def bench_matmul(mm, sync, a, b, n, t):
     }
 
 
+def loaded_blas():
+    """The BLAS library this process has loaded, from /proc/self/maps (Linux; "" elsewhere): Debian's
+    libblas.so.3 may be the unoptimised reference BLAS or OpenBLAS, which differ about tenfold."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return ""
+    names = []
+    for path in sorted(paths):
+        low = path.lower()
+        if "openblas" in low:
+            names.append("OpenBLAS")
+        elif "mkl" in low and "libmkl" in low:
+            names.append("MKL")
+        elif "blis" in low:
+            names.append("BLIS")
+        elif low.endswith("/blas/libblas.so.3"):
+            names.append("reference BLAS")
+    return "+".join(sorted(set(names)))
+
+
 def numpy_peer():
     try:
         import numpy as np
@@ -86,6 +108,8 @@ def numpy_peer():
     except Exception:  # noqa: BLE001
         pass
     threads = numpy_threads()
+    np.ones((2, 2), dtype=np.float32) @ np.ones((2, 2), dtype=np.float32)  # loads the BLAS
+    blas = blas or loaded_blas()
     rng = np.random.default_rng(7)
     for n in CFG["cpu_sizes"]:
         log(f"numpy matmul {n}")
@@ -337,7 +361,10 @@ def torch_peer():
     torch.set_float32_matmul_precision("highest")
     torch.set_num_threads(THREADS)
     threads = {"threads": torch.get_num_threads(), "threads_set_by": "torch.set_num_threads"}
-    devices = [("cpu", "torch-cpu", f"torch {torch.__version__} cpu, {torch.get_num_threads()} threads", lambda: None)]
+    torch.ones(2, 2) @ torch.ones(2, 2)  # loads the BLAS
+    blas = loaded_blas()
+    cpu_name = f"torch {torch.__version__} cpu{f' ({blas})' if blas else ''}, {torch.get_num_threads()} threads"
+    devices = [("cpu", "torch-cpu", cpu_name, lambda: None)]
     if torch.cuda.is_available():
         name = f"torch {torch.__version__} {torch.cuda.get_device_name(0)} (TF32 off)"
         devices.append(("cuda", "torch-cuda", name, torch.cuda.synchronize))

@@ -45,6 +45,8 @@ Deno.test("choosePython: without torch anywhere, the first with numpy, and a rea
 Deno.test("threadEnv caps every BLAS/OpenMP runtime at the given count", () => {
   const env = threadEnv(3);
   for (const name of ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"]) assert.equal(env[name], "3");
+  assert.equal(env.OMP_WAIT_POLICY, "PASSIVE");
+  assert.equal(threadEnv(2, "ACTIVE").OMP_WAIT_POLICY, "ACTIVE"); // the caller's own setting wins
 });
 
 Deno.test("runPeers: every CPU peer line says its threads, and a missing torch is a skipped line with the reason", async () => {
