@@ -20,7 +20,8 @@
  * @module
  */
 import { type Backend, randn, type Tensor, tidy } from "@lowp/core";
-import type { QuantizeOptions } from "@lowp/formats";
+import type { QuantizeOptions, Quantizer } from "@lowp/formats";
+import { usesHostKernels } from "@lowp/kernels";
 import { emit, type Line, median, messageOf, progress, round } from "./report.ts";
 
 /** One measured format: its name and the granularity it runs with (if any). */
@@ -165,7 +166,7 @@ export async function benchFakeQuant(
         if (peer && peer.elements !== elements) Object.assign(ratio, { torch_elements: peer.elements });
         // Which implementation ran on the CPU: the fused WebAssembly kernels where they apply, else word kernels.
         const cpuPath = backend.name === "cpu"
-          ? { kernels: formats.HOST_QUANT_AVAILABLE && backend.hostKernels ? "fused-wasm-simd" : "word-kernels" }
+          ? { kernels: formats.HOST_QUANT_AVAILABLE && usesHostKernels(backend) ? "fused-wasm-simd" : "word-kernels" }
           : {};
         emit({
           ...line,

@@ -40,7 +40,9 @@
  *   off) with the same timing scheme. Our lines then carry `ratio_vs_torch` (ours / torch; > 1 is faster) with
  *   `torch_peer` naming the peer compared against (torch-cuda for a hardware adapter, torch-cpu for the CPU
  *   backend and for a software adapter such as llvmpipe, which runs on the CPU too), and `ratio_vs_numpy`
- *   for matmuls on the CPU or a software adapter. Both peers run multi-threaded; see their `adapter`.
+ *   for matmuls on the CPU or a software adapter. The peers run with as many threads as our CPU backend has
+ *   matmul workers (`LOWP_CPU_WORKERS`, default 2); CPU lines on both sides say `threads`. bench/peers.ts looks
+ *   for torch in every `python3` on PATH and in /usr/bin (`LOWP_PEER_PYTHON` names one to try first).
  * - `{"bench": "matmul_f32", "backend": "tfjs-wasm", ...}`: TensorFlow.js's WebAssembly backend (XNNPACK) in this
  *   process, timed the same way (bench/tfjs_peer.ts), whenever the CPU backend runs; our CPU matmul lines then
  *   carry `ratio_vs_tfjs_wasm` (ours / tfjs; > 1 is faster). Its `adapter` says its thread count.
@@ -56,6 +58,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
+import { defaultWorkerCount } from "@lowp/kernels";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
 import { benchPackedDequant } from "./packed_dequant.ts";
@@ -206,6 +209,7 @@ function ratios(bench: string, kind: Kind, size: number | string, value: number)
 for (const { backend, kind } of targets) {
   const head: Line = { bench: "", backend: backend.name, adapter: backend.adapter };
   if (kind !== "cpu") head.fallback_adapter = kind === "software";
+  else head.threads = defaultWorkerCount(); // the matmul workers; the peers run with as many threads
   await useBackend(backend.name);
 
   const { run, skip } = plan(kind);

@@ -1,10 +1,15 @@
 """Peer measurements for bench/main.ts: numpy and PyTorch matmul, PyTorch tiny-GPT training step,
 PyTorch fake quantization (quantize-dequantize with plain tensor ops, as bench/fake_quant.ts times ours).
 
-Run by bench/main.ts as `python3 bench/peers.py '<json config>'`. Prints JSON lines on stdout
-(the TS side adds the machine field) and progress on stderr. Uses whatever of numpy/torch is
-importable and prints a {"bench": "peers", "peer": ..., "skipped": ...} line for the rest.
+Run by bench/peers.ts as `<python> bench/peers.py '<json config>'` (it picks the Python that has torch).
+Prints JSON lines on stdout (the TS side adds the machine field) and progress on stderr. Uses whatever
+of numpy/torch is importable and prints a {"bench": "peers", "peer": ..., "skipped": ...} line for the rest.
 The timing scheme mirrors bench/matmul.ts and bench/gpt.ts.
+
+Threads: CFG["threads"] (the CPU backend's worker count). bench/peers.ts also sets OMP_NUM_THREADS,
+OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, ... in our environment, which the BLAS libraries read when they
+load; torch gets torch.set_num_threads, numpy's BLAS threadpoolctl where it is installed. Every CPU line
+carries `threads` (as the library reports it where it can) and `threads_set_by`.
 """
 
 import json
@@ -13,6 +18,7 @@ import sys
 import time
 
 CFG = json.loads(sys.argv[1])
+THREADS = int(CFG.get("threads") or 1)
 
 
 def emit(**line):
@@ -68,6 +74,28 @@ def bench_matmul(mm, sync, a, b, n, t):
     }
 
 
+def loaded_blas():
+    """The BLAS library this process has loaded, from /proc/self/maps (Linux; "" elsewhere): Debian's
+    libblas.so.3 may be the unoptimised reference BLAS or OpenBLAS, which differ about tenfold."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return ""
+    names = []
+    for path in sorted(paths):
+        low = path.lower()
+        if "openblas" in low:
+            names.append("OpenBLAS")
+        elif "mkl" in low and "libmkl" in low:
+            names.append("MKL")
+        elif "blis" in low:
+            names.append("BLIS")
+        elif low.endswith("/blas/libblas.so.3"):
+            names.append("reference BLAS")
+    return "+".join(sorted(set(names)))
+
+
 def numpy_peer():
     try:
         import numpy as np
@@ -79,13 +107,33 @@ def numpy_peer():
         blas = np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]
     except Exception:  # noqa: BLE001
         pass
+    threads = numpy_threads()
+    np.ones((2, 2), dtype=np.float32) @ np.ones((2, 2), dtype=np.float32)  # loads the BLAS
+    blas = blas or loaded_blas()
     rng = np.random.default_rng(7)
     for n in CFG["cpu_sizes"]:
         log(f"numpy matmul {n}")
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
         r = bench_matmul(np.matmul, lambda: None, a, b, n, CFG["matmul"])
-        emit(bench="matmul_f32", backend="numpy", adapter=f"numpy {np.__version__} ({blas or 'blas?'})", size=n, **r)
+        emit(bench="matmul_f32", backend="numpy", adapter=f"numpy {np.__version__} ({blas or 'blas?'})", size=n,
+             **threads, **r)
+
+
+_limits = None  # threadpoolctl's context, kept alive so its limit holds
+
+
+def numpy_threads():
+    """Caps numpy's BLAS at THREADS: threadpoolctl where installed (it also reports the count in effect),
+    else the *_NUM_THREADS environment bench/peers.ts set before numpy loaded its BLAS."""
+    global _limits
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except Exception:  # noqa: BLE001
+        return {"threads": THREADS, "threads_set_by": "environment (OMP/OPENBLAS/MKL_NUM_THREADS)"}
+    _limits = threadpool_limits(limits=THREADS, user_api="blas")
+    counts = {p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"}
+    return {"threads": counts.pop() if len(counts) == 1 else sorted(counts), "threads_set_by": "threadpoolctl"}
 
 
 def causal_attention(q, k, v):
@@ -264,7 +312,7 @@ def fake_quant_fns(torch):
             "int4": int4_group}
 
 
-def bench_fake_quant(torch, device, backend, adapter, sync):
+def bench_fake_quant(torch, device, backend, adapter, sync, extra):
     """elements/s of each format's quantize-dequantize; batched timing as bench/fake_quant.ts."""
     cfg = CFG.get("fake_quant") or {}
     if not cfg.get("run", True):
@@ -279,7 +327,7 @@ def bench_fake_quant(torch, device, backend, adapter, sync):
     for case in cases:
         fmt, gran = case["format"], case.get("granularity")
         head = {"bench": "fake_quant", "backend": backend, "adapter": adapter, "format": fmt, "elements": elements,
-                "shape": shape}
+                "shape": shape, **extra}
         if gran:
             head["granularity"] = gran
         log(f"{backend} fake_quant {fmt}")
@@ -300,21 +348,30 @@ def bench_fake_quant(torch, device, backend, adapter, sync):
 
 
 def torch_peer():
+    if CFG.get("torch_missing"):
+        emit(bench="peers", peer="torch", skipped=CFG["torch_missing"])
+        return
     try:
         import torch
     except Exception as e:  # noqa: BLE001
-        emit(bench="peers", peer="torch", skipped=f"torch not importable: {e}")
+        emit(bench="peers", peer="torch", skipped=f"torch not importable in {sys.executable}: {e}")
         return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
-    devices = [("cpu", "torch-cpu", f"torch {torch.__version__} cpu, {torch.get_num_threads()} threads", lambda: None)]
+    torch.set_num_threads(THREADS)
+    threads = {"threads": torch.get_num_threads(), "threads_set_by": "torch.set_num_threads"}
+    torch.ones(2, 2) @ torch.ones(2, 2)  # loads the BLAS
+    blas = loaded_blas()
+    cpu_name = f"torch {torch.__version__} cpu{f' ({blas})' if blas else ''}, {torch.get_num_threads()} threads"
+    devices = [("cpu", "torch-cpu", cpu_name, lambda: None)]
     if torch.cuda.is_available():
         name = f"torch {torch.__version__} {torch.cuda.get_device_name(0)} (TF32 off)"
         devices.append(("cuda", "torch-cuda", name, torch.cuda.synchronize))
     else:
         emit(bench="peers", peer="torch-cuda", skipped="torch.cuda.is_available() is False")
     for device, backend, adapter, sync in devices:
+        cpu = threads if device == "cpu" else {}
         sizes = CFG["cuda_sizes"] if device == "cuda" else CFG["cpu_sizes"]
         gen = torch.Generator().manual_seed(7)
         for n in sizes:
@@ -323,17 +380,18 @@ def torch_peer():
                 a = torch.randn(n, n, generator=gen).to(device)
                 b = torch.randn(n, n, generator=gen).to(device)
                 r = bench_matmul(torch.matmul, sync, a, b, n, CFG["matmul"])
-                emit(bench="matmul_f32", backend=backend, adapter=adapter, size=n, **r)
+                emit(bench="matmul_f32", backend=backend, adapter=adapter, size=n, **cpu, **r)
             except Exception as e:  # noqa: BLE001
-                emit(bench="matmul_f32", backend=backend, adapter=adapter, size=n, error=str(e))
+                emit(bench="matmul_f32", backend=backend, adapter=adapter, size=n, **cpu, error=str(e))
         if CFG["gpt"]["run"]:
             log(f"{backend} tiny GPT training step")
-            head = {"bench": "gpt_train_step", "backend": backend, "adapter": adapter, "size": CFG["gpt"]["size"]}
+            head = {"bench": "gpt_train_step", "backend": backend, "adapter": adapter, "size": CFG["gpt"]["size"],
+                    **cpu}
             try:
                 emit(**head, **bench_gpt(torch, device, sync))
             except Exception as e:  # noqa: BLE001
                 emit(**head, error=str(e))
-        bench_fake_quant(torch, device, backend, adapter, sync)
+        bench_fake_quant(torch, device, backend, adapter, sync, cpu)
 
 
 if __name__ == "__main__":

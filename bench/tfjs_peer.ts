@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { defaultWorkerCount } from "@lowp/kernels";
 import type { MatmulTiming } from "./matmul.ts";
 import { type Line, median, messageOf, round } from "./report.ts";
 
@@ -29,7 +30,11 @@ async function wasmFiles(): Promise<Record<string, string>> {
 }
 
 /** Times `tf.matMul` at each size on the tfjs wasm backend; lines as bench/main.ts prints them. */
-export async function runTfjsWasmPeer(sizes: readonly number[], t: MatmulTiming): Promise<Line[]> {
+export async function runTfjsWasmPeer(
+  sizes: readonly number[],
+  t: MatmulTiming,
+  wantThreads: number = defaultWorkerCount(),
+): Promise<Line[]> {
   const head = { bench: "matmul_f32", backend: "tfjs-wasm" };
   let tf: typeof import("@tensorflow/tfjs-core");
   let threads = 1;
@@ -38,6 +43,7 @@ export async function runTfjsWasmPeer(sizes: readonly number[], t: MatmulTiming)
     tf = await import("@tensorflow/tfjs-core");
     const wasm = await import("@tensorflow/tfjs-backend-wasm");
     wasm.setWasmPaths(paths);
+    wasm.setThreadsCount(wantThreads); // takes effect only where the threaded build loads (see `threads`)
     if (!(await tf.setBackend("wasm"))) throw new Error("tf.setBackend('wasm') failed");
     await tf.ready();
     threads = wasm.getThreadsCount();
@@ -71,6 +77,7 @@ export async function runTfjsWasmPeer(sizes: readonly number[], t: MatmulTiming)
       lines.push({
         ...head,
         adapter,
+        threads,
         size: n,
         value: round(flops / median(times) / 1e9),
         unit: "GFLOP/s",

@@ -1,8 +1,8 @@
 /**
  * Fused quantize-dequantize on the CPU backend: `quantDequant` of the
  * element formats, MX, NVFP4, NF4 and INT-k in one WebAssembly SIMD pass
- * per block (`wasm/quant.wat`, assembled at import by npm:wabt like the
- * matmul kernel), instead of the reference word kernels' integer emulation one
+ * per block (`wasm/quant.wat`, compiled at import from the binary that
+ * `deno task wasm` embeds in `wasm/quant_wasm.ts`, like the matmul kernel), instead of the reference word kernels' integer emulation one
  * item at a time. The bits are the same: the kernels do each reference step
  * as the IEEE f32 operation it emulates (see the WAT file's header), and
  * `host_quant_test.ts` compares them with the reference on values chosen to
@@ -31,11 +31,12 @@
  *
  * @module
  */
-import { assembleWat, CPU_KERNELS, CpuStorage, philoxWords } from "@lowp/kernels";
+import { compileKernel, CPU_KERNELS, CpuStorage, philoxWords, usesHostKernels } from "@lowp/kernels";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { quantizeBits, type QuantParams } from "./element.ts";
 import { drawIndex } from "./scaling.ts";
 import type { QuantizeOptions } from "./spec.ts";
+import { QUANT_WASM } from "./wasm/quant_wasm.ts";
 
 /** The exports of wasm/quant.wat (addresses in bytes, counts as named). */
 interface QuantKernels {
@@ -93,22 +94,26 @@ interface QuantKernels {
   philox(out: number, count: number, seed: number, stream: number, lo: number, hi: number): void;
 }
 
-async function load(): Promise<QuantKernels | undefined> {
+/**
+ * The fused kernels, or undefined under `LOWP_CPU_KERNELS=reference`. Where the module does not compile
+ * (a runtime without WebAssembly SIMD) the word kernels run instead, said once on stderr: unlike the
+ * matmul's, that fallback gives the same bits, only slower.
+ */
+function load(): QuantKernels | undefined {
   if (CPU_KERNELS === "reference") return undefined;
   try {
-    const module = await assembleWat(new URL("./wasm/quant.wat", import.meta.url));
+    const module = compileKernel(QUANT_WASM, "quantization kernels (formats/wasm/quant.wat)");
     return new WebAssembly.Instance(module, {}).exports as unknown as QuantKernels;
   } catch (e) {
-    const reason = e instanceof Error ? e.message : String(e);
-    console.error(`lowp: fused quantization kernels unavailable (${reason}); formats use their word kernels`);
+    console.error(`${e instanceof Error ? e.message : e}; formats use their word kernels (same bits, slower)`);
     return undefined;
   }
 }
 
-/** Assembled at import, so whether the fused path exists is settled before the first quantization. */
-const kernels = await load();
+/** Compiled at import, so whether the fused path exists is settled before the first quantization. */
+const kernels = load();
 
-/** Whether the fused kernels were built (false under `LOWP_CPU_KERNELS=reference` or when wabt failed). */
+/** Whether the fused kernels are there (false under `LOWP_CPU_KERNELS=reference`). */
 export const HOST_QUANT_AVAILABLE: boolean = kernels !== undefined;
 
 /** Elements per chunk copied through the module's memory (64 KiB of f32). */
@@ -136,7 +141,7 @@ type Draw = { seed: number; stream: number; offset: number } | null;
 
 /** The host array of `x` and its rounding when the fused path may run on it with these options, else null. */
 function hostInput(x: Tensor, opts: QuantizeOptions): { xs: Float32Array; draw: Draw } | null {
-  if (!kernels || !x.backend.hostKernels || !(x.storage instanceof CpuStorage)) return null;
+  if (!kernels || !usesHostKernels(x.backend) || !(x.storage instanceof CpuStorage)) return null;
   const rounding = opts.rounding ?? "nearest";
   if (rounding !== "nearest" && rounding !== "stochastic") return null;
   const draw = rounding === "stochastic"

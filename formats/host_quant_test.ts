@@ -136,7 +136,7 @@ async function compare(c: Case, words: Uint32Array, shape: number[], label: stri
 }
 
 Deno.test("the fused kernels were built", () => {
-  assert.ok(HOST_QUANT_AVAILABLE, "wasm/quant.wat did not assemble (see stderr)");
+  assert.ok(HOST_QUANT_AVAILABLE, "wasm/quant_wasm.ts did not compile (see stderr)");
 });
 
 Deno.test("element formats, nearest and stochastic: fused = reference, also on lengths not a multiple of 4", async () => {

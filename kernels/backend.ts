@@ -141,14 +141,6 @@ export interface Backend {
   readonly name: BackendName;
   /** Human-readable description of the device (adapter name, CPU model). */
   readonly adapter: string;
-  /**
-   * CPU backends: true when number formats may run their fused host kernels (WebAssembly over the
-   * storages' host arrays, `@lowp/formats` host_quant.ts) in place of the reference word kernels; both
-   * give the same bits. False or absent under `LOWP_CPU_KERNELS=reference`, for
-   * `createCpuBackend({ kernels: "reference" })`, and on other backends.
-   */
-  readonly hostKernels?: boolean;
-
   /** Allocates `length` elements; contents are unspecified. */
   alloc(length: number): Storage;
   /** Copies host data into new storage. */

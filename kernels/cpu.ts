@@ -31,7 +31,7 @@ import {
 } from "./backend.ts";
 import { philoxWords, wordToUniform } from "./philox.ts";
 import { createPool, defaultWorkerCount } from "./cpu_pool.ts";
-import { CPU_KERNELS, type CpuKernels, sgemmModule, SharedArena } from "./wasm/loader.ts";
+import { CPU_KERNELS, type CpuKernels, sgemmModule, sgemmUnavailableReason, SharedArena } from "./wasm/loader.ts";
 import { pooledExecutor, type SgemmExecutor, singleThreadExecutor, wasmMatmul } from "./wasm/matmul.ts";
 
 /** CPU storage: one ArrayBuffer viewed as f32, i32 and u32. */
@@ -252,15 +252,37 @@ function splitSumAt(x: Float32Array, base: number, size: number, inner: number, 
   return lanes[0];
 }
 
-/** Creates a CPU backend (the process-wide `LOWP_CPU_KERNELS` setting wins over `options.kernels`). */
-export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
+/** The CPU backend: a {@link Backend} whose storages are host arrays ({@link CpuStorage}). */
+export interface CpuBackend extends Backend {
+  /** Always `cpu`. */
+  readonly name: "cpu";
+  /**
+   * True when number formats may run their fused host kernels (WebAssembly over the storages' host
+   * arrays, `@lowp/formats` host_quant.ts) in place of the reference word kernels; both give the same
+   * bits. False under `LOWP_CPU_KERNELS=reference` and for `createCpuBackend({ kernels: "reference" })`.
+   */
+  readonly hostKernels: boolean;
+}
+
+/** Whether `backend` is a CPU backend that lets number formats run fused host kernels (see {@link CpuBackend}). */
+export function usesHostKernels(backend: Backend): backend is CpuBackend {
+  return backend.name === "cpu" && (backend as Partial<CpuBackend>).hostKernels === true;
+}
+
+/**
+ * Creates a CPU backend (the process-wide `LOWP_CPU_KERNELS` setting wins over `options.kernels`). Throws
+ * when it would use the WebAssembly matmul and this runtime cannot compile it (the error names the switch).
+ */
+export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const reference = CPU_KERNELS === "reference" || options.kernels === "reference";
+  // No quiet fallback to the JS loops: their results differ in the last bits (kernels/wasm/loader.ts).
+  if (!reference && !sgemmModule) throw new Error(sgemmUnavailableReason);
   let live = 0;
   const pool = new Map<number, CpuStorage[]>();
   let pooled = 0;
   const cpu = (s: Storage) => s as CpuStorage;
   return {
-    name: "cpu",
+    name: "cpu" as const,
     adapter: `${Deno.build.arch} ${Deno.build.os} (TypedArray reference${
       sgemmModule && !reference ? ", WebAssembly SIMD matmul" : ""
     })`,

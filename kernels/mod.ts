@@ -6,10 +6,12 @@
  * @module
  */
 export * from "./backend.ts";
-export { type CpuBackendOptions, CpuStorage, createCpuBackend } from "./cpu.ts";
-export { assembleWat, CPU_KERNELS, type CpuKernels } from "./wasm/loader.ts";
+export { type CpuBackend, type CpuBackendOptions, CpuStorage, createCpuBackend, usesHostKernels } from "./cpu.ts";
+export { compileKernel, CPU_KERNELS, type CpuKernels } from "./wasm/loader.ts";
 export { createWebGpuBackend, type WebGpuAvailability, webGpuBackend, type WebGpuOptions } from "./webgpu/backend.ts";
 export { type Dispatch, GpuContext, GpuStorage } from "./webgpu/context.ts";
+export { type AdapterInfoFields, isSoftwareAdapter } from "./webgpu/adapter_kind.ts";
+export { ensureRuntimeDir } from "./webgpu/runtime_dir.ts";
 export { chooseMatmulTile, MATMUL_TILES, type MatmulTile, tileStorageBytes } from "./webgpu/matmul.ts";
 export { philox4x32, PHILOX_WGSL, philoxWords, wordToUniform } from "./philox.ts";
 export { type CpuPool, createPool, defaultWorkerCount, type PoolOptions } from "./cpu_pool.ts";

@@ -1,22 +1,21 @@
 /**
- * Loads the WebAssembly sgemm kernel: reads `sgemm.wat` next to this file, assembles it with npm:wabt
- * (SIMD enabled) and compiles it once into a cached `WebAssembly.Module`; no binary is committed. Also the
- * shared memory the kernel runs on ({@link SharedArena}) and {@link instantiateSgemm}, which a worker calls
- * with the same memory to run the kernel on the same data.
+ * Loads the WebAssembly sgemm kernel: compiles the binary that `deno task wasm` assembled from `sgemm.wat`
+ * (kept in `sgemm_wasm.ts`, checked against the .wat by tools/wasm_test.ts) once, at import, into a
+ * `WebAssembly.Module`. Also the shared memory the kernel runs on ({@link SharedArena}) and
+ * {@link instantiateSgemm}, which a worker calls with the same memory to run the kernel on the same data.
  *
- * The module is assembled at import time (top-level await, ~50 ms: loading wabt dominates) so that whether
- * the CPU backend uses WebAssembly is settled before its first matmul: a matmul is synchronous, and a path
- * that switched from the JS loop to WebAssembly half-way through a run would change results mid-run.
- *
- * Why read the .wat file rather than embed its text in a .ts module: the kernel stays one plain WAT file that
- * wabt, editors and diffs see as is. The cost is a file read: where this module is used without read
- * permission for that file (or from a remote URL without net permission), the kernel is unavailable, the CPU
- * backend keeps its JS loop, and one line on stderr says so. Permissions are queried first, so nothing ever
- * prompts. `LOWP_CPU_KERNELS=reference` skips all of it (wabt is not even imported).
+ * No file is read and no assembler is loaded, so the kernel is there whatever the permissions and wherever
+ * the package is imported from: whether the CPU backend uses WebAssembly, and so its results, never depend
+ * on them. `LOWP_CPU_KERNELS=reference` is the one switch to the JS loops. Should the module not compile
+ * (a runtime without WebAssembly SIMD or threads), there is no quiet fallback: {@link sgemmModule} is
+ * undefined with the reason in {@link sgemmUnavailableReason}, and creating a CPU backend that would use it
+ * throws that reason and names the switch. (A silent switch to the JS loops would change results, which
+ * round differently in the last bit.)
  *
  * @module
  */
 import { BackendLimitError } from "../backend.ts";
+import { SGEMM_WASM } from "./sgemm_wasm.ts";
 
 /**
  * Which kernels the CPU backend uses: `auto` (the WebAssembly matmul above a size threshold, and the fused
@@ -42,70 +41,52 @@ function cpuKernelsFromEnv(): CpuKernels {
 /** The `LOWP_CPU_KERNELS` setting this process runs with (read once, at import). */
 export const CPU_KERNELS: CpuKernels = cpuKernelsFromEnv();
 
-const WAT_URL = new URL("./sgemm.wat", import.meta.url);
-
-/** The WAT source at `url`, or why it cannot be read without asking for a permission. */
-async function readWat(url: URL): Promise<string> {
-  if (url.protocol === "file:") {
-    const state = Deno.permissions.querySync({ name: "read", path: url }).state;
-    if (state !== "granted") throw new Error(`no read permission for ${url.pathname}`);
-    return await Deno.readTextFile(url);
-  }
-  const state = Deno.permissions.querySync({ name: "net", host: url.host }).state;
-  if (state !== "granted") throw new Error(`no net permission for ${url.host}`);
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  return await response.text();
-}
-
-/** The wabt instance: npm:wabt is loaded once for every module assembled. */
-type Wabt = Awaited<ReturnType<typeof import("wabt")>>;
-let wabtInstance: Promise<Wabt> | undefined;
-
 /**
- * Reads the WAT file at `url` (a `file:` URL needs read permission, a remote one net permission; neither
- * is ever prompted for) and assembles it with npm:wabt, SIMD and threads enabled, into a compiled module.
- * Rejects with the reason when it cannot (no permission, a syntax error with its line, invalid code).
+ * Compiles an embedded WebAssembly binary (`what` names it in the error). Throws, naming the kernel and
+ * the `LOWP_CPU_KERNELS=reference` switch, where this runtime cannot compile it.
  */
-export async function assembleWat(url: URL): Promise<WebAssembly.Module> {
-  const text = await readWat(url);
-  const wabt = await (wabtInstance ??= import("wabt").then(({ default: init }) => init()));
-  const parsed = wabt.parseWat(url.pathname.split("/").pop() ?? "module.wat", text, { simd: true, threads: true });
+export function compileKernel(bytes: Uint8Array<ArrayBuffer>, what: string): WebAssembly.Module {
   try {
-    // No parsed.validate(): its typings take no feature flags, so it rejects the shared memory; the
-    // WebAssembly.Module constructor validates anyway (wabt's parse already reports syntax errors by line).
-    const { buffer } = parsed.toBinary({});
-    return new WebAssembly.Module(new Uint8Array(buffer)); // a copy: wabt types its buffer as possibly shared
-  } finally {
-    parsed.destroy();
+    return new WebAssembly.Module(bytes);
+  } catch (e) {
+    throw new Error(
+      `lowp: the WebAssembly ${what} does not compile in this runtime (${e instanceof Error ? e.message : e}); ` +
+        `LOWP_CPU_KERNELS=reference runs the CPU backend on its JS loops instead`,
+    );
   }
 }
 
-let pending: Promise<WebAssembly.Module> | undefined;
+let compiled: WebAssembly.Module | Error | undefined;
 
 /**
- * The compiled sgemm module, assembled on first call and cached (also under `LOWP_CPU_KERNELS=reference`,
- * for tests and tools that want the kernel explicitly). Rejects with the reason it cannot be built.
+ * The compiled sgemm module, compiled on first call (at import unless `LOWP_CPU_KERNELS=reference`; tests
+ * and tools may ask for it under `reference` too). Throws the reason it does not compile.
  */
-export function loadSgemmModule(): Promise<WebAssembly.Module> {
-  return pending ??= assembleWat(WAT_URL);
+export function sgemmKernelModule(): WebAssembly.Module {
+  if (compiled === undefined) {
+    try {
+      compiled = compileKernel(SGEMM_WASM, "matmul kernel (kernels/wasm/sgemm.wat)");
+    } catch (e) {
+      compiled = e as Error;
+    }
+  }
+  if (compiled instanceof Error) throw compiled;
+  return compiled;
 }
 
 /** What the CPU backend gets at import: the module, or why there is none (`reference` or a failure). */
-async function initialModule(): Promise<{ module?: WebAssembly.Module; reason: string }> {
+function initialModule(): { module?: WebAssembly.Module; reason: string } {
   if (CPU_KERNELS === "reference") return { reason: "LOWP_CPU_KERNELS=reference" };
   try {
-    return { module: await loadSgemmModule(), reason: "" };
+    return { module: sgemmKernelModule(), reason: "" };
   } catch (e) {
-    const reason = e instanceof Error ? e.message : String(e);
-    console.error(`lowp: WebAssembly matmul kernel unavailable (${reason}); the CPU backend uses its JS loop`);
-    return { reason };
+    return { reason: (e as Error).message };
   }
 }
 
-const initial = await initialModule();
+const initial = initialModule();
 
-/** The sgemm module if it was built at import (and not disabled by `LOWP_CPU_KERNELS`), else `undefined`. */
+/** The sgemm module the CPU backend uses, or `undefined` under `LOWP_CPU_KERNELS=reference` (or on failure). */
 export const sgemmModule: WebAssembly.Module | undefined = initial.module;
 /** Why {@link sgemmModule} is `undefined` (empty when it is there). */
 export const sgemmUnavailableReason: string = initial.reason;

@@ -1,6 +1,6 @@
 /**
  * The WebAssembly matmul against the JS reference, its bit-determinism under any split of the work between
- * threads, and the CPU backend's wiring (threshold, LOWP_CPU_KERNELS, missing read permission).
+ * threads, and the CPU backend's wiring (threshold, LOWP_CPU_KERNELS, no permissions needed).
  *
  * Tolerance. Both paths sum the k terms of an output in order p = 0..k-1 in f32. The reference rounds once
  * per step (f64 `a·b + acc`, exact product, stored to f32: relative error ≤ u' = 2^-24 + 2^-53 even with the
@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import type { MatmulShape } from "../backend.ts";
 import { CpuStorage, createCpuBackend, referenceMatmul, WASM_MATMUL_MIN_MACS } from "../cpu.ts";
 import { createPool } from "../cpu_pool.ts";
-import { instantiateSgemm, loadSgemmModule, sgemmModule } from "./loader.ts";
+import { compileKernel, instantiateSgemm, sgemmKernelModule, sgemmModule } from "./loader.ts";
 import {
   pooledExecutor,
   sgemmBatchArgs,
@@ -23,8 +23,6 @@ import {
   singleThreadExecutor,
   wasmMatmul,
 } from "./matmul.ts";
-
-await loadSgemmModule(); // the tests need the kernel even under LOWP_CPU_KERNELS=reference
 
 /** Deterministic values in [-1, 1) (xorshift32), so failures reproduce. */
 function random(n: number, seed: number): Float32Array {
@@ -137,7 +135,7 @@ Deno.test("wasm matmul: batches, stride-0 broadcasts and k = 0 / n = 0 edge case
 /** An executor that computes the items in `parts` ranges, each on its own instance over the same memory. */
 function splitExecutor(parts: number): SgemmExecutor {
   const { arena } = singleThreadExecutor();
-  const kernels = Array.from({ length: parts }, () => instantiateSgemm(arena.memory));
+  const kernels = Array.from({ length: parts }, () => instantiateSgemm(arena.memory, sgemmKernelModule()));
   return {
     arena,
     run(call) {
@@ -160,7 +158,7 @@ Deno.test("wasm matmul: the same bits whether the work is split in 1, 2 or 3 ran
     // Row ranges that cut tiles (a tile is then computed twice, each time storing only its own rows).
     const { arena } = singleThreadExecutor();
     const cuts = [0, 1, Math.floor(s.m / 2) | 1, s.m];
-    const kernel = instantiateSgemm(arena.memory);
+    const kernel = instantiateSgemm(arena.memory, sgemmKernelModule());
     const rows: SgemmExecutor = {
       arena,
       run(call) {
@@ -192,7 +190,7 @@ Deno.test("wasm matmul on the CPU thread pool: 2 and 3 workers give the 1-thread
   const want = viaWasm(s, a, b);
   for (const workers of [2, 3]) {
     const { arena } = splitExecutor(1); // any arena: the pool only needs its memory
-    const pool = createPool({ workers, memory: arena.memory, module: sgemmModule! });
+    const pool = createPool({ workers, memory: arena.memory, module: sgemmKernelModule() });
     try {
       bitsEqual(viaWasm(s, a, b, pooledExecutor(arena, pool)), want, `${workers} workers`);
     } finally {
@@ -224,18 +222,28 @@ async function deno(args: string[], env: Record<string, string> = {}) {
   return { code, stdout: text(stdout), stderr: text(stderr) };
 }
 
-Deno.test("LOWP_CPU_KERNELS=reference skips the kernel; no read permission falls back with one stderr line", async () => {
+Deno.test("LOWP_CPU_KERNELS=reference skips the kernel; without any permission it is there, and nothing is said", async () => {
   const probe = `import { CPU_KERNELS, sgemmModule } from "${loaderUrl}"; console.log(CPU_KERNELS, !!sgemmModule);`;
   const forced = await deno(["eval", "--config", config, probe], { LOWP_CPU_KERNELS: "reference" });
   assert.equal(forced.stdout.trim(), "reference false", forced.stderr);
   const normal = await deno(["eval", "--config", config, probe], { LOWP_CPU_KERNELS: "" });
   assert.equal(normal.stdout.trim(), "auto true", normal.stderr);
-  // No permissions at all: the loader must neither prompt nor throw, and say once why it fell back.
-  const bare = await deno(["run", "--no-prompt", "--config", config, new URL(loaderUrl).pathname]);
-  assert.equal(bare.code, 0, bare.stderr);
-  assert.equal(
-    bare.stderr.match(/WebAssembly matmul kernel unavailable \(no read permission/g)?.length,
-    1,
-    bare.stderr,
+  // No permissions at all: no file is read, so the kernel loads, nothing prompts and nothing is printed.
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(script, probe);
+    const bare = await deno(["run", "--no-prompt", "--config", config, script]);
+    assert.equal(bare.code, 0, bare.stderr);
+    assert.equal(bare.stdout.trim(), "auto true", bare.stderr);
+    assert.equal(bare.stderr, "");
+  } finally {
+    await Deno.remove(script);
+  }
+});
+
+Deno.test("a kernel that does not compile is an error naming LOWP_CPU_KERNELS=reference, not a quiet fallback", () => {
+  assert.throws(
+    () => compileKernel(Uint8Array.from([0, 0x61, 0x73, 0x6d, 9, 0, 0, 0]), "test kernel"),
+    /WebAssembly test kernel does not compile in this runtime .*LOWP_CPU_KERNELS=reference/,
   );
 });

@@ -1,5 +1,5 @@
 ;; f32 matrix product C = A·B on packed operands, WebAssembly SIMD (f32x4).
-;; Assembled at run time by kernels/wasm/loader.ts (npm:wabt); no binary is committed.
+;; Assembled by `deno task wasm` (tools/wasm.ts) into sgemm_wasm.ts, which kernels/wasm/loader.ts compiles.
 ;;
 ;; Operands live in an imported shared memory, so one instance per worker can run on the same data.
 ;; All addresses are byte offsets into that memory; the packing is done by kernels/wasm/matmul.ts:

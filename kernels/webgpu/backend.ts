@@ -16,6 +16,7 @@ import {
   type TypedArray,
   WORD_KERNEL_MAX_PARAMS,
 } from "../backend.ts";
+import { isSoftwareAdapter } from "./adapter_kind.ts";
 import { GpuContext, type GpuStorage, grid1d } from "./context.ts";
 import { chooseMatmulTile, MATMUL_TILES, matmulShader, type MatmulTile, tileStorageBytes } from "./matmul.ts";
 import {
@@ -31,6 +32,7 @@ import {
   SPLIT_SUM_SHADER,
   wordKernelShader,
 } from "./shaders.ts";
+import { ensureRuntimeDir } from "./runtime_dir.ts";
 
 const f32Bits = new Float32Array(1);
 const u32Bits = new Uint32Array(f32Bits.buffer);
@@ -61,16 +63,21 @@ export interface WebGpuAvailability {
   backend: Backend | null;
   /** Why the backend is null. */
   reason: string;
-  /** True for a software adapter (e.g. llvmpipe/lavapipe): correct, but slower than the CPU backend. */
+  /**
+   * True for a software adapter (e.g. llvmpipe/lavapipe, on Vulkan or OpenGL; see {@link isSoftwareAdapter}):
+   * correct, but slower than the CPU backend.
+   */
   fallback: boolean;
 }
 
 /**
  * Requests an adapter and device and returns the WebGPU backend, or `null`
- * (with the reason) when this runtime has no adapter.
+ * (with the reason) when this runtime has no adapter. Sets a private
+ * `XDG_RUNTIME_DIR` first where it is unset (see {@link ensureRuntimeDir}).
  */
 export async function createWebGpuBackend(): Promise<WebGpuAvailability> {
   if (!("gpu" in navigator)) return { backend: null, reason: "navigator.gpu is not available", fallback: false };
+  ensureRuntimeDir(); // before the first request: that is when the graphics loaders probe for a display
   const adapter = await navigator.gpu.requestAdapter();
   if (!adapter) return { backend: null, reason: "no adapter", fallback: false };
   const limits = adapter.limits;
@@ -84,7 +91,7 @@ export async function createWebGpuBackend(): Promise<WebGpuAvailability> {
   return {
     backend: webGpuBackend(new GpuContext(device, adapter.info)),
     reason: "",
-    fallback: adapter.info.isFallbackAdapter,
+    fallback: isSoftwareAdapter(adapter.info),
   };
 }
 

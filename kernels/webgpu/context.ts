@@ -7,6 +7,7 @@
  * @module
  */
 import { BackendLimitError, type Storage } from "../backend.ts";
+import { isSoftwareAdapter } from "./adapter_kind.ts";
 
 /** A pooled GPU buffer holding `length` 4-byte elements. */
 export class GpuStorage implements Storage {
@@ -57,7 +58,7 @@ export interface Dispatch {
 export class GpuContext {
   /** Description of the adapter, for benchmark output. */
   readonly adapterName: string;
-  /** True for a software adapter (llvmpipe/lavapipe). */
+  /** True for a software adapter (llvmpipe/lavapipe, Vulkan or OpenGL: {@link isSoftwareAdapter}). */
   readonly fallback: boolean;
   /** Number of dispatches recorded since creation (for dispatches/step figures). */
   dispatchCount = 0;
@@ -86,7 +87,7 @@ export class GpuContext {
    */
   constructor(device: GPUDevice, info: GPUAdapterInfo) {
     this.device = device;
-    this.fallback = info.isFallbackAdapter;
+    this.fallback = isSoftwareAdapter(info);
     this.adapterName = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(" ");
     this.uniform = device.createBuffer({
       size: SLOT_BYTES * SLOTS,
