@@ -20,7 +20,7 @@
  * @module
  */
 import { type Backend, randn, type Tensor, tidy } from "@lowp/core";
-import type { QuantizeOptions, Quantizer } from "@lowp/formats";
+import type { QuantizeOptions } from "@lowp/formats";
 import { usesHostKernels } from "@lowp/kernels";
 import { emit, type Line, median, messageOf, progress, round } from "./report.ts";
 
