@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { ArmResult, Finding } from "./finding.ts";
+import { FINDINGS } from "./findings.ts";
+import { findingCharts, jsonLines, outcomes, readResults, reportMarkdown } from "./report.ts";
+import { jobsOf, type RunSummary, shardOf } from "./runner.ts";
+
+Deno.test("repro jobs: an arm shared by findings runs once per seed; shards split the jobs exactly", () => {
+  const jobs = jobsOf(FINDINGS, 3);
+  const names = jobs.map((j) => `${j.arm.name}-s${j.seed}`);
+  assert.equal(new Set(names).size, names.length, "no job twice");
+  assert.equal(names.filter((n) => n.startsWith("f32-")).length, 3, "f32 is shared by F4, F5, F7 and the table");
+  const shards = [0, 1, 2].map((i) => shardOf(jobs, i, 3));
+  assert.deepEqual(shards.flat().map((j) => `${j.arm.name}-s${j.seed}`).sort(), [...names].sort());
+  assert.throws(() => shardOf(jobs, 3, 3), /--shard 3\/3: expected i\/n with 0 <= i < n/);
+  const clash: Finding = { ...FINDINGS[0], arms: [{ name: "f32", set: { precision: "quartet" } }] };
+  assert.throws(() => jobsOf([FINDINGS[0], clash], 1), /arm 'f32' is defined twice with different settings/);
+});
+
+/** Writes a fake run folder as the runner does. */
+async function fakeRun(dir: string, arm: string, seed: number, loss: number): Promise<void> {
+  const run = join(dir, `${arm}-s${seed}`);
+  await Deno.mkdir(run, { recursive: true });
+  const summary: RunSummary = {
+    arm,
+    seed,
+    mode: "quick",
+    corpus: "test",
+    final_val_loss: loss,
+    tokens_per_s: 1000,
+    bytes_per_parameter: 12,
+    seconds: 1,
+  };
+  await Deno.writeTextFile(join(run, "summary.json"), JSON.stringify(summary));
+  await Deno.writeTextFile(
+    join(run, "metrics.jsonl"),
+    `{"step":10,"val_loss":${loss + 0.5}}\n{"step":20,"val_loss":${loss}}\n`,
+  );
+}
+
+const F5 = FINDINGS.filter((f) => f.id === "F5");
+
+Deno.test("repro report: merged shards give the same report as one folder; claims decide on the means", async () => {
+  const one = await Deno.makeTempDir(), a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
+  try {
+    const runs: [string, number, number][] = [
+      ["f32", 0, 2.40],
+      ["f32", 1, 2.42],
+      ["quartet", 0, 2.45],
+      ["quartet", 1, 2.47],
+      ["fp4-rtn", 0, 2.60],
+      ["fp4-rtn", 1, 2.62],
+    ];
+    for (const [i, [arm, seed, loss]] of runs.entries()) {
+      await fakeRun(one, arm, seed, loss);
+      await fakeRun(i % 2 ? a : b, arm, seed, loss);
+    }
+    const whole = await readResults([one]), merged = await readResults([a, b]);
+    assert.deepEqual(merged, whole);
+    const claims = outcomes(F5, whole);
+    assert.deepEqual(claims.map((c) => c.outcome), ["holds", "holds"]);
+    assert.equal(
+      reportMarkdown(F5, merged, outcomes(F5, merged), "h"),
+      reportMarkdown(F5, whole, claims, "h"),
+    );
+    const report = reportMarkdown(F5, whole, claims, "h");
+    assert.match(report, /\| quartet \| 2\.4600 ± 0\.0100 \(2 seeds\) \| 1000 \| 12\.00 \|/);
+    assert.match(findingCharts(F5, whole).get("F5")!, /^<svg/);
+    const lines = jsonLines(F5, whole, claims).map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => l.type), ["arm", "arm", "arm", "claim", "claim"]);
+  } finally {
+    for (const d of [one, a, b]) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("repro claims: a failing threshold is 'not reproduced'; missing arms are reported as such", () => {
+  const result = (arm: string, loss: number): [string, ArmResult] => [
+    arm,
+    { arm, valLoss: [loss], tokensPerS: [1], bytesPerParameter: 4, curve: [] },
+  ];
+  const worse = new Map([result("f32", 2.4), result("quartet", 2.9), result("fp4-rtn", 3.0)]);
+  const claims = outcomes(F5, worse);
+  assert.equal(claims[0].outcome, "not reproduced");
+  assert.match(claims[0].detail, /quartet 2\.9000 vs f32 2\.4000 \(\+0\.5000\)/);
+  assert.deepEqual(outcomes(F5, new Map([result("f32", 2.4)])).map((c) => c.outcome), ["missing arms", "missing arms"]);
+});
