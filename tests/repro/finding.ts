@@ -80,8 +80,29 @@ export function lossOf(results: ReadonlyMap<string, ArmResult>, arm: string): nu
   return mean(r.valLoss);
 }
 
-/** "a 2.4310 vs b 2.3880 (+0.0430)" for claim details. */
+/**
+ * The gap `a − b` in final val loss, paired by seed (the same seed gives both arms the same init and data
+ * order, so the seed's own luck cancels): mean, smallest and largest over the seeds both arms ran.
+ */
+export function gap(results: ReadonlyMap<string, ArmResult>, a: string, b: string): {
+  mean: number;
+  min: number;
+  max: number;
+} {
+  const ra = results.get(a), rb = results.get(b);
+  if (!ra || !rb) throw new Error(`no results for arm '${!ra ? a : b}'`);
+  const n = Math.min(ra.valLoss.length, rb.valLoss.length);
+  const d = Array.from({ length: n }, (_, i) => ra.valLoss[i] - rb.valLoss[i]);
+  return { mean: mean(d), min: Math.min(...d), max: Math.max(...d) };
+}
+
+const signed = (v: number) => `${v >= 0 ? "+" : ""}${v.toFixed(4)}`;
+
+/** "a 2.4310 vs b 2.3880: gap +0.0430 (seeds +0.0400 to +0.0460)" for claim details. */
 export function versus(results: ReadonlyMap<string, ArmResult>, a: string, b: string): string {
-  const la = lossOf(results, a), lb = lossOf(results, b);
-  return `${a} ${la.toFixed(4)} vs ${b} ${lb.toFixed(4)} (${la - lb >= 0 ? "+" : ""}${(la - lb).toFixed(4)})`;
+  const g = gap(results, a, b);
+  const range = g.min === g.max ? "" : ` (per seed ${signed(g.min)} to ${signed(g.max)})`;
+  return `${a} ${lossOf(results, a).toFixed(4)} vs ${b} ${lossOf(results, b).toFixed(4)}: gap ${
+    signed(g.mean)
+  }${range}`;
 }

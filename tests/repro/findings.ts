@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Arm, type Claim, type Finding, lossOf, versus } from "./finding.ts";
+import { type Arm, type Claim, type Finding, gap, versus } from "./finding.ts";
 
 /** The base recipe every arm starts from (YAML), per mode. */
 export const BASE_RECIPES: Readonly<Record<"quick" | "full", string>> = {
@@ -66,7 +66,7 @@ function ecoClaims(tag: string, near: number, worse: number, stall: number, basi
       expected: "holds",
       basis,
       check: (r) => ({
-        held: Math.abs(lossOf(r, `eco-${tag}`) - lossOf(r, `master-${tag}`)) <= near,
+        held: Math.abs(gap(r, `eco-${tag}`, `master-${tag}`).mean) <= near,
         detail: versus(r, `eco-${tag}`, `master-${tag}`),
       }),
     },
@@ -76,7 +76,7 @@ function ecoClaims(tag: string, near: number, worse: number, stall: number, basi
       expected: "holds",
       basis,
       check: (r) => ({
-        held: lossOf(r, `naive-sr-${tag}`) - lossOf(r, `eco-${tag}`) >= worse,
+        held: gap(r, `naive-sr-${tag}`, `eco-${tag}`).mean >= worse,
         detail: versus(r, `naive-sr-${tag}`, `eco-${tag}`),
       }),
     },
@@ -86,7 +86,7 @@ function ecoClaims(tag: string, near: number, worse: number, stall: number, basi
       expected: "holds",
       basis,
       check: (r) => ({
-        held: lossOf(r, `naive-rtn-${tag}`) - lossOf(r, `eco-${tag}`) >= stall,
+        held: gap(r, `naive-rtn-${tag}`, `eco-${tag}`).mean >= stall,
         detail: versus(r, `naive-rtn-${tag}`, `eco-${tag}`),
       }),
     },
@@ -123,7 +123,7 @@ const F5: Finding = {
       text: "quartet's final val loss is within 0.1 nats of f32",
       expected: "holds",
       basis: "pending measurement",
-      check: (r) => ({ held: lossOf(r, "quartet") - lossOf(r, "f32") <= 0.1, detail: versus(r, "quartet", "f32") }),
+      check: (r) => ({ held: gap(r, "quartet", "f32").mean <= 0.1, detail: versus(r, "quartet", "f32") }),
     },
     {
       id: "F5.quartet-beats-rtn",
@@ -131,7 +131,7 @@ const F5: Finding = {
       expected: "holds",
       basis: "pending measurement",
       check: (r) => ({
-        held: lossOf(r, "fp4-rtn") - lossOf(r, "quartet") >= 0.02,
+        held: gap(r, "fp4-rtn", "quartet").mean >= 0.02,
         detail: versus(r, "fp4-rtn", "quartet"),
       }),
     },
@@ -151,7 +151,7 @@ const F7: Finding = {
       expected: "holds",
       basis: "pending measurement",
       check: (r) => ({
-        held: Math.abs(lossOf(r, "flex16+5") - lossOf(r, "f32")) <= 0.01,
+        held: Math.abs(gap(r, "flex16+5", "f32").mean) <= 0.01,
         detail: versus(r, "flex16+5", "f32"),
       }),
     },

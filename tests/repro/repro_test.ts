@@ -81,6 +81,6 @@ Deno.test("repro claims: a failing threshold is 'not reproduced'; missing arms a
   const worse = new Map([result("f32", 2.4), result("quartet", 2.9), result("fp4-rtn", 3.0)]);
   const claims = outcomes(F5, worse);
   assert.equal(claims[0].outcome, "not reproduced");
-  assert.match(claims[0].detail, /quartet 2\.9000 vs f32 2\.4000 \(\+0\.5000\)/);
+  assert.match(claims[0].detail, /quartet 2\.9000 vs f32 2\.4000: gap \+0\.5000$/);
   assert.deepEqual(outcomes(F5, new Map([result("f32", 2.4)])).map((c) => c.outcome), ["missing arms", "missing arms"]);
 });
