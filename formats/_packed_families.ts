@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Backend, Storage } from "@lowp/kernels";
+import type { Backend, Storage, WordKernel } from "@lowp/kernels";
 import { codeWords, parseFloatFormat } from "./element.ts";
 import { parseIntFormat } from "./int.ts";
 import { MX_BLOCK, MX_FORMATS, mxElementWords } from "./mx.ts";
@@ -125,31 +125,25 @@ function intFamily(format: string, signed: boolean, scaleName: string, fixedLayo
   };
 }
 
+/** A family with one `codes` part that `kernel` decodes value by value (params: [bits, ...params]). */
+function elementwiseFamily(kernel: WordKernel, params: readonly number[]): PackedFamily {
+  return {
+    meta: {},
+    parts: (shape) => [["codes", sizeOf(shape)]],
+    dequantize(backend, parts, shape, _meta, out) {
+      const codes = part(parts, "codes");
+      backend.runWords(kernel, [codes.storage], [out], sizeOf(shape), [codes.bits, ...params]);
+    },
+  };
+}
+
 /** The packed-tensor family of a format name (as `parseFormat` names it), or null when there is none. */
 export function packedFamily(format: string): PackedFamily | null {
   const scale = parseScaleFormat(format);
-  if (scale) {
-    return {
-      meta: {},
-      parts: (shape) => [["codes", sizeOf(shape)]],
-      dequantize(backend, parts, shape, _meta, out) {
-        const n = sizeOf(shape);
-        const codes = part(parts, "codes");
-        backend.runWords(SCALE_PACKED_DEQUANT, [codes.storage], [out], n, [codes.bits, scale.kind]);
-      },
-    };
-  }
+  if (scale) return elementwiseFamily(SCALE_PACKED_DEQUANT, [scale.kind]);
   const float = parseFloatFormat(format);
   if (float) {
-    return {
-      meta: {},
-      parts: (shape) => [["codes", sizeOf(shape)]],
-      dequantize(backend, parts, shape, _meta, out) {
-        const n = sizeOf(shape);
-        const codes = part(parts, "codes");
-        backend.runWords(FLOAT_PACKED_DEQUANT, [codes.storage], [out], n, [codes.bits, ...codeWords(float)]);
-      },
-    };
+    return elementwiseFamily(FLOAT_PACKED_DEQUANT, codeWords(float));
   }
   if (Object.hasOwn(MX_FORMATS, format)) {
     const words = mxElementWords(MX_FORMATS[format]);
