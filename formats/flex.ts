@@ -27,7 +27,7 @@
  *
  * @module
  */
-import type { Backend, Storage, WordKernel } from "@lowp/kernels";
+import { type Backend, f32Bits, type Storage, type WordKernel } from "@lowp/kernels";
 import { Tensor } from "@lowp/core";
 import { applyIntScales, dequantIntCodes, type IntSpec, partOf, requireF32, type ScaleSet } from "./int.ts";
 import { checkAxisOption, freeAll, INF_BITS, layoutOf, NAN_BITS, reduceRanges, SCALED_WGSL } from "./scaling.ts";
@@ -256,7 +256,7 @@ export class Autoflex {
 
   /** One step from a tensor's max-abs: the exponent for that tensor, whether it overflowed, and the next prediction. */
   observe(amax: number): AutoflexStep {
-    const own = Number.isFinite(amax) ? flexExponentOf(new Uint32Array(Float32Array.of(amax).buffer)[0]) : FLEX_EXP_MAX;
+    const own = Number.isFinite(amax) ? flexExponentOf(f32Bits(amax)) : FLEX_EXP_MAX;
     const exponent = this.#exponent ?? own, scale = 2 ** exponent;
     const overflowed = !(amax / scale < 2 ** 15 - 1); // NaN and Inf count as overflows
     if (overflowed) this.#history = [];

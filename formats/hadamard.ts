@@ -18,7 +18,7 @@
  * @module
  */
 import { emptyTensor, record, type Tensor } from "@lowp/core";
-import { PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import { f32Bits, PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
 import { randomWord } from "./kernels.ts";
 
 /** Largest block the kernel handles (its private array holds 256 f32). */
@@ -152,7 +152,7 @@ function transformRaw(x: Tensor, opts: HadamardOptions, inverse: boolean): Tenso
   const s = opts.signs;
   const mode = !s ? NO_SIGNS : inverse ? SIGNS_AFTER : SIGNS_BEFORE;
   const offset = s?.offset ?? 0;
-  const scaleBits = new Uint32Array(Float32Array.of(1 / Math.sqrt(b)).buffer)[0];
+  const scaleBits = f32Bits(1 / Math.sqrt(b));
   const params = [
     b,
     mode,

@@ -49,7 +49,7 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import { f32Bits, PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
 import {
   CODES_WGSL,
   codeWords,
@@ -80,7 +80,6 @@ const UE4M3 = SCALE_FORMATS.ue4m3;
 const E2M1_Q = quantParams(E2M1, true);
 const UE4M3_Q = scaleQuantParams(UE4M3);
 
-const f32Bits = (x: number) => new Uint32Array(Float32Array.of(x).buffer)[0];
 /** f32 bits of RN(1/2688) and of 6. */
 const RECIP_2688 = f32RecipBits(f32Bits(448 * 6));
 const SIX = f32Bits(6);

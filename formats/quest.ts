@@ -18,7 +18,7 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { asF32, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { asF32, bitsToF32, f32Bits, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { ELEMENT_WGSL, parseFloatFormat, quantizeBits, quantParams, quantParamsAt, quantWords } from "./element.ts";
 import { EXACT_WGSL } from "./exact.ts";
 import { randomWord } from "./kernels.ts";
@@ -31,13 +31,10 @@ export const QUEST_BLOCK = 32;
 export const QUEST_GAUSSIAN_SCALE = 2.92247856 / 6;
 
 const fr = Math.fround;
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-const bitsOf = (v: number) => (f32[0] = v, u32[0]);
-const valueOf = (b: number) => (u32[0] = b, f32[0]);
 /** f32 bits of (1e-8)², below which the reference's +1e-8 decides the scale. */
-const TINY_U = bitsOf(1e-16);
+const TINY_U = f32Bits(1e-16);
 /** f32 bits of 6, E2M1's largest value: |x/scale| below it is trusted. */
-const SIX = bitsOf(6);
+const SIX = f32Bits(6);
 
 /** floor(log2(c·σ)) from the bits of u = c²σ², clamped to [-126, 126] (see the module doc). */
 function questExponent(uBits: number): number {
@@ -51,7 +48,7 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
   inputs: 1,
   outputs: 2,
   range: (start, end, [x], [y, mask], p) => {
-    const q = quantParamsAt(p, 0), mode = p[4], c2 = valueOf(p[9]), inv = 1 / QUEST_BLOCK;
+    const q = quantParamsAt(p, 0), mode = p[4], c2 = bitsToF32(p[9]), inv = 1 / QUEST_BLOCK;
     const xf = asF32(x), yf = asF32(y);
     for (let b = start; b < end; b++) {
       const base = b * QUEST_BLOCK;
@@ -62,13 +59,13 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
         sq = fr(sq + fr(v * v));
       }
       const mean = fr(sum * inv), variance = Math.max(0, fr(fr(sq * inv) - fr(mean * mean)));
-      const e = questExponent(bitsOf(fr(c2 * variance)));
+      const e = questExponent(f32Bits(fr(c2 * variance)));
       // Scaling by a power of two within the normal range is exact: plain products give the f32_mul_bits bits.
-      const scale = valueOf(((e + 127) << 23) >>> 0), recip = valueOf(((127 - e) << 23) >>> 0);
+      const scale = bitsToF32(((e + 127) << 23) >>> 0), recip = bitsToF32(((127 - e) << 23) >>> 0);
       for (let j = base; j < base + QUEST_BLOCK; j++) {
-        const v = bitsOf(fr(xf[j] * recip));
+        const v = f32Bits(fr(xf[j] * recip));
         const rand = mode === 2 ? randomWord(p[5], p[6], p[7], p[8], j) : 0;
-        yf[j] = fr(valueOf(quantizeBits(v, q, mode, rand)) * scale);
+        yf[j] = fr(bitsToF32(quantizeBits(v, q, mode, rand)) * scale);
         mask[j] = ((v & 0x7fffffff) >>> 0) < SIX ? 0x3f800000 : 0;
       }
     }
@@ -111,7 +108,7 @@ export function questQuantDequant(x: Tensor, opts: QuantizeOptions = {}): { valu
   const params = [
     ...quantWords(e2m1),
     ...roundingParams(opts),
-    bitsOf(fr(QUEST_GAUSSIAN_SCALE * QUEST_GAUSSIAN_SCALE)),
+    f32Bits(fr(QUEST_GAUSSIAN_SCALE * QUEST_GAUSSIAN_SCALE)),
   ];
   const blocks = x.size / QUEST_BLOCK;
   if (blocks > 0) x.backend.runWords(QUEST_KERNEL, [x.storage], [values.storage, trust.storage], blocks, params);

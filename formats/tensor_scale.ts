@@ -19,7 +19,7 @@
  * @module
  */
 import { abs, emptyTensor, max, type Tensor } from "@lowp/core";
-import { asF32, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { asF32, f32Bits, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { ELEMENT_WGSL, parseFloatFormat, quantizeBits, quantParams, quantParamsAt, quantWords } from "./element.ts";
 import { EXACT_WGSL, f32MulBits, f32RecipBits } from "./exact.ts";
 import { randomWord } from "./kernels.ts";
@@ -28,8 +28,6 @@ import type { QuantizeOptions } from "./spec.ts";
 
 const INF = 0x7f800000;
 const fr = Math.fround;
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-const bitsOf = (v: number) => (f32[0] = v, u32[0]);
 const ONE = 0x3f800000;
 /** f32 bits of 2^127: the scale used when max/amax overflows. */
 const MAX_POW2 = 0x7f000000;
@@ -86,7 +84,7 @@ const SCALED_QUANT_KERNEL: WordKernel = rangeKernel({
     const q = quantParamsAt(p, 0), mode = p[4], [xf, scf, yf] = [x, sc, y].map(asF32), s = scf[0], inv = scf[1];
     for (let i = start; i < end; i++) {
       const rand = mode === 2 ? randomWord(p[5], p[6], p[7], p[8], i) : 0;
-      y[i] = quantizeBits(bitsOf(fr(xf[i] * s)), q, mode, rand);
+      y[i] = quantizeBits(f32Bits(fr(xf[i] * s)), q, mode, rand);
       yf[i] = fr(yf[i] * inv);
     }
   },

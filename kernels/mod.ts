@@ -15,4 +15,4 @@ export { ensureRuntimeDir } from "./webgpu/runtime_dir.ts";
 export { chooseMatmulTile, MATMUL_TILES, type MatmulTile, tileStorageBytes } from "./webgpu/matmul.ts";
 export { philox4x32, PHILOX_WGSL, philoxWords, wordToUniform } from "./philox.ts";
 export { type CpuPool, createPool, defaultWorkerCount, type PoolOptions } from "./cpu_pool.ts";
-export { asF32, rangeKernel } from "./word_kernel.ts";
+export { asF32, bitsToF32, f32Bits, rangeKernel } from "./word_kernel.ts";

@@ -12,6 +12,20 @@ export function rangeKernel(def: Omit<WordKernel, "cpu" | "cpuRange"> & { readon
   return { ...rest, cpu: (i, ins, outs, p) => range(i, i + 1, ins, outs, p), cpuRange: range };
 }
 
+const scratchF32 = new Float32Array(1), scratchU32 = new Uint32Array(scratchF32.buffer);
+
+/** The bits of `v` rounded to f32 (kernel parameters carry floats this way). */
+export function f32Bits(v: number): number {
+  scratchF32[0] = v;
+  return scratchU32[0];
+}
+
+/** The f32 value of `bits` (the inverse of {@link f32Bits}). */
+export function bitsToF32(bits: number): number {
+  scratchU32[0] = bits;
+  return scratchF32[0];
+}
+
 /** An f32 view of the same words. */
 export function asF32(words: Uint32Array): Float32Array {
   return new Float32Array(words.buffer, words.byteOffset, words.length);

@@ -7,10 +7,8 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { asF32, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
+import { asF32, f32Bits, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-const bits = (v: number) => (f32[0] = v, u32[0]);
 const fr = Math.fround;
 
 /** The CPU twin of the WGSL below, every operation rounded to f32 in the same order. */
@@ -88,7 +86,7 @@ export function adamwUpdate(p: Tensor, g: Tensor, m: Tensor, v: Tensor, c: AdamW
     c.eps,
     1 - c.lr * c.weightDecay,
     c.lr / (1 - Math.pow(b1, c.step)),
-  ].map(bits);
+  ].map(f32Bits);
   const outs = [emptyTensor(p.backend, p.shape), emptyTensor(p.backend, p.shape), emptyTensor(p.backend, p.shape)];
   if (p.size > 0) {
     const ins = (c.gradScale ? [p, g, m, v, c.gradScale] : [p, g, m, v]).map((t) => t.storage);

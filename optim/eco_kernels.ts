@@ -11,10 +11,8 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { asF32, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
+import { asF32, f32Bits, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-const bits = (v: number) => (f32[0] = v, u32[0]);
 const fr = Math.fround;
 
 /** CPU twin of the SGD-EMA WGSL: `m ← β·m + (1-β)·g`, `p ← p·(1 - η·λ) - η·m`. */
@@ -67,7 +65,7 @@ export interface SgdEmaConstants {
  * `m' = β·m + (1-β)·g`, `p' = p·(1 - η·λ) - η·m'`. Returns new (p', m') tensors.
  */
 export function sgdEmaUpdate(p: Tensor, g: Tensor, m: Tensor, c: SgdEmaConstants): [Tensor, Tensor] {
-  const params = [c.momentum, 1 - c.momentum, 1 - c.lr * c.weightDecay, c.lr].map(bits);
+  const params = [c.momentum, 1 - c.momentum, 1 - c.lr * c.weightDecay, c.lr].map(f32Bits);
   const outs = [emptyTensor(p.backend, p.shape), emptyTensor(p.backend, p.shape)];
   if (p.size > 0) {
     const ins = (c.gradScale ? [p, g, m, c.gradScale] : [p, g, m]).map((t) => t.storage);
@@ -153,7 +151,7 @@ export function ecoCorrection(
   const key = `${adam}/${exact}`;
   const kernel = CORRECTION_KERNELS.get(key) ?? CORRECTION_KERNELS.set(key, correctionKernel(adam, exact)).get(key)!;
   const k1 = c.adam ? 1 / Math.sqrt(1 - Math.pow(c.adam.beta2, c.adam.step)) : 1;
-  const params = [c.factor, k1, c.adam?.eps ?? 0, c.exact ? 1 / c.exact.beta : 1].map(bits);
+  const params = [c.factor, k1, c.adam?.eps ?? 0, c.exact ? 1 / c.exact.beta : 1].map(f32Bits);
   const mOut = emptyTensor(m.backend, m.shape), eOut = exact ? emptyTensor(m.backend, m.shape) : null;
   if (m.size > 0) {
     const ins = [wt, wq, m, ...(v ? [v] : []), ...(c.exact ? [c.exact.previousError] : [])].map((t) => t.storage);

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { asF32, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
+import { asF32, f32Bits, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 import { emptyTensor, record, sameBackend, type Tensor } from "../tensor.ts";
 
 const fr = Math.fround;
@@ -125,8 +125,6 @@ const WEIGHT_GRAD_TERMS: WordKernel = rangeKernel({
   out0[i] = bitcast<u32>(bitcast<f32>(in0[i]) * xh);`,
 });
 
-const bitsOf = (v: number) => new Uint32Array(Float32Array.of(v).buffer)[0];
-
 /**
  * Layer normalisation over the last axis: (x − mean)/sqrt(var + eps) · weight
  * + bias, with the population variance (as PyTorch).
@@ -151,7 +149,7 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   if (x.size > 0) {
     backend.runWords(FORWARD, ins, [y.storage, mean.storage, rstd.storage], rows, [
       d,
-      bitsOf(eps),
+      f32Bits(eps),
       weight ? 1 : 0,
       bias ? 1 : 0,
     ]);

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { asF32, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
+import { asF32, f32Bits, rangeKernel, type WordKernel, type WordRange } from "@lowp/kernels";
 import { emptyTensor, record, type Tensor } from "../tensor.ts";
 
 const fr = Math.fround;
@@ -103,8 +103,6 @@ const BACKWARD: WordKernel = rangeKernel({
     }
   }`,
 });
-
-const f32Bits = (v: number) => new Uint32Array(Float32Array.of(v).buffer)[0];
 
 /** Options of {@link softmaxLastAxis}. */
 export interface SoftmaxOptions {
