@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { applyPrecision } from "@lowp/formats";
 import { type Backend, GPT } from "@lowp/core";
 import { AdamW, trainStep } from "@lowp/optim";
 
@@ -53,16 +54,27 @@ function batch(i: number): { x: Int32Array; y: Int32Array } {
   return { x, y };
 }
 
-/** Times training steps of the tiny GPT on `backend` (which must be the active backend). */
-export async function benchGptStep(backend: Backend, timing: StepTiming): Promise<StepResult> {
+/** Times training steps of the tiny GPT on `backend` (which must be the active backend) under a precision preset. */
+export async function benchGptStep(backend: Backend, timing: StepTiming, precision = "f32"): Promise<StepResult> {
   const { vocab, dModel, nLayers, nHeads, context, batch: b } = TINY_GPT;
   const model = new GPT({ vocabSize: vocab, contextLength: context, dModel, nLayers, nHeads }, { seed: 1234 });
+  if (precision !== "f32") applyPrecision(model, precision);
+  let stepIndex = 0;
   const opt = new AdamW(model.namedParameters(), { betas: TINY_OPT.betas, weightDecay: TINY_OPT.weightDecay });
   const shape = [b, context];
   const ctx = (backend as Backend & { context?: { dispatchCount: number } }).context;
   try {
     const step = ({ x, y }: { x: Int32Array; y: Int32Array }) =>
-      trainStep({ model, optimizer: opt, inputs: x, targets: y, shape, lr: TINY_OPT.lr, gradClip: TINY_OPT.clip });
+      trainStep({
+        model,
+        optimizer: opt,
+        inputs: x,
+        targets: y,
+        shape,
+        lr: TINY_OPT.lr,
+        gradClip: TINY_OPT.clip,
+        ctx: { step: stepIndex++, training: true },
+      });
     let warmS = 0;
     for (let i = 0; i < 2; i++) {
       const t0 = performance.now();

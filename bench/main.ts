@@ -28,6 +28,9 @@
  *   as recipes/trainer.ts takes it; 2 warm-up steps, then `steps` timed steps with one sync at the end and
  *   one loss readback after the clock stops (`final_loss`). tokens/s = steps·16·64 / seconds. WebGPU adds
  *   `dispatches_per_step`.
+ * - `{"bench": "gpt_train_step_precision", "precision", "value", "f32_value", "step_time_vs_f32", ...}`: the same
+ *   step with every linear layer under a precision preset (formats/precision.ts), right after an f32 step
+ *   measured the same way, so the ratio compares two figures from one run.
  * - `{"bench": "fake_quant", "format", "elements", "shape", "value", "unit": "elements/s", ...}`: `quantDequant`
  *   throughput of e4m3, mxfp4, nvfp4, nf4 and int4 (`granularity: "group:128"`) on a [2048, 2048] tensor
  *   ([512, 512] on a software adapter, said in `note`), timed like matmul_f32 (bench/fake_quant.ts); the torch
@@ -58,6 +61,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
+import { PRECISION_NAMES } from "@lowp/formats";
 import { defaultWorkerCount } from "@lowp/kernels";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
@@ -270,8 +274,34 @@ for (const { backend, kind } of targets) {
   } catch (e) {
     emit({ ...head, bench: "gpt_train_step", size: GPT_SIZE, error: messageOf(e) });
   }
+  await benchPrecisions(backend, head);
 
   await benchFakeQuant(backend, kind, head, MATMUL, peerLines);
   await benchPackedDequant(backend, kind, head, MATMUL);
 }
 progress(`done in ${elapsed()}`);
+
+/** One `gpt_train_step_precision` line per preset, with the f32 step measured right before it (same run). */
+async function benchPrecisions(backend: Backend, head: Line): Promise<void> {
+  for (const precision of PRECISION_NAMES.filter((p) => p !== "f32")) {
+    progress(`${backend.name} training step under ${precision} (${elapsed()})`);
+    const line: Line = { ...head, bench: "gpt_train_step_precision", size: GPT_SIZE, precision };
+    try {
+      const f32 = await benchGptStep(backend, STEPS);
+      const r = await benchGptStep(backend, STEPS, precision);
+      emit({
+        ...line,
+        value: round(r.tokensPerS),
+        unit: "tokens/s",
+        ms_per_step: round(r.msPerStep),
+        steps: r.steps,
+        f32_value: round(f32.tokensPerS),
+        f32_ms_per_step: round(f32.msPerStep),
+        step_time_vs_f32: round(r.msPerStep / f32.msPerStep, 3),
+        final_loss: round(r.finalLoss, 6),
+      });
+    } catch (e) {
+      emit({ ...line, error: messageOf(e) });
+    }
+  }
+}
