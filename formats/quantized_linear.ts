@@ -85,9 +85,13 @@ function rotation(op: OperandPrecision, layer: Linear, gemmName: string, ctx?: F
   return { block: op.hadamard!, signs: { seed: key.seed, stream: key.stream, offset: key.offset } };
 }
 
-/** Quantizes `r` ([rows, k], reduction along the last axis) as `op` says. */
+/**
+ * Quantizes the 2-D `r` as `op` says, along its reduction axis `axis` (1: `r` is [rows, k]; 0: `r` is [k, rows]).
+ * Block and group scales run along that axis in place (no transposed copy); QuEST needs axis 1.
+ */
 function quantizeRows(
   r: Tensor,
+  axis: 0 | 1,
   op: OperandPrecision,
   layer: Linear,
   role: string,
@@ -106,12 +110,14 @@ function quantizeRows(
   if (op.scaling === "current") q = scaledQuantDequant(r, op.format, currentScale(r, op.format, op.margin), rounding);
   else if (op.scaling === "delayed") q = delayedQuant(r, op, layer, role, ctx, rounding);
   else {
+    // `channel` is one scale per row: per output channel of a weight, per token of an activation.
     const granularity = op.granularity === undefined
       ? undefined
-      : parseGranularity(op.granularity === "channel" ? "channel:0" : op.granularity);
+      : parseGranularity(op.granularity === "channel" ? `channel:${1 - axis}` : op.granularity);
     const opts: MxQuantizeOptions = {
       ...rounding,
       granularity,
+      axis,
       scaleRounding: op.scale_rule as MxQuantizeOptions["scaleRounding"],
     };
     q = parseFormat(op.format).quantDequant(r, opts);
@@ -148,7 +154,10 @@ function delayedQuant(
  * Quantizes operand `o` of a GEMM for role `gemm.name`: the A side (`side`
  * "a", reduction along columns of A) or the B side (reduction along rows of
  * B). Returns the operand to multiply and, for forward operands, the STE mask
- * in reduction-last layout.
+ * in reduction-last layout. A Hadamard transform, QuEST or an STE mask works
+ * on the reduction-last layout (a transposed copy where the operand is stored
+ * the other way); otherwise the quantizer runs along the stored layout's
+ * reduction axis in place.
  */
 function prepare(
   o: Operand,
@@ -161,18 +170,24 @@ function prepare(
   steMask: "none" | "clipped" | "trust" = "none",
 ): { operand: Operand; mask: Tensor | null } {
   if (!op) return { operand: o, mask: null };
+  const role = `${gemmName}.${operand}`;
   // Reduction-last layout: A as [rows, k], B as Bᵀ = [cols, k].
-  const natural = side === "a" ? !o.trans : o.trans;
-  let r = natural ? o.t : transpose(o.t);
-  checkReduction(r, op, layer, `${gemmName}.${operand}`);
+  const reductionLast = side === "a" ? !o.trans : o.trans;
+  if (!reductionLast && !op.hadamard && op.scale_rule !== "quest" && steMask === "none") {
+    checkReduction(o.t.shape[0], op, layer, role);
+    const { q } = quantizeRows(o.t, 0, op, layer, role, ctx, steMask);
+    return { operand: { t: q, trans: o.trans }, mask: null };
+  }
+  let r = reductionLast ? o.t : transpose(o.t);
+  checkReduction(r.shape[1], op, layer, role);
   if (op.hadamard) r = hadamard(r, rotation(op, layer, gemmName, ctx));
-  const { q, mask } = quantizeRows(r, op, layer, `${gemmName}.${operand}`, ctx, steMask);
+  const { q, mask } = quantizeRows(r, 1, op, layer, role, ctx, steMask);
   return { operand: { t: q, trans: side === "b" }, mask };
 }
 
-/** Runtime check of the reduction length (the token axis is only known here). */
-function checkReduction(r: Tensor, op: OperandPrecision, layer: Linear, role: string): void {
-  const problems = operandProblems(op, r.shape[1]);
+/** Runtime check of the reduction length `k` (the token axis is only known here). */
+function checkReduction(k: number, op: OperandPrecision, layer: Linear, role: string): void {
+  const problems = operandProblems(op, k);
   if (problems.length) throw new Error(`${layer.name} ${role}: ${problems.join("; ")}`);
 }
 
@@ -342,7 +357,7 @@ export function convertPrecision(
     for (const name of names) {
       const layer = model.getModule(name) as Linear;
       const stored = prepare({ t: layer.weight, trans: false }, "b", op, layer, "forward", "weight", undefined);
-      layer.weight.assign(transpose(stored.operand.t));
+      layer.weight.assign(stored.operand.trans ? transpose(stored.operand.t) : stored.operand.t);
     }
   });
   return names;

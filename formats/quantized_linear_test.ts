@@ -31,6 +31,7 @@ import {
   scaledQuantDequant,
   scaleValue,
 } from "@lowp/formats";
+import { createCpuBackend } from "@lowp/kernels";
 import { assertClose, assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
 
 await useBackend("cpu");
@@ -99,6 +100,23 @@ Deno.test("fp8 current scaling: s = 448/amax for E4M3, the amax lands on 448, va
   assert.equal(y[1], -2, "the amax is exact (448 is on the grid)");
   assert.equal(await scaleValue(currentScale(tensor([0, 0]), "e4m3")), 1, "an all-zero tensor keeps scale 1");
   assert.equal(await scaleValue(currentScale(x, "e4m3", 2)), 56, "margin 2 divides the scale by 4");
+});
+
+Deno.test("per-tensor scaled E4M3/E5M2: the CPU's fused path, the word kernel and WebGPU give the same bits", async () => {
+  const data = (await randn([64, 48], { seed: 8, stream: 2 }, 3).data()) as Float32Array;
+  data[5] = 0; // a zero, a subnormal product and a value that saturates after scaling
+  data[6] = 1e-40;
+  const gpu = await gpuBackendOrSkip();
+  const backends = [cpuBackend(), createCpuBackend({ kernels: "reference" }), ...(gpu ? [gpu] : [])];
+  for (const format of ["e4m3", "e5m2"]) {
+    for (const rounding of ["nearest", "stochastic"] as const) {
+      const bits = await Promise.all(backends.map(async (backend) => {
+        const x = tensor(data, { shape: [64, 48], backend });
+        return bitsOf(scaledQuantDequant(x, format, currentScale(x, format, 1), { rounding, seed: 3 }));
+      }));
+      for (const b of bits.slice(1)) assertSameBits(b, bits[0], `${format} ${rounding}`);
+    }
+  }
 });
 
 Deno.test("QuEST MXFP4: power-of-two scale from the block's σ, E2M1 values, trust mask marks clipped entries", async () => {
