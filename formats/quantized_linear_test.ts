@@ -110,7 +110,7 @@ Deno.test("per-tensor scaled E4M3/E5M2: the CPU's fused path, the word kernel an
   const backends = [cpuBackend(), createCpuBackend({ kernels: "reference" }), ...(gpu ? [gpu] : [])];
   for (const format of ["e4m3", "e5m2"]) {
     for (const rounding of ["nearest", "stochastic"] as const) {
-      const bits = await Promise.all(backends.map(async (backend) => {
+      const bits = await Promise.all(backends.map((backend) => {
         const x = tensor(data, { shape: [64, 48], backend });
         return bitsOf(scaledQuantDequant(x, format, currentScale(x, format, 1), { rounding, seed: 3 }));
       }));
