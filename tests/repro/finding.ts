@@ -8,6 +8,12 @@
  * @module
  */
 
+/** The suite's modes: `quick` (CI: short runs, one seed) and `full` (longer runs, three seeds). */
+export type Mode = "quick" | "full";
+
+/** A claim's outcome on a run. */
+export type Outcome = "holds" | "not reproduced";
+
 /** One arm: a name and the recipe keys it sets (as `--set key=value` would). */
 export interface Arm {
   /** Short name, unique within the finding (a folder name). */
@@ -28,6 +34,8 @@ export interface ArmResult {
   readonly bytesPerParameter: number;
   /** Validation-loss curve of the first seed: [step, loss]. */
   readonly curve: readonly (readonly [number, number])[];
+  /** The mode the arm ran in. */
+  readonly mode: Mode;
 }
 
 /** The outcome of a claim's check. */
@@ -44,8 +52,8 @@ export interface Claim {
   readonly id: string;
   /** The claim in words, with its thresholds. */
   readonly text: string;
-  /** `holds`, or `not reproduced` at this scale (then `note` says why). */
-  readonly expected: "holds" | "not reproduced";
+  /** Per mode: `holds`, or `not reproduced` at that scale (then `note` says why). */
+  readonly expected: Readonly<Record<Mode, Outcome>>;
   /** Where the thresholds come from: the measured spread across seeds. */
   readonly basis: string;
   /** Why a claim is recorded as not reproduced, after an honest look. */

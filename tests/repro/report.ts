@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import { lineChart, type MetricsRecord, type Series } from "@lowp/recipes";
-import { type ArmResult, type Finding, mean } from "./finding.ts";
+import { type ArmResult, type Finding, mean, type Outcome } from "./finding.ts";
 import type { RunSummary } from "./runner.ts";
 
 /** One claim's outcome. */
@@ -22,8 +22,8 @@ export interface ClaimOutcome {
   readonly text: string;
   /** `holds`, `not reproduced`, or `missing arms` when its arms did not all run. */
   readonly outcome: "holds" | "not reproduced" | "missing arms";
-  /** What the claim's record expects. */
-  readonly expected: "holds" | "not reproduced";
+  /** What the claim's record expects in this mode. */
+  readonly expected: Outcome;
   /** The numbers it was decided on. */
   readonly detail: string;
   /** Where its thresholds come from. */
@@ -60,6 +60,7 @@ export async function readResults(dirs: readonly string[]): Promise<Map<string, 
       tokensPerS: list.map((r) => r.summary.tokens_per_s),
       bytesPerParameter: list[0].summary.bytes_per_parameter,
       curve: list[0].curve,
+      mode: list[0].summary.mode === "full" ? "full" : "quick",
     });
   }
   return results;
@@ -69,8 +70,10 @@ export async function readResults(dirs: readonly string[]): Promise<Map<string, 
 export function outcomes(findings: readonly Finding[], results: ReadonlyMap<string, ArmResult>): ClaimOutcome[] {
   return findings.flatMap((f) =>
     f.claims.map((c): ClaimOutcome => {
-      const base = { finding: f.id, id: c.id, text: c.text, expected: c.expected, basis: c.basis, note: c.note };
       const missing = f.arms.filter((a) => !results.has(a.name)).map((a) => a.name);
+      const mode = results.get(f.arms[0].name)?.mode ?? "quick";
+      const expected = c.expected[mode];
+      const base = { finding: f.id, id: c.id, text: c.text, expected, basis: c.basis, note: c.note };
       if (missing.length) return { ...base, outcome: "missing arms", detail: `not run: ${missing.join(", ")}` };
       const { held, detail } = c.check(results);
       return { ...base, outcome: held ? "holds" : "not reproduced", detail };

@@ -76,7 +76,7 @@ Deno.test("repro report: merged shards give the same report as one folder; claim
 Deno.test("repro claims: a failing threshold is 'not reproduced'; missing arms are reported as such", () => {
   const result = (arm: string, loss: number): [string, ArmResult] => [
     arm,
-    { arm, valLoss: [loss], tokensPerS: [1], bytesPerParameter: 4, curve: [] },
+    { arm, valLoss: [loss], tokensPerS: [1], bytesPerParameter: 4, curve: [], mode: "quick" },
   ];
   const worse = new Map([result("f32", 2.4), result("quartet", 2.9), result("fp4-rtn", 3.0)]);
   const claims = outcomes(F5, worse);

@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import { checkLMRecipe, LM_SCHEMA, type LMRecipe, loadCorpus, parseRecipe, trainLM } from "@lowp/recipes";
-import type { Arm, Finding } from "./finding.ts";
+import type { Arm, Finding, Mode } from "./finding.ts";
 import { BASE_RECIPES } from "./findings.ts";
 
 /** One run: an arm at a seed. */
@@ -26,7 +26,7 @@ export interface RunSummary {
   /** Seed. */
   readonly seed: number;
   /** `quick` or `full`. */
-  readonly mode: string;
+  readonly mode: Mode;
   /** Where the text came from. */
   readonly corpus: string;
   /** Final validation loss. */
@@ -42,7 +42,7 @@ export interface RunSummary {
 /** The suite's run settings. */
 export interface SuiteOptions {
   /** `quick` (one short run per arm) or `full`. */
-  readonly mode: "quick" | "full";
+  readonly mode: Mode;
   /** Seeds per arm. */
   readonly seeds: number;
   /** A text file to train on instead of the Brown corpus. */
