@@ -71,9 +71,9 @@ export class AdamW implements Optimizer {
   load(state: ReadonlyMap<string, Tensor>, steps: number): void {
     for (const [n, p] of this.#params) {
       const m = state.get(`${n}/exp_avg`), v = state.get(`${n}/exp_avg_sq`);
-      if (!m || !v) continue;
-      loadSlot(this.#m, p, m, `${n}/exp_avg`);
-      loadSlot(this.#v, p, v, `${n}/exp_avg_sq`);
+      const both = m !== undefined && v !== undefined; // a parameter missing either moment starts fresh
+      loadSlot(this.#m, p, both ? m : undefined, `${n}/exp_avg`);
+      loadSlot(this.#v, p, both ? v : undefined, `${n}/exp_avg_sq`);
     }
     this.#steps = steps;
   }

@@ -65,6 +65,7 @@ export class MasterWeights extends QuantizedWeightOptimizer {
   /** A checkpoint without the master cannot resume this optimizer. */
   protected override missingOnLoad(e: QuantizedParam, slot: string): void {
     if (slot === "master") throw new Error(`${this.who}.load: the state has no '${e.name}/master'`);
+    super.missingOnLoad(e, slot);
   }
 
   /** master ← update(master); parameter ← q(master). */

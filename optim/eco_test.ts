@@ -1,6 +1,6 @@
 /** ECO and its baselines against their formulas (f64 references written out here), on both backends. */
 import assert from "node:assert/strict";
-import { add, type Backend, cpuBackend, mul, streamOf, type Tensor, tensor, tidy } from "@lowp/core";
+import { add, type Backend, clone, cpuBackend, mul, streamOf, type Tensor, tensor, tidy } from "@lowp/core";
 import { parseFormat, type QuantizeOptions, type Quantizer } from "@lowp/formats";
 import { gpuBackendOrSkip } from "../tests/helpers.ts";
 import {
@@ -387,6 +387,38 @@ Deno.test("checkpoint/resume: state() then load() into a fresh optimizer and par
     train(fresh, second, 3, 6);
     const got = [await bitsOf(fresh), ...await Promise.all(second.state().map(([, t]) => bitsOf(t)))];
     assert.deepEqual(got, want, name);
+  }
+});
+
+Deno.test("rollback: load() of an earlier state() into the same optimizer replays bit for bit, from step 0 too", async () => {
+  const lr = (s: number) => 0.02 * (1 - s / 8);
+  const cases: [string, (p: [string, Tensor][]) => Optimizer][] = [
+    ["adamw", (p) => new AdamW(p)],
+    ["sgd momentum", (p) => new SGD(p, { momentum: 0.9 })],
+    ["eco-adam exact", (p) => new EcoAdam(p, { format: "e4m3", seed: 3, exact: true })],
+    ["master", (p) => new MasterWeights(p, { format: "e4m3", rounding: "stochastic" })],
+    ["naive sr", (p) => new NaiveQuantized(p, { format: "e5m2", rounding: "stochastic", seed: 5 })],
+  ];
+  for (const [name, make] of cases) {
+    for (const at of [0, 3]) {
+      const p = tensor([W0, W0.map((x) => x / 2)], { requiresGrad: true }), opt = make([["w", p]]);
+      const train = (from: number, to: number) => {
+        for (let s = from; s < to; s++) {
+          p.grad?.dispose();
+          p.grad = gradFor(p, s);
+          opt.step(lr(s));
+        }
+      };
+      train(0, at);
+      const param = clone(p).keep(), steps = opt.steps;
+      const state = new Map(opt.state().map(([n, t]) => [n, clone(t).keep()]));
+      train(at, 6);
+      const want = await bitsOf(p);
+      p.assign(clone(param)); // the state after step 6 (moments, errors) must not leak into the replay
+      opt.load(state, steps);
+      train(at, 6);
+      assert.deepEqual(await bitsOf(p), want, `${name}, back to step ${at}`);
+    }
   }
 });
 

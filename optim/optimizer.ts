@@ -49,8 +49,16 @@ export interface Optimizer {
   load(state: ReadonlyMap<string, Tensor>, steps: number): void;
 }
 
-/** Copies `saved` into the state tensor of `p` in `slots`, creating it first; shapes must match. */
-export function loadSlot(slots: Map<Tensor, Tensor>, p: Tensor, saved: Tensor, name: string): void {
+/**
+ * Copies `saved` into the state tensor of `p` in `slots`, creating it first; shapes must match. Without
+ * `saved`, drops the slot, so that `p` starts fresh as if never stepped.
+ */
+export function loadSlot(slots: Map<Tensor, Tensor>, p: Tensor, saved: Tensor | undefined, name: string): void {
+  if (!saved) {
+    slots.get(p)?.dispose();
+    slots.delete(p);
+    return;
+  }
   if (saved.shape.join() !== p.shape.join()) {
     throw new Error(`optimizer state ${name}: shape [${saved.shape}] does not match the parameter's [${p.shape}]`);
   }

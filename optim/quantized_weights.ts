@@ -247,8 +247,12 @@ export abstract class QuantizedWeightOptimizer implements Optimizer {
     this.#steps = steps;
   }
 
-  /** What a missing slot means on load; the default: the parameter had not been stepped yet (as AdamW). */
-  protected missingOnLoad(_e: QuantizedParam, _slot: string): void {}
+  /** What a missing slot means on load; the default: the parameter had not been stepped yet (as AdamW), so it starts fresh. */
+  protected missingOnLoad(e: QuantizedParam, slot: string): void {
+    const key = `${e.name}/${slot}`;
+    this.#state.get(key)?.dispose();
+    this.#state.delete(key);
+  }
 
   /** Bytes of weights and state as if packed; see {@link MemoryReport}. */
   memory(): MemoryReport {

@@ -68,8 +68,7 @@ export class SGD implements Optimizer {
   /** Restores momentum buffers saved by {@link SGD.state} and the step count. */
   load(state: ReadonlyMap<string, Tensor>, steps: number): void {
     for (const [n, p] of this.#params) {
-      const saved = state.get(`${n}/momentum`);
-      if (saved) loadSlot(this.#buffers, p, saved, `${n}/momentum`);
+      loadSlot(this.#buffers, p, state.get(`${n}/momentum`), `${n}/momentum`);
     }
     this.#steps = steps;
   }

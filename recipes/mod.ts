@@ -12,3 +12,4 @@ export * from "./data.ts";
 export * from "./trainer.ts";
 export * from "./plot.ts";
 export * from "./precision.ts";
+export * from "./run_state.ts";

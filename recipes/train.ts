@@ -23,7 +23,7 @@ import { lineChart } from "./plot.ts";
 import { formatDuration, Progress } from "./progress.ts";
 import type { LMRecipe } from "./schema.ts";
 import { precisionName, precisionOf } from "./precision.ts";
-import { buildModel, type MetricsRecord, trainLM } from "./trainer.ts";
+import { buildModel, type MetricsRecord, NonFiniteLossError, trainLM, type TrainResult } from "./trainer.ts";
 
 const USAGE = `usage: deno task train RECIPE.yaml [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]
        deno task train --resume RUN_DIR [--set key=value ...]   (the recipe comes from RUN_DIR/config.json)
@@ -179,34 +179,45 @@ async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
   Deno.addSignalListener("SIGINT", onSignal);
   let progress = new Progress({ total: recipe.train.steps, label: recipe.name });
   let earlier: MetricsRecord[] = [];
-  const result = await trainLM(recipe, corpus, {
-    checkpointPath: checkpoint,
-    resumeFrom,
-    shouldStop: () => stop,
-    onStart: async (step) => {
-      progress = new Progress({ total: recipe.train.steps, label: recipe.name, start: step });
-      if (!resumeFrom) return;
-      // The checkpoint fits: record this part's settings, and forget metrics logged after the checkpoint
-      // (a run killed between checkpoints logs steps that are now taken again).
-      await writeConfig(`config.resumed-${timestamp()}.json`);
-      const all = await readMetrics(metricsPath);
-      earlier = all.filter((m) => m.step <= step);
-      if (earlier.length !== all.length) {
-        await writeAtomic(
-          metricsPath,
-          earlier.map((m) => JSON.stringify(m) + "\n").join(""),
-        );
-      }
-      console.error(`resumed at step ${step} of ${recipe.train.steps}`);
-    },
-    onMetrics: (m) => Deno.writeTextFile(metricsPath, JSON.stringify(m) + "\n", { append: true }),
-    onStep: (step, m) => {
-      const fields: Record<string, number> = {};
-      if (m.loss !== undefined) fields.loss = m.loss;
-      if (m.tokens_per_s !== undefined) fields["tok/s"] = Math.round(m.tokens_per_s);
-      progress.update(step, fields);
-    },
-  });
+  let result: TrainResult;
+  try {
+    result = await trainLM(recipe, corpus, {
+      checkpointPath: checkpoint,
+      resumeFrom,
+      shouldStop: () => stop,
+      onStart: async (step) => {
+        progress = new Progress({ total: recipe.train.steps, label: recipe.name, start: step });
+        if (!resumeFrom) return;
+        // The checkpoint fits: record this part's settings, and forget metrics logged after the checkpoint
+        // (a run killed between checkpoints logs steps that are now taken again).
+        await writeConfig(`config.resumed-${timestamp()}.json`);
+        const all = await readMetrics(metricsPath);
+        earlier = all.filter((m) => m.step <= step);
+        if (earlier.length !== all.length) {
+          await writeAtomic(
+            metricsPath,
+            earlier.map((m) => JSON.stringify(m) + "\n").join(""),
+          );
+        }
+        console.error(`resumed at step ${step} of ${recipe.train.steps}`);
+      },
+      onMetrics: (m) => Deno.writeTextFile(metricsPath, JSON.stringify(m) + "\n", { append: true }),
+      onStep: (step, m) => {
+        const fields: Record<string, number> = {};
+        if (m.loss !== undefined) fields.loss = m.loss;
+        if (m.tokens_per_s !== undefined) fields["tok/s"] = Math.round(m.tokens_per_s);
+        progress.update(step, fields);
+      },
+    });
+  } catch (e) {
+    if (!(e instanceof NonFiniteLossError)) throw e;
+    Deno.removeSignalListener("SIGINT", onSignal);
+    await writeLossPlot(dir, recipe.name, await readMetrics(metricsPath), baseline);
+    e.message += e.checkpoint
+      ? `. Change what diverged and go on from there: deno task train --resume ${dir} --set train.lr=...`
+      : "";
+    throw e;
+  }
   Deno.removeSignalListener("SIGINT", onSignal);
   await writeLossPlot(dir, recipe.name, [...earlier, ...result.metrics], baseline);
   const summary = {

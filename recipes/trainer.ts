@@ -24,6 +24,14 @@ import {
 } from "@lowp/optim";
 import { type Corpus, sampleBatch, TRAIN_STREAM, VAL_STREAM } from "./data.ts";
 import { precisionName, precisionOf } from "./precision.ts";
+import {
+  BUFFER_PREFIX,
+  diagnoseNonFinite,
+  OPTIM_PREFIX,
+  restoreState,
+  RunSnapshot,
+  stateTensors,
+} from "./run_state.ts";
 import type { LMRecipe } from "./schema.ts";
 
 /** One metrics record, as written to `metrics.jsonl`. */
@@ -57,6 +65,34 @@ export interface TrainHooks {
    * event loop run between steps (a signal handler can set the flag) at a cost of microseconds per step.
    */
   shouldStop?: () => boolean;
+}
+
+/**
+ * A training loss that was NaN or ±Inf: the run stops with the step that gave it and the first tensor that
+ * held a non-finite value, after checkpointing the state the last finite loss was computed on (the state
+ * after `step − 2` steps), so a resumed run retakes the last good step under the changed settings.
+ */
+export class NonFiniteLossError extends Error {
+  /** The step (1-based, as in metrics.jsonl) whose loss was not finite. */
+  readonly step: number;
+  /** The first tensor that held a non-finite value, e.g. "transformer.h.0.mlp.c_fc output [8,32,512] holds NaN…". */
+  readonly tensor: string;
+  /** The checkpoint written (path and steps it holds), or null when the run has no checkpoint path. */
+  readonly checkpoint: { path: string; step: number } | null;
+
+  /** Builds the error and its one-line message. */
+  constructor(step: number, tensor: string, checkpoint: { path: string; step: number } | null) {
+    super(
+      `the training loss is not finite at step ${step}; first non-finite tensor: ${tensor}` +
+        (checkpoint
+          ? `; the checkpoint holds the state after step ${checkpoint.step}, which gave the last finite loss`
+          : ""),
+    );
+    this.name = "NonFiniteLossError";
+    this.step = step;
+    this.tensor = tensor;
+    this.checkpoint = checkpoint;
+  }
 }
 
 /** What a training run returns. */
@@ -145,10 +181,6 @@ export async function evaluate(model: GPT, r: LMRecipe, val: Uint8Array): Promis
   return total / losses.length;
 }
 
-const OPTIM_PREFIX = "optimizer.";
-/** Checkpoint names of module buffers (e.g. delayed scaling's amax histories). */
-const BUFFER_PREFIX = "buffer.";
-
 /** Where a run stands when it is checkpointed. */
 interface RunPosition {
   /** Steps completed. */
@@ -158,9 +190,7 @@ interface RunPosition {
 }
 
 async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, r: LMRecipe, at: RunPosition): Promise<void> {
-  const state = opt.state().map(([n, t]) => [OPTIM_PREFIX + n, t] as const);
-  const buffers = model.namedBuffers().map(([n, t]) => [BUFFER_PREFIX + n, t] as const);
-  await saveTensors(path, [...model.namedParameters(), ...state, ...buffers], {
+  await saveTensors(path, stateTensors(model, opt), {
     step: String(at.step),
     optimizer: r.train.optimizer,
     optimizer_steps: String(opt.steps),
@@ -198,11 +228,7 @@ async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe): Pr
     );
   }
   assignByName(model.namedParameters(), tensors, path, true);
-  for (const [n, t] of tensors) if (n.startsWith(BUFFER_PREFIX)) model.setBuffer(n.slice(BUFFER_PREFIX.length), t);
-  const state = new Map(
-    [...tensors].filter(([n]) => n.startsWith(OPTIM_PREFIX)).map(([n, t]) => [n.slice(OPTIM_PREFIX.length), t]),
-  );
-  opt.load(state, Number(metadata.optimizer_steps ?? metadata.step));
+  restoreState(model, opt, tensors, Number(metadata.optimizer_steps ?? metadata.step));
   const step = Number(metadata.step);
   if (!Number.isInteger(step)) throw new Error(`${path}: checkpoint metadata has no integer 'step'`);
   if (step > r.train.steps) {
@@ -244,34 +270,92 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
   const seconds = () => before.seconds + (performance.now() - started) / 1000;
   let step = before.step;
   await hooks.onStart?.(step);
+  const batchOf = (at: number) => ({
+    ...sampleBatch(corpus.train, t.batch_size, r.model.context, r.seed, TRAIN_STREAM, at),
+    ctx: { step: at, seed: r.seed, training: true },
+  });
+  const takeStep = (at: number) => {
+    const { inputs, targets, ctx } = batchOf(at);
+    return trainStep({ model, optimizer: opt, inputs, targets, shape, lr: schedule(at), gradClip: t.grad_clip, ctx });
+  };
+  // The state before the latest step whose loss was read back finite: a NaN found later is replayed from here.
+  let good = new RunSnapshot(model, opt, step);
   let clock = performance.now(), tokensSince = 0;
   let latest: MetricsRecord = { step };
-  while (step < t.steps) {
-    if (hooks.shouldStop?.()) break;
-    const lr = schedule(step);
-    const { inputs, targets } = sampleBatch(corpus.train, t.batch_size, r.model.context, r.seed, TRAIN_STREAM, step);
-    const ctx = { step, seed: r.seed, training: true };
-    const loss = trainStep({ model, optimizer: opt, inputs, targets, shape, lr, gradClip: t.grad_clip, ctx });
-    step++;
-    tokensSince += inputs.length;
-    if (step % t.log_every === 0 || step === t.steps) {
-      const value = await loss.item();
-      const now = performance.now();
-      latest = { step, loss: value, lr, tokens_per_s: (tokensSince * 1000) / (now - clock) };
-      clock = now;
-      tokensSince = 0;
-      await emit(latest);
+  try {
+    while (step < t.steps) {
+      if (hooks.shouldStop?.()) break;
+      const lr = schedule(step);
+      const logged = (step + 1) % t.log_every === 0 || step + 1 === t.steps;
+      const preStep = logged ? new RunSnapshot(model, opt, step) : null;
+      const loss = takeStep(step);
+      step++;
+      tokensSince += t.batch_size * r.model.context;
+      if (preStep) {
+        const value = await loss.item();
+        loss.dispose();
+        if (!Number.isFinite(value)) {
+          preStep.dispose();
+          throw await nonFiniteStop(good, step - 1);
+        }
+        good.dispose();
+        good = preStep;
+        const now = performance.now();
+        latest = { step, loss: value, lr, tokens_per_s: (tokensSince * 1000) / (now - clock) };
+        clock = now;
+        tokensSince = 0;
+        await emit(latest);
+      } else loss.dispose();
+      if (step % t.eval_every === 0 && step !== t.steps) {
+        await emit({ step, val_loss: await evaluate(model, r, corpus.val) });
+      }
+      if (hooks.checkpointPath && t.checkpoint_every && step % t.checkpoint_every === 0) {
+        await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: seconds() });
+      }
+      hooks.onStep?.(step, latest);
+      if (hooks.shouldStop) await nextEventTurn();
     }
-    loss.dispose();
-    if (step % t.eval_every === 0 && step !== t.steps) {
-      await emit({ step, val_loss: await evaluate(model, r, corpus.val) });
-    }
-    if (hooks.checkpointPath && t.checkpoint_every && step % t.checkpoint_every === 0) {
-      await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: seconds() });
-    }
-    hooks.onStep?.(step, latest);
-    if (hooks.shouldStop) await nextEventTurn();
+  } finally {
+    good.dispose();
   }
+
+  /**
+   * The loss of step `failed` (0-based) was not finite: replays from `from` one step at a time, reading every
+   * loss, to the first step that gives one; names the first tensor that held a non-finite value; checkpoints
+   * the state the last finite loss was computed on, so that a resumed run (with a lower learning rate, say)
+   * retakes that step.
+   */
+  async function nonFiniteStop(from: RunSnapshot, failed: number): Promise<NonFiniteLossError> {
+    from.restore(model, opt);
+    // `current` is the state before step `at`, `previous` the one before step `at - 1` (when replayed).
+    let previous: RunSnapshot | null = null, current = new RunSnapshot(model, opt, from.step), value = 0;
+    for (let at = from.step; at <= failed; at++) {
+      const loss = takeStep(at);
+      value = await loss.item();
+      loss.dispose();
+      if (!Number.isFinite(value)) break;
+      previous?.dispose();
+      previous = current;
+      current = new RunSnapshot(model, opt, at + 1);
+    }
+    try {
+      if (Number.isFinite(value)) {
+        return new NonFiniteLossError(failed + 1, "none: a replay from the last good state gave finite losses", null);
+      }
+      current.restore(model, opt);
+      const { inputs, targets, ctx } = batchOf(current.step);
+      const where = await diagnoseNonFinite(model, { inputs, targets, shape }, ctx);
+      const keep = previous ?? current;
+      if (!hooks.checkpointPath) return new NonFiniteLossError(current.step + 1, where, null);
+      keep.restore(model, opt);
+      await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step: keep.step, seconds: seconds() });
+      return new NonFiniteLossError(current.step + 1, where, { path: hooks.checkpointPath, step: keep.step });
+    } finally {
+      previous?.dispose();
+      current.dispose();
+    }
+  }
+
   const finalValLoss = await evaluate(model, r, corpus.val);
   // Resuming a finished run takes no step: its final validation loss is already on record.
   if (step !== before.step || !hooks.resumeFrom) await emit({ step, val_loss: finalValLoss });

@@ -4,9 +4,17 @@
  * stays flat over a long loop, and a resumed run continues bit-exactly.
  */
 import assert from "node:assert/strict";
-import { type Backend, backward, cpuBackend, GPT, tensor, tidy, useBackend } from "@lowp/core";
+import { type Backend, backward, cpuBackend, GPT, loadTensors, tensor, tidy, useBackend } from "@lowp/core";
 import { AdamW, trainStep } from "@lowp/optim";
-import { buildModel, type Corpus, type LMRecipe, loadCorpus, trainLM, unigramBaseline } from "@lowp/recipes";
+import {
+  buildModel,
+  type Corpus,
+  type LMRecipe,
+  loadCorpus,
+  NonFiniteLossError,
+  trainLM,
+  unigramBaseline,
+} from "@lowp/recipes";
 import { gpuBackendOrSkip } from "./helpers.ts";
 import { smallRecipe } from "./recipe_fixture.ts";
 
@@ -119,6 +127,47 @@ for (const precision of ["fp8-delayed", "quartet"]) {
     }
   });
 }
+
+Deno.test("a non-finite loss stops the run: step, first tensor, checkpoint of the last finite step, resumable (cpu)", async () => {
+  await useBackend("cpu");
+  const dir = await Deno.makeTempDir();
+  try {
+    // SGD at lr 1e6 without clipping: finite losses for a few steps, then attention's scores overflow.
+    const r = recipe({ lr: 1e6, warmup: 0, log_every: 4, optimizer: "sgd", grad_clip: 0 });
+    const path = `${dir}/diverged.safetensors`;
+    const error = await trainLM(r, await brown(), { checkpointPath: path }).then(
+      () => assert.fail("the run diverges"),
+      (e) => e,
+    );
+    assert.ok(error instanceof NonFiniteLossError, String(error));
+    assert.match(
+      error.message,
+      /not finite at step \d+; first non-finite tensor: transformer\.h\.0\.\S+ (input|output) \[/,
+    );
+    assert.match(error.tensor, /holds (NaN|-?Infinity) at element \d+$/);
+    assert.deepEqual(error.checkpoint, { path, step: error.step - 2 });
+
+    // The checkpoint is the state a straight run has after that many steps, bit for bit, and every value is finite.
+    let calls = 0;
+    const straight = `${dir}/straight.safetensors`;
+    await trainLM(r, await brown(), { checkpointPath: straight, shouldStop: () => calls++ >= error.step - 2 });
+    const saved = await loadTensors(path), want = await loadTensors(straight);
+    assert.equal(saved.metadata.step, String(error.step - 2));
+    assert.deepEqual([...saved.tensors.keys()], [...want.tensors.keys()]);
+    for (const [name, t] of want.tensors) {
+      const got = await saved.tensors.get(name)!.data(), expected = await t.data();
+      assert.deepEqual(got, expected, name);
+      assert.ok(Array.from(got).every(Number.isFinite), `${name} is finite`);
+    }
+
+    // Resumed with a sane learning rate, the run goes on to the end.
+    const rest = await trainLM({ ...r, train: { ...r.train, lr: 0.005 } }, await brown(), { resumeFrom: path });
+    assert.equal(rest.steps, r.train.steps);
+    assert.ok(Number.isFinite(rest.finalValLoss));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("Llama-style GPT (RMSNorm, RoPE, SwiGLU): every parameter gets a gradient; CPU and WebGPU agree", async () => {
   const gpu = await gpuBackendOrSkip();

@@ -89,28 +89,51 @@ export function lossOf(results: ReadonlyMap<string, ArmResult>, arm: string): nu
 }
 
 /**
+ * Seed noise of a paired gap: the standard deviation across seeds of `a − b` for two arms that should train
+ * alike, pooled over ten such pairs (20 degrees of freedom; 3 seeds each): master-fp8, quartet, flex16+5, mxfp8,
+ * nvfp4, qat-int8, qat-int4, fp8-current, fp8-delayed against f32, and eco-fp8 against master-fp8. Measured
+ * 2026-12-01 on the base recipes of `findings.ts`: full 0.0402, quick 0.0458.
+ */
+export const PAIRED_GAP_SD: Readonly<Record<Mode, number>> = { quick: 0.0458, full: 0.0402 };
+
+/** The suite's bar for "differs": two standard errors of a mean paired gap over `seeds` seeds. */
+export function noiseBar(mode: Mode, seeds: number): number {
+  return 2 * PAIRED_GAP_SD[mode] / Math.sqrt(seeds);
+}
+
+/** A paired gap over the seeds both arms ran, with the noise bar for that many seeds. */
+export interface Gap {
+  /** Mean of `a − b` over the seeds. */
+  readonly mean: number;
+  /** Smallest per-seed gap. */
+  readonly min: number;
+  /** Largest per-seed gap. */
+  readonly max: number;
+  /** Seeds both arms ran. */
+  readonly seeds: number;
+  /** {@linkcode noiseBar} for the arms' mode and `seeds`. */
+  readonly bar: number;
+}
+
+/**
  * The gap `a − b` in final val loss, paired by seed (the same seed gives both arms the same init and data
  * order, so the seed's own luck cancels): mean, smallest and largest over the seeds both arms ran.
  */
-export function gap(results: ReadonlyMap<string, ArmResult>, a: string, b: string): {
-  mean: number;
-  min: number;
-  max: number;
-} {
+export function gap(results: ReadonlyMap<string, ArmResult>, a: string, b: string): Gap {
   const ra = results.get(a), rb = results.get(b);
   if (!ra || !rb) throw new Error(`no results for arm '${!ra ? a : b}'`);
-  const n = Math.min(ra.valLoss.length, rb.valLoss.length);
-  const d = Array.from({ length: n }, (_, i) => ra.valLoss[i] - rb.valLoss[i]);
-  return { mean: mean(d), min: Math.min(...d), max: Math.max(...d) };
+  const seeds = Math.min(ra.valLoss.length, rb.valLoss.length);
+  const d = Array.from({ length: seeds }, (_, i) => ra.valLoss[i] - rb.valLoss[i]);
+  return { mean: mean(d), min: Math.min(...d), max: Math.max(...d), seeds, bar: noiseBar(ra.mode, seeds) };
 }
 
 const signed = (v: number) => `${v >= 0 ? "+" : ""}${v.toFixed(4)}`;
 
-/** "a 2.4310 vs b 2.3880: gap +0.0430 (seeds +0.0400 to +0.0460)" for claim details. */
+/** "a 2.4310 vs b 2.3880: gap +0.0430 (per seed +0.0400 to +0.0460; bar 0.0464 over 3 seeds)" for claim details. */
 export function versus(results: ReadonlyMap<string, ArmResult>, a: string, b: string): string {
   const g = gap(results, a, b);
-  const range = g.min === g.max ? "" : ` (per seed ${signed(g.min)} to ${signed(g.max)})`;
+  const range = g.min === g.max ? "" : `per seed ${signed(g.min)} to ${signed(g.max)}; `;
   return `${a} ${lossOf(results, a).toFixed(4)} vs ${b} ${lossOf(results, b).toFixed(4)}: gap ${
     signed(g.mean)
-  }${range}`;
+  } (${range}bar ${g.bar.toFixed(4)} over ${g.seeds} seed${g.seeds === 1 ? "" : "s"})`;
 }

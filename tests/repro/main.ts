@@ -69,7 +69,7 @@ async function main(args: string[]): Promise<number> {
     if (!positionals.length) throw new Error("--merge needs the shards' output folders");
     dirs = positionals;
     out = values.out ?? dirs[0];
-    header = `Merged from ${dirs.join(", ")}.`;
+    header = `Merged from ${dirs.join(", ")}`;
   } else {
     if (positionals.length) throw new Error(`unexpected argument '${positionals[0]}'\n${USAGE}`);
     const seeds = values.seeds === undefined ? (values.quick ? 1 : 3) : Number(values.seeds);
@@ -97,6 +97,13 @@ async function main(args: string[]): Promise<number> {
       `${values.shard ? `, shard ${values.shard}` : ""}; base recipes in tests/repro/findings.ts.`;
   }
   const results = await readResults(dirs);
+  if (values.merge) {
+    const arms = [...results.values()];
+    const seeds = Math.max(0, ...arms.map((r) => r.valLoss.length));
+    header += `: mode ${
+      arms[0]?.mode ?? "?"
+    }, up to ${seeds} seed(s) per arm; base recipes in tests/repro/findings.ts.`;
+  }
   const claims = outcomes(findings, results);
   await Deno.mkdir(out, { recursive: true });
   await Deno.writeTextFile(join(out, "REPORT.md"), reportMarkdown(findings, results, claims, header));

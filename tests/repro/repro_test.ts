@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import type { ArmResult, Finding } from "./finding.ts";
+import { type ArmResult, type Finding, gap, noiseBar, PAIRED_GAP_SD } from "./finding.ts";
 import { FINDINGS } from "./findings.ts";
 import { findingCharts, jsonLines, outcomes, readResults, reportMarkdown } from "./report.ts";
 import { jobsOf, type RunSummary, shardOf } from "./runner.ts";
@@ -81,6 +81,21 @@ Deno.test("repro claims: a failing threshold is 'not reproduced'; missing arms a
   const worse = new Map([result("f32", 2.4), result("quartet", 2.9), result("fp4-rtn", 3.0)]);
   const claims = outcomes(F5, worse);
   assert.equal(claims[0].outcome, "not reproduced");
-  assert.match(claims[0].detail, /quartet 2\.9000 vs f32 2\.4000: gap \+0\.5000$/);
+  assert.match(claims[0].detail, /quartet 2\.9000 vs f32 2\.4000: gap \+0\.5000 \(bar 0\.0916 over 1 seed\)$/);
   assert.deepEqual(outcomes(F5, new Map([result("f32", 2.4)])).map((c) => c.outcome), ["missing arms", "missing arms"]);
+});
+
+Deno.test("repro noise bar: two standard errors of the paired gap, shrinking with the seeds; pairs by seed", () => {
+  assert.equal(noiseBar("full", 3), 2 * PAIRED_GAP_SD.full / Math.sqrt(3));
+  assert.ok(Math.abs(noiseBar("full", 3) - 0.0464) < 5e-5 && Math.abs(noiseBar("quick", 1) - 0.0916) < 5e-5);
+  const arm = (name: string, valLoss: number[]): [string, ArmResult] => [
+    name,
+    { arm: name, valLoss, tokensPerS: [1], bytesPerParameter: 4, curve: [], mode: "full" },
+  ];
+  // Seed luck moves both arms alike: paired, b sits 0.01 above a on every seed although the seeds spread by 0.3.
+  const r = new Map([arm("a", [2.1, 2.4, 2.2]), arm("b", [2.11, 2.41, 2.21, 2.5])]);
+  const g = gap(r, "b", "a");
+  assert.equal(g.seeds, 3);
+  assert.ok(Math.abs(g.mean - 0.01) < 1e-12 && Math.abs(g.max - g.min) < 1e-12);
+  assert.equal(g.bar, noiseBar("full", 3));
 });
