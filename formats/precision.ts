@@ -41,6 +41,11 @@ export interface OperandPrecision {
   readonly margin?: number;
   /** MX formats: the shared-exponent rule (`floor`, the spec's, default); `quest`: QuEST's σ-based scale (mxfp4). */
   readonly scale_rule?: MxScaleRounding | "quest";
+  /**
+   * NVFP4: one scale per 16 × 16 tile instead of per 1 × 16 block (TE's `NVFP4BlockScaling` weights), so a
+   * weight quantizes to the same values along either axis; both of its dims must be multiples of 16.
+   */
+  readonly block2d?: boolean;
 }
 
 /** The operands of each GEMM and the forward STE; anything left out is f32. */
@@ -158,12 +163,14 @@ export const PRECISION_PRESETS: Readonly<
     precision: everywhere({ format: "mxfp4" }),
   },
   nvfp4: {
-    doc: "TE NVFP4BlockScaling: NVFP4 (E2M1, E4M3 scale per 16, f32 tensor scale) on all operands, random " +
-      "Hadamard-16 on the weight-gradient GEMM's inputs, stochastic rounding on gradients (weights use 1x16 " +
-      "blocks, not TE's 16x16)",
+    doc: "TE NVFP4BlockScaling: NVFP4 (E2M1, E4M3 scale per 16, f32 tensor scale) on all operands, 16x16 " +
+      "blocks for weights, random Hadamard-16 on the weight-gradient GEMM's inputs, stochastic rounding on gradients",
     precision: {
-      forward: { input: { format: "nvfp4" }, weight: { format: "nvfp4" } },
-      grad_input: { grad_output: { format: "nvfp4", rounding: "stochastic" }, weight: { format: "nvfp4" } },
+      forward: { input: { format: "nvfp4" }, weight: { format: "nvfp4", block2d: true } },
+      grad_input: {
+        grad_output: { format: "nvfp4", rounding: "stochastic" },
+        weight: { format: "nvfp4", block2d: true },
+      },
       grad_weight: {
         input: { format: "nvfp4", hadamard: 16, random_signs: true },
         grad_output: { format: "nvfp4", hadamard: 16, random_signs: true, rounding: "stochastic" },
@@ -242,6 +249,8 @@ export function operandProblems(op: OperandPrecision, k: number | null): string[
     } else if (k !== null && b > k) say(`hadamard block ${b} is larger than the reduction length ${k}`);
     else if (k !== null && k % b !== 0) say(`hadamard block ${b} does not divide the reduction length ${k}`);
   } else if (op.random_signs) say("random_signs needs a hadamard block");
+  if (op.block2d && op.format !== "nvfp4") say(`block2d is defined for nvfp4 only, not '${op.format}'`);
+  if (op.block2d && op.hadamard !== undefined) say("block2d tiles the stored weight: it takes no hadamard");
   if (op.scale_rule === "quest" && op.format !== "mxfp4") say("scale_rule quest is defined for mxfp4 only");
   else if (op.scale_rule !== undefined && op.scale_rule !== "quest" && !op.format.startsWith("mx")) {
     say(`scale_rule ${op.scale_rule} applies to MX formats only`);

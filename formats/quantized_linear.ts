@@ -48,6 +48,7 @@ import {
 import { parseFloatFormat } from "./element.ts";
 import { hadamard, type HadamardOptions, inverseHadamard } from "./hadamard.ts";
 import type { MxQuantizeOptions } from "./mx.ts";
+import type { Nvfp4Options } from "./nvfp4.ts";
 import {
   isQuantized,
   type LinearPrecision,
@@ -114,11 +115,12 @@ function quantizeRows(
     const granularity = op.granularity === undefined
       ? undefined
       : parseGranularity(op.granularity === "channel" ? `channel:${1 - axis}` : op.granularity);
-    const opts: MxQuantizeOptions = {
+    const opts: MxQuantizeOptions & Nvfp4Options = {
       ...rounding,
       granularity,
       axis,
       scaleRounding: op.scale_rule as MxQuantizeOptions["scaleRounding"],
+      ...(op.block2d ? { block2d: true } : {}),
     };
     q = parseFormat(op.format).quantDequant(r, opts);
   }

@@ -197,6 +197,10 @@ Deno.test("applyPrecision: one error names the layer, role and reason; unknown p
     () => applyPrecision(model, { forward: { input: { format: "int8", scaling: "current" } } }),
     /scaling 'current' needs a plain element format/,
   );
+  assert.throws(
+    () => applyPrecision(model, { forward: { weight: { format: "mxfp4", block2d: true } } }),
+    /forward.weight: block2d is defined for nvfp4 only, not 'mxfp4'/,
+  );
   model.dispose();
 });
 

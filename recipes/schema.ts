@@ -199,6 +199,7 @@ export const LM_SCHEMA = {
               choices: ["", "floor", "ceil", "even", "rceil", "quest"],
               doc: "MX shared-exponent rule, or quest (mxfp4)",
             },
+            block2d: { type: "bool", default: false, doc: "nvfp4: one scale per 16x16 tile (weights)" },
           },
         },
       },
