@@ -5,6 +5,7 @@
  * deno task profile                          # CPU backend
  * deno task profile --backend webgpu         # WebGPU: host split + GPU time per kernel
  * deno task profile --steps 30 --top 40
+ * deno task profile --precision quartet     # the step under a training precision preset
  * deno task profile --backend webgpu --no-replay   # host split only (a software adapter replays slowly)
  * ```
  *
@@ -29,7 +30,7 @@
 import { parseArgs } from "node:util";
 import { type Backend, useBackend } from "@lowp/core";
 import type { Dispatch, GpuContext } from "@lowp/kernels";
-import { benchGptStep } from "./gpt.ts";
+import { benchGptStep, type StepTiming } from "./gpt.ts";
 import { machine } from "./report.ts";
 
 /** Backend methods that do work (the rest only move storage in and out). */
@@ -108,9 +109,15 @@ export interface StepProfile {
  * On WebGPU, `replay` (default true) adds each kernel's GPU time; it takes a few seconds on a hardware GPU
  * and far longer on a software adapter.
  */
-export async function profileGptStep(backend: Backend, steps: number, replay = true): Promise<StepProfile> {
+export async function profileGptStep(
+  backend: Backend,
+  steps: number,
+  replay = true,
+  precision = "f32",
+): Promise<StepProfile> {
   const ctx = (backend as Backend & { context?: GpuContext }).context;
-  await benchGptStep(backend, { steps: 1, targetS: 1, minSteps: 1, maxSteps: 1 }); // compile, fill the pools
+  const run = (timing: StepTiming) => benchGptStep(backend, timing, precision);
+  await run({ steps: 1, targetS: 1, minSteps: 1, maxSteps: 1 }); // compile, fill the pools
   const parts = new Map<string, Part>();
   let label = "";
   // benchGptStep syncs after each of its two warm-up steps and after the timed ones: only the calls
@@ -159,7 +166,7 @@ export async function profileGptStep(backend: Backend, steps: number, replay = t
   }
   try {
     syncs = 0, phase = "count";
-    const timed = await benchGptStep(backend, { steps, targetS: 1, minSteps: steps, maxSteps: steps });
+    const timed = await run({ steps, targetS: 1, minSteps: steps, maxSteps: steps });
     let hostMs = 0;
     for (const p of parts.values()) p.calls /= steps, p.hostMs /= steps, hostMs += p.hostMs;
     const profile: StepProfile = { msPerStep: timed.msPerStep, hostMs, parts };
@@ -167,7 +174,7 @@ export async function profileGptStep(backend: Backend, steps: number, replay = t
     if (ctx && replay) {
       // Record the dispatches of one steady step, then replay them one by one.
       syncs = 0, phase = "record";
-      await benchGptStep(backend, { steps: 1, targetS: 1, minSteps: 1, maxSteps: 1 });
+      await run({ steps: 1, targetS: 1, minSteps: 1, maxSteps: 1 });
       phase = "off";
       for (const { label, d } of recorded) {
         const part = parts.get(label)!;
@@ -202,6 +209,7 @@ if (import.meta.main) {
       steps: { type: "string" },
       top: { type: "string", default: "30" },
       "no-replay": { type: "boolean", default: false },
+      precision: { type: "string", default: "f32" },
     },
   });
   const choice = values.backend;
@@ -212,14 +220,15 @@ if (import.meta.main) {
     if (!Number.isInteger(v) || v < 1) throw new Error(`${flag} must be a positive integer, got '${v}'`);
   }
   const backend = await useBackend(choice);
-  console.error(`[profile] ${steps} tiny-GPT steps on ${backend.name} (${backend.adapter})`);
-  const p = await profileGptStep(backend, steps, !values["no-replay"]);
+  console.error(`[profile] ${steps} tiny-GPT steps (${values.precision}) on ${backend.name} (${backend.adapter})`);
+  const p = await profileGptStep(backend, steps, !values["no-replay"], values.precision);
   const round = (x: number | undefined, d = 3) => x === undefined ? undefined : +x.toFixed(d);
   console.log(JSON.stringify({
     profile: "step",
     backend: backend.name,
     adapter: backend.adapter,
     machine,
+    precision: values.precision,
     steps,
     ms_per_step: round(p.msPerStep),
     host_ms_per_step: round(p.hostMs),

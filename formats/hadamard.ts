@@ -18,7 +18,7 @@
  * @module
  */
 import { emptyTensor, record, type Tensor } from "@lowp/core";
-import { f32Bits, PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import { f32Bits, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { randomWord } from "./kernels.ts";
 
 /** Largest block the kernel handles (its private array holds 256 f32). */
@@ -78,29 +78,35 @@ function signMasks(p: Uint32Array): Uint32Array {
  * The CPU twin stores every intermediate in a Float32Array, i.e. rounds each f32 operation as WGSL does
  * (f64 then f32 rounding of +, -, × is innocuous double rounding: 53 ≥ 2·24 + 2).
  */
-const HADAMARD_KERNEL: WordKernel = {
+const HADAMARD_KERNEL: WordKernel = rangeKernel({
   name: "hadamard_block",
   inputs: 1,
   outputs: 1,
-  cpu: (i, [x], [out], p) => {
-    const b = p[0], mode = p[1], base = i * b;
+  range: (first, last, [x], [out], p) => {
+    const b = p[0], mode = p[1], perColumn = p[3] === 1, lastDim = p[2];
     const masks = mode === NO_SIGNS ? null : signMasks(p);
-    const signAt = (t: number) => masks![p[3] === 1 ? (base + t) % p[2] : t];
-    for (let t = 0; t < b; t++) scratchWords[t] = mode === SIGNS_BEFORE ? (x[base + t] ^ signAt(t)) >>> 0 : x[base + t];
-    for (let h = 1; h < b; h *= 2) {
-      for (let s = 0; s < b; s += 2 * h) {
-        for (let j = s; j < s + h; j++) {
-          const a = scratch[j], c = scratch[j + h];
-          scratch[j] = a + c;
-          scratch[j + h] = a - c;
-        }
-      }
-    }
     scaleWord[0] = p[8];
     const scale = scaleValue[0];
-    for (let t = 0; t < b; t++) {
-      scratch[t] = scratch[t] * scale;
-      out[base + t] = mode === SIGNS_AFTER ? (scratchWords[t] ^ signAt(t)) >>> 0 : scratchWords[t];
+    for (let i = first; i < last; i++) {
+      const base = i * b;
+      for (let t = 0; t < b; t++) {
+        const sign = mode === SIGNS_BEFORE ? masks![perColumn ? (base + t) % lastDim : t] : 0;
+        scratchWords[t] = (x[base + t] ^ sign) >>> 0;
+      }
+      for (let h = 1; h < b; h *= 2) {
+        for (let s = 0; s < b; s += 2 * h) {
+          for (let j = s; j < s + h; j++) {
+            const a = scratch[j], c = scratch[j + h];
+            scratch[j] = a + c;
+            scratch[j + h] = a - c;
+          }
+        }
+      }
+      for (let t = 0; t < b; t++) {
+        scratch[t] = scratch[t] * scale;
+        const sign = mode === SIGNS_AFTER ? masks![perColumn ? (base + t) % lastDim : t] : 0;
+        out[base + t] = (scratchWords[t] ^ sign) >>> 0;
+      }
     }
   },
   wgslHelpers: PHILOX_WGSL + /* wgsl */ `
@@ -128,7 +134,7 @@ fn had_sign(base: u32, t: u32) -> u32 {
     if (mode == 2u) { w = w ^ had_sign(base, t); }
     out0[base + t] = w;
   }`,
-};
+});
 
 /** Throws unless `x` can be transformed with these options; returns the block size. */
 function checkArgs(op: string, x: Tensor, opts: HadamardOptions): number {

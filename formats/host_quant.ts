@@ -31,7 +31,8 @@
  *
  * @module
  */
-import { compileKernel, CPU_KERNELS, CpuStorage, philoxWords, usesHostKernels } from "@lowp/kernels";
+import { compileKernel, CPU_KERNELS, CpuStorage, f32Bits, philoxWords, usesHostKernels } from "@lowp/kernels";
+import { f32MulBits } from "./exact.ts";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { quantizeBits, type QuantParams } from "./element.ts";
 import { drawIndex } from "./scaling.ts";
@@ -51,6 +52,18 @@ interface QuantKernels {
     maxBits: number,
     ovf: number,
     rd: number,
+  ): void;
+  scaled_element(
+    at: number,
+    out: number,
+    vectors: number,
+    mbits: number,
+    emin: number,
+    maxBits: number,
+    ovf: number,
+    rd: number,
+    s: number,
+    inv: number,
   ): void;
   mx(
     at: number,
@@ -264,21 +277,40 @@ function roundable(q: QuantParams): boolean {
 
 /** `quantDequant` of a plain element format with quantizer `q` (`float.ts`), or null. */
 export function hostElement(x: Tensor, q: QuantParams, opts: QuantizeOptions): Tensor | null {
+  return elementPass(x, q, opts, null);
+}
+
+/**
+ * round(x · s) · inv for a per-tensor scaled element format (`tensor_scale.ts`), with `scale` = [s, 1/s] on the
+ * CPU backend, in one pass; or null.
+ */
+export function hostScaledElement(x: Tensor, q: QuantParams, scale: Tensor, opts: QuantizeOptions): Tensor | null {
+  if (!(scale.storage instanceof CpuStorage)) return null;
+  const sc = scale.storage.f32;
+  return elementPass(x, q, opts, [sc[0], sc[1]]);
+}
+
+/** The element pass of {@link hostElement}, scaled by [s, inv] when given. */
+function elementPass(x: Tensor, q: QuantParams, opts: QuantizeOptions, scale: [number, number] | null): Tensor | null {
   const input = hostInput(x, opts);
   if (!input || !roundable(q)) return null;
   const { xs, draw } = input;
   const [out, os] = hostOutput(x);
   const body = xs.length - (xs.length % 4);
   chunked(kernels!, xs.subarray(0, body), os, 4, draw, (at, to, units, rd) => {
-    kernels!.element(at, to, units, q.mbits, q.emin, q.maxBits, overflowBits(q), rd);
+    if (scale) {
+      kernels!.scaled_element(at, to, units, q.mbits, q.emin, q.maxBits, overflowBits(q), rd, scale[0], scale[1]);
+    } else kernels!.element(at, to, units, q.mbits, q.emin, q.maxBits, overflowBits(q), rd);
   });
-  // The last < 4 values, as the word kernel does them.
+  // The last < 4 values, as the word kernels do them.
   const xu = new Uint32Array(xs.buffer, xs.byteOffset, xs.length);
   const ou = new Uint32Array(os.buffer, os.byteOffset, os.length);
   const rand = new Uint32Array(1);
+  const [s, inv] = scale ? scale.map((v) => f32Bits(v)) : [0, 0];
   for (let i = body; i < xs.length; i++) {
     if (draw) philoxWords(rand, draw.seed, draw.stream, draw.offset + i);
-    ou[i] = quantizeBits(xu[i], q, draw ? 2 : 0, rand[0]);
+    if (!scale) ou[i] = quantizeBits(xu[i], q, draw ? 2 : 0, rand[0]);
+    else ou[i] = f32MulBits(quantizeBits(f32MulBits(xu[i], s), q, draw ? 2 : 0, rand[0]), inv);
   }
   return out;
 }

@@ -36,7 +36,7 @@
  *
  * @module
  */
-import type { Backend, Storage, WordKernel } from "@lowp/kernels";
+import { asF32, type Backend, f32Bits, rangeKernel, type Storage, type WordKernel } from "@lowp/kernels";
 import { Tensor } from "@lowp/core";
 import { f32MulBits, f32RecipBits } from "./exact.ts";
 import { hostInt } from "./host_quant.ts";
@@ -53,6 +53,7 @@ import {
   type Layout,
   layoutOf,
   NAN_BITS,
+  nearestEven,
   reduceRanges,
   resolveAxis,
   roundingParams,
@@ -182,15 +183,45 @@ const INT_SCALE_KERNEL: WordKernel = {
  * (i32 bits), qmax, code mask, channels, inner, mode, seed, stream, offset lo, offset hi,
  * stride, run] (the last two: the layout's, see `Layout`).
  */
-const INT_ELEMENT_KERNEL: WordKernel = {
+const fr = Math.fround;
+
+const INT_ELEMENT_KERNEL: WordKernel = rangeKernel({
   name: "lowp_int_element",
   inputs: 4,
   outputs: 1,
-  cpu: (i, [x, scale, inv, zp], [out], p) => {
-    const c = blockOf(i, p[5], p[11]) % p[4];
-    const rand = p[6] === 2 ? randomWord(p[7], p[8], p[9], p[10], drawIndex(i, p[11], p[12])) : 0;
-    const q = intCodeOf(x[i], scale[c], inv[c], zp[c], p[1] | 0, p[2], p[6], rand);
-    out[i] = p[0] === 1 ? intValueBits(q, zp[c], scale[c]) : (q & p[3]) >>> 0;
+  range: (start, end, [x, scale, inv, zp], [out], p) => {
+    const [xf, sf, invf, outF] = [x, scale, inv, out].map(asF32);
+    const values = p[0] === 1, qmin = p[1] | 0, qmax = p[2], channels = p[4], inner = p[5], mode = p[6];
+    const stride = p[11], run = p[12];
+    const finite = (c: number) =>
+      (scale[c] & 0x7fffffff) !== 0 && (scale[c] & 0x7fffffff) < INF_BITS &&
+      (inv[c] & 0x7fffffff) < INF_BITS;
+    if (channels === 1 && mode === 0 && values && finite(0)) {
+      // One finite scale, nearest: the loop of the per-tensor formats (flex16+5, INT-k per tensor) kept tight.
+      const inv0 = invf[0], scale0 = sf[0], z = zp[0];
+      for (let i = start; i < end; i++) {
+        const q = Math.min(qmax, Math.max(qmin, nearestEven(fr(xf[i] * inv0)) + z));
+        outF[i] = fr((q - z) * scale0);
+      }
+      return;
+    }
+    for (let i = start; i < end; i++) {
+      const c = blockOf(i, inner, stride) % channels, s = scale[c], z = zp[c];
+      const rand = mode === 2 ? randomWord(p[7], p[8], p[9], p[10], drawIndex(i, stride, run)) : 0;
+      let q: number;
+      if (!finite(c)) {
+        // A zero or NaN scale, or one so small that 1/s overflows: the special cases, bit by bit.
+        q = intCodeOf(x[i], s, inv[c], z, qmin, qmax, mode, rand);
+        out[i] = values ? intValueBits(q, z, s) : (q & p[3]) >>> 0;
+        continue;
+      }
+      // A finite scale and 1/s mean finite values and |x · 1/s| ≤ 2^k. fround of an f32 product is the correctly
+      // rounded product (exact in f64): the bits f32MulBits gives, at a fraction of the cost.
+      const v = fr(xf[i] * invf[c]);
+      q = Math.min(qmax, Math.max(qmin, (mode === 0 ? nearestEven(v) : roundToInt(f32Bits(v), mode, rand)) + z));
+      if (values) outF[i] = fr((q - z) * sf[c]);
+      else out[i] = (q & p[3]) >>> 0;
+    }
   },
   wgslHelpers: INT_WGSL,
   wgsl: `  let c = scale_of(i, Q(4u), Q(5u), Q(11u));
@@ -199,7 +230,7 @@ const INT_ELEMENT_KERNEL: WordKernel = {
   let zp = i32(in3[c]);
   let q = int_code_of(in0[i], in1[c], in2[c], zp, bitcast<i32>(Q(1u)), i32(Q(2u)), Q(6u), rand);
   if (Q(0u) == 1u) { out0[i] = int_value_bits(q, zp, in1[c]); } else { out0[i] = bitcast<u32>(q) & Q(3u); }`,
-};
+});
 
 /** Values of stored codes. Params: [signed, bits, channels, inner, stride]. */
 const INT_DEQUANT_KERNEL: WordKernel = {

@@ -12,7 +12,7 @@ import { type Backend, philoxWords, sizeOf, type WordKernel } from "@lowp/kernel
 import { gpuBackendOrSkip } from "../tests/helpers.ts";
 import type { Rounding } from "./element.ts";
 import { intCodeOf, intQuantizer, parseIntFormat } from "./int.ts";
-import { f32AddBits, intToBits, roundToInt, SCALED_WGSL } from "./scaling.ts";
+import { f32AddBits, intToBits, nearestEven, roundToInt, SCALED_WGSL } from "./scaling.ts";
 import { type Granularity, parseGranularity, type QuantizeOptions, type Quantizer } from "./spec.ts";
 
 const cpu = cpuBackend();
@@ -105,6 +105,18 @@ Deno.test("roundToInt: ties to even or away, clamps at ±2^24, NaN → 0", () =>
   assert.equal(roundToInt(bitsOf(2.25), 2, 2 ** 30), 2);
   for (const n of [0, 1, -1, 7, -8, 255, 2 ** 23 + 1, -(2 ** 24)]) {
     assert.equal(intToBits(n), bitsOf(n), `intToBits ${n}`);
+  }
+});
+
+Deno.test("nearestEven equals roundToInt's nearest mode on ties, subnormals, zeros and 200k random f32", () => {
+  const cases = [...ROUND_TO_INT.map(([x]) => x), 0, -0, 1e-45, -1e-45, 0.49999997, 0.5000001, 2 ** 24 - 1, -(2 ** 24)];
+  for (const w of philoxWords(new Uint32Array(200_000), 7, 0, 0)) {
+    const v = (U[0] = w & 0xbfffffff, F[0]); // magnitudes below 2: every rounding case, no NaN/Inf
+    cases.push(v, v * 2 ** 16);
+  }
+  for (const v of cases.map(Math.fround)) {
+    if (!Number.isFinite(v) || Math.abs(v) > 2 ** 24) continue;
+    assert.equal(nearestEven(v) + 0, roundToInt(bitsOf(v), 0, 0) + 0, `nearestEven(${v})`);
   }
 });
 

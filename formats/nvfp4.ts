@@ -49,7 +49,7 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { f32Bits, PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import { bitsToF32, f32Bits, PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
 import {
   CODES_WGSL,
   codeWords,
@@ -165,18 +165,14 @@ fn e2m1_value(c: u32, sb: u32, st: u32) -> u32 {
 }
 `;
 
-/** E2M1 code of x·r, or a signed zero when x is zero or the block's scale product is 0. */
-function elementCode(x: number, r: number, zero: boolean, mode: number, rand: number): number {
-  const q = zero || (x & 0x7fffffff) === 0
-    ? (x & 0x80000000) >>> 0
-    : quantizeBits(f32MulBits(x, r), E2M1_Q, mode, rand);
-  return encodeBits(q, E2M1);
-}
-
 /** RN(RN(FP4 · s_b) · s_t). */
 function elementValue(c: number, sb: number, st: number): number {
   return f32MulBits(f32MulBits(decodeBits(c, E2M1), sb), st);
 }
+
+const fr = Math.fround;
+/** The value of each of the 16 E2M1 codes. */
+const E2M1_VALUES = Float64Array.from({ length: 16 }, (_, c) => bitsToF32(decodeBits(c, E2M1)));
 
 /**
  * Quantizes one block of 16 (item = block). Inputs: x, block amax bits, s_t
@@ -197,10 +193,18 @@ const QUANT_KERNEL: WordKernel = {
       return;
     }
     const prod = f32MulBits(sb, st), r = f32RecipBits(prod);
+    // sb is finite, so is every value of the block: fround of f32 products gives f32MulBits' bits, faster.
+    const rf = bitsToF32(r), sbf = bitsToF32(sb), stf = bitsToF32(st);
     for (let j = 0; j < NVFP4_BLOCK; j++) {
       const rand = p[0] === 2 ? randomWord(p[1], p[2], p[3], p[4], drawn + j) : 0;
-      const c = elementCode(x[base + j * s], r, prod === 0, p[0], rand);
-      out[base + j * s] = p[5] ? c : elementValue(c, sb, st);
+      const xj = x[base + j * s];
+      const c = encodeBits(
+        prod === 0 || (xj & 0x7fffffff) === 0
+          ? (xj & 0x80000000) >>> 0
+          : quantizeBits(f32Bits(fr(bitsToF32(xj) * rf)), E2M1_Q, p[0], rand),
+        E2M1,
+      );
+      out[base + j * s] = p[5] ? c : f32Bits(fr(fr(E2M1_VALUES[c] * sbf) * stf));
     }
   },
   wgslHelpers: WGSL_HELPERS + PHILOX_WGSL,

@@ -92,6 +92,15 @@ export function roundToInt(x: number, mode: number, rand: number): number {
   return r & SIGN ? -v : v;
 }
 
+/**
+ * `roundToInt(f32 bits of v, 0, 0)` without the bit work, for a finite f32 `v` with |v| ≤ 2^24: the nearest
+ * integer, ties to even.
+ */
+export function nearestEven(v: number): number {
+  const r = Math.round(v); // ties toward +Inf: a tie that went to an odd integer goes one down
+  return r - v === 0.5 && (r & 1) !== 0 ? r - 1 : r;
+}
+
 /** f32 bits of the integer `n` (exact for |n| ≤ 2^24). */
 export function intToBits(n: number): number {
   if (n === 0) return 0;
@@ -354,19 +363,22 @@ const RANGE_PARTIAL: WordKernel = {
   inputs: 1,
   outputs: 3,
   cpu: (t, [x], [hi, lo, am], p) => {
-    const [n, channels, inner, members, chunk, chunks, stride] = p;
+    const n = p[0], channels = p[1], inner = p[2], members = p[3], chunk = p[4], chunks = p[5], stride = p[6];
     const c = Math.floor(t / chunks), k0 = (t % chunks) * chunk, k1 = Math.min(members, k0 + chunk);
-    const first = blockBase(c, inner, stride);
+    const first = blockBase(c, inner, stride), rowStep = channels * inner;
     let h = SIGN, l = SIGN, a = 0;
+    // pos = floor(k / inner) · channels · inner + first + (k mod inner) · stride, stepped along k.
+    let j = k0 % inner, row = ((k0 - j) / inner) * rowStep;
     for (let k = k0; k < k1; k++) {
-      const pos = Math.floor(k / inner) * channels * inner + first + (k % inner) * stride;
+      const pos = row + first + j * stride;
       if (pos >= n) break; // positions grow with k
-      const key = orderKey(x[pos]);
-      h = Math.max(h, key);
-      l = Math.min(l, key);
-      a = Math.max(a, x[pos] & 0x7fffffff);
+      const w = x[pos], key = orderKey(w), mag = w & 0x7fffffff;
+      if (key > h) h = key;
+      if (key < l) l = key;
+      if (mag > a) a = mag;
+      if (++j === inner) j = 0, row += rowStep;
     }
-    [hi[t], lo[t], am[t]] = [h, l, a];
+    hi[t] = h, lo[t] = l, am[t] = a;
   },
   wgslHelpers: SCALED_WGSL,
   wgsl: `  let c = i / Q(5u); let k0 = (i % Q(5u)) * Q(4u); let k1 = min(Q(3u), k0 + Q(4u));

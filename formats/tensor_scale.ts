@@ -18,11 +18,11 @@
  *
  * @module
  */
-import { abs, emptyTensor, max, mul, slice, type Tensor } from "@lowp/core";
-import { asF32, f32Bits, PHILOX_WGSL, rangeKernel, usesHostKernels, type WordKernel } from "@lowp/kernels";
+import { abs, emptyTensor, max, type Tensor } from "@lowp/core";
+import { asF32, f32Bits, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { ELEMENT_WGSL, parseFloatFormat, quantizeBits, quantParams, quantParamsAt, quantWords } from "./element.ts";
 import { EXACT_WGSL, f32MulBits, f32RecipBits } from "./exact.ts";
-import { floatQuantizer } from "./float.ts";
+import { hostScaledElement } from "./host_quant.ts";
 import { randomWord } from "./kernels.ts";
 import { roundingParams } from "./scaling.ts";
 import type { QuantizeOptions } from "./spec.ts";
@@ -160,13 +160,11 @@ export function pushAmax(history: Tensor, x: Tensor): Tensor {
 export function scaledQuantDequant(x: Tensor, format: string, scale: Tensor, opts: QuantizeOptions = {}): Tensor {
   const f = elementFormat(format);
   if (x.dtype !== "f32") throw new Error(`${format}: ${x.describe()} must be f32`);
-  if (usesHostKernels(x.backend)) {
-    // On the CPU, f32 products are exact-rounded and the element format runs fused: the same bits, three passes.
-    const [s, inv] = [0, 1].map((i) => slice(scale, [i], [1]));
-    return mul(floatQuantizer(format)!.quantDequant(mul(x, s), opts), inv);
-  }
+  const q = quantParams(f, opts.saturate ?? true);
+  const fused = hostScaledElement(x, q, scale, opts);
+  if (fused) return fused;
   const y = emptyTensor(x.backend, x.shape);
-  const params = [...quantWords(quantParams(f, opts.saturate ?? true)), ...roundingParams(opts)];
+  const params = [...quantWords(q), ...roundingParams(opts)];
   if (x.size > 0) x.backend.runWords(SCALED_QUANT_KERNEL, [x.storage, scale.storage], [y.storage], x.size, params);
   return y;
 }

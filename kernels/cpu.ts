@@ -235,6 +235,34 @@ function wordLoop(kernel: WordKernel): WordLoop {
 }
 
 /** Σ x[base + r·inner] for r = 0..size-1 in order, rounding to f32 at every step. */
+/**
+ * Largest value of the contiguous run x[base, base + size) and its first index; the first NaN wins. The same
+ * result as the strided loop of `reduce`, in a loop the JIT keeps tight (full reductions such as a tensor's
+ * amax for per-tensor scaling).
+ */
+function maxRun(x: Float32Array, base: number, size: number): [number, number] {
+  let best = x[base], at = 0;
+  if (best !== best) return [best, 0];
+  for (let r = 1; r < size; r++) {
+    const v = x[base + r];
+    if (v > best) best = v, at = r;
+    else if (v !== v) return [v, r];
+  }
+  return [best, at];
+}
+
+/** Smallest value of the run and its first index; the first NaN wins (see {@link maxRun}). */
+function minRun(x: Float32Array, base: number, size: number): [number, number] {
+  let best = x[base], at = 0;
+  if (best !== best) return [best, 0];
+  for (let r = 1; r < size; r++) {
+    const v = x[base + r];
+    if (v < best) best = v, at = r;
+    else if (v !== v) return [v, r];
+  }
+  return [best, at];
+}
+
 function sequentialSum(x: Float32Array, base: number, size: number, inner: number): number {
   let acc = 0;
   for (let r = 0; r < size; r++) acc = fround(acc + x[base + r * inner]);
@@ -350,6 +378,12 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
           const base = o * size * inner + j;
           if (op === "sum") {
             of[o * inner + j] = split ? splitSumAt(x, base, size, inner, lanes!) : sequentialSum(x, base, size, inner);
+            continue;
+          }
+          if (inner === 1 && size > 0) {
+            const [best, bestIndex] = op === "max" || op === "argmax" ? maxRun(x, base, size) : minRun(x, base, size);
+            if (isArg) oi[o] = bestIndex;
+            else of[o] = best;
             continue;
           }
           let best = size > 0 ? x[base] : NaN, bestIndex = 0;

@@ -44,3 +44,29 @@ Deno.test("sums of 512 or more run in lane order: lane t adds t, t + 256, …; l
   assert.equal(sumOf(x), lanes[0]);
   assert.notEqual(lanes[0], 2 ** 24);
 });
+
+Deno.test("max/min/argmax/argmin: a contiguous run (inner 1) gives what the strided loop gives: first NaN wins, ties keep the first", () => {
+  const cases = [
+    [3, -1, 7, 7, 2],
+    [0, -0, 0, -5],
+    [-0, 0, 1, -1],
+    [1, NaN, 9, NaN, -9],
+    [NaN, 2],
+    [5],
+    [-Infinity, Infinity, 4],
+  ];
+  for (const values of cases) {
+    const n = values.length;
+    for (const op of ["max", "min", "argmax", "argmin"] as const) {
+      // The same values as one contiguous run (outer 1, inner 1) and as a column (outer 1, inner 2, other
+      // column zeros), which takes the strided loop.
+      const run = cpu.upload(Float32Array.from(values)), one = cpu.alloc(1);
+      const column = cpu.upload(Float32Array.from(values.flatMap((v) => [v, 0]))), two = cpu.alloc(2);
+      cpu.reduce(op, run, 1, n, 1, one);
+      cpu.reduce(op, column, 1, n, 2, two);
+      const word = (s: unknown, i: number) => (s as CpuStorage).u32[i];
+      assert.equal(word(one, 0), word(two, 0), `${op} of [${values}]`);
+      for (const s of [run, one, column, two]) cpu.free(s);
+    }
+  }
+});

@@ -129,6 +129,34 @@
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
 
+  ;; Per-tensor scaled element formats (tensor_scale.ts): round(x · s) · inv, both products IEEE f32 products
+  ;; (WebAssembly's f32x4.mul rounds to nearest, keeps subnormals), NaN lanes canonical.
+  (func (export "scaled_element") (param $in i32) (param $out i32) (param $vectors i32)
+    (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $ovfBits i32) (param $rd i32)
+    (param $s f32) (param $inv f32)
+    (local $lo v128) (local $mb v128) (local $maxv v128) (local $ovf v128) (local $sv v128) (local $iv v128)
+    (local $end i32)
+    (local.set $lo (i32x4.splat (i32.add (local.get $emin) (i32.const 127))))
+    (local.set $mb (i32x4.splat (local.get $mbits)))
+    (local.set $maxv (i32x4.splat (local.get $maxBits)))
+    (local.set $ovf (i32x4.splat (local.get $ovfBits)))
+    (local.set $sv (f32x4.splat (local.get $s)))
+    (local.set $iv (f32x4.splat (local.get $inv)))
+    (local.set $end (i32.add (local.get $in) (i32.shl (local.get $vectors) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $in) (local.get $end)))
+        (v128.store (local.get $out)
+          (call $canonical
+            (f32x4.mul
+              (call $elem (f32x4.mul (v128.load (local.get $in)) (local.get $sv))
+                (v128.load (i32.add (local.get $in) (local.get $rd))) (local.get $rd)
+                (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $ovf))
+              (local.get $iv))))
+        (local.set $in (i32.add (local.get $in) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
   ;; MX (mx.ts, scale rounding `floor` or `rceil`, float elements with emax_elem >= 0): `blocks` blocks of 32. Shared
   ;; exponent floor(log2 amax) - emax_elem clamped to [-127, 127] (-127 for a zero block); amax NaN/Inf or
   ;; an exponent above 127 makes the block NaN. Values: round(x · 2^-e) · 2^e.
