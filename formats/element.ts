@@ -136,6 +136,36 @@ export interface QuantParams {
   readonly overflow: 0 | 1 | 2;
 }
 
+/** Whether `q` is E2M1 with saturation: {@link e2m1Nearest} applies to it. */
+export function isSaturatingE2M1(q: QuantParams): boolean {
+  return q.emin === 0 && q.mbits === 1 && q.maxBits === 0x40c00000 && q.overflow === 0;
+}
+
+/**
+ * `quantizeBits(v, E2M1 saturating, nearest)` as a value, for a non-NaN `v` (f32): the E2M1 grid
+ * {0, 0.5, 1, 1.5, 2, 3, 4, 6} with ties to the even code, ±6 beyond, the sign kept (−0 for small negatives).
+ * The word kernels' bit-exact rounding costs tens of nanoseconds a value in JS; this is one comparison chain.
+ */
+export function e2m1Nearest(v: number): number {
+  const a = Math.abs(v);
+  const r = a <= 0.25
+    ? 0
+    : a < 0.75
+    ? 0.5
+    : a <= 1.25
+    ? 1
+    : a < 1.75
+    ? 1.5
+    : a <= 2.5
+    ? 2
+    : a < 3.5
+    ? 3
+    : a <= 5
+    ? 4
+    : 6;
+  return v < 0 || Object.is(v, -0) ? -r : r;
+}
+
 /** The {@link QuantParams} of `f`: overflow saturates when `saturate` (always for formats without specials). */
 export function quantParams(f: FloatFormat, saturate = true): QuantParams {
   const overflow = saturate || f.specials === "none" ? 0 : f.specials === "ieee" ? 1 : 2;

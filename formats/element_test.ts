@@ -16,8 +16,10 @@ import { type Backend, philoxWords } from "@lowp/kernels";
 import { assertClose, gpuBackendOrSkip, seedOf } from "../tests/helpers.ts";
 import {
   decodeBits,
+  e2m1Nearest,
   encodeBits,
   type FloatFormat,
+  isSaturatingE2M1,
   maxBits,
   parseFloatFormat,
   quantizeBits,
@@ -527,4 +529,29 @@ Deno.test("element formats: WebGPU equals the CPU bit for bit (quantDequant, qua
 
 Deno.test("an fn format needs a mantissa bit for its NaN code", () => {
   assert.throws(() => parseFloatFormat("e2m0fn"), /e2m0fn.*needs at least one mantissa bit/);
+});
+
+Deno.test("e2m1Nearest equals quantizeBits on E2M1 (saturating, nearest): ties ± an ulp, zeros, Inf, 1M random", () => {
+  const q = quantParams(parseFloatFormat("e2m1")!, true);
+  assert.ok(isSaturatingE2M1(q) && !isSaturatingE2M1(quantParams(parseFloatFormat("e3m2")!, true)));
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  const values = [0, -0, 1e-45, -1e-45, Infinity, -Infinity, 3.4028234663852886e38, 7, -7, 6, 5.5];
+  for (const t of [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5]) {
+    f[0] = t;
+    for (const d of [-1, 0, 1]) {
+      u[0] += d;
+      values.push(f[0], -f[0]);
+      u[0] -= d;
+    }
+  }
+  for (const w of philoxWords(new Uint32Array(1 << 20), 11, 0, 0)) {
+    u[0] = ((w & 0x807fffff) | ((120 + ((w >>> 23) & 15)) << 23)) >>> 0; // magnitudes 2^-7 … 2^9: every case
+    values.push(f[0]);
+  }
+  for (const v of values) {
+    f[0] = v;
+    const want = quantizeBits(u[0], q, 0, 0);
+    f[0] = e2m1Nearest(f[0]);
+    assert.equal(u[0], want, `e2m1Nearest(${v})`);
+  }
 });

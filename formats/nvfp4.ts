@@ -54,9 +54,11 @@ import {
   CODES_WGSL,
   codeWords,
   decodeBits,
+  e2m1Nearest,
   ELEMENT_FORMATS,
   ELEMENT_WGSL,
   encodeBits,
+  isSaturatingE2M1,
   quantizeBits,
   quantParams,
 } from "./element.ts";
@@ -171,6 +173,7 @@ function elementValue(c: number, sb: number, st: number): number {
 }
 
 const fr = Math.fround;
+const E2M1_SATURATES = isSaturatingE2M1(E2M1_Q);
 /** The value of each of the 16 E2M1 codes. */
 const E2M1_VALUES = Float64Array.from({ length: 16 }, (_, c) => bitsToF32(decodeBits(c, E2M1)));
 
@@ -196,14 +199,15 @@ const QUANT_KERNEL: WordKernel = {
     // sb is finite, so is every value of the block: fround of f32 products gives f32MulBits' bits, faster.
     const rf = bitsToF32(r), sbf = bitsToF32(sb), stf = bitsToF32(st);
     for (let j = 0; j < NVFP4_BLOCK; j++) {
-      const rand = p[0] === 2 ? randomWord(p[1], p[2], p[3], p[4], drawn + j) : 0;
       const xj = x[base + j * s];
-      const c = encodeBits(
-        prod === 0 || (xj & 0x7fffffff) === 0
-          ? (xj & 0x80000000) >>> 0
-          : quantizeBits(f32Bits(fr(bitsToF32(xj) * rf)), E2M1_Q, p[0], rand),
-        E2M1,
-      );
+      let value: number; // the E2M1 value, as bits
+      if (prod === 0 || (xj & 0x7fffffff) === 0) value = (xj & 0x80000000) >>> 0;
+      else if (p[0] === 0 && E2M1_SATURATES) value = f32Bits(e2m1Nearest(fr(bitsToF32(xj) * rf)));
+      else {
+        const rand = p[0] === 2 ? randomWord(p[1], p[2], p[3], p[4], drawn + j) : 0;
+        value = quantizeBits(f32Bits(fr(bitsToF32(xj) * rf)), E2M1_Q, p[0], rand);
+      }
+      const c = encodeBits(value, E2M1);
       out[base + j * s] = p[5] ? c : f32Bits(fr(fr(E2M1_VALUES[c] * sbf) * stf));
     }
   },
