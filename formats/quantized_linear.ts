@@ -19,6 +19,15 @@
  * as buffers of the layer (`fp8.<gemm>.<operand>.amax_history`, `.scale`),
  * updated only in training (`ctx.training`).
  *
+ * LSQ (`lsq: true` on a forward int operand, formats/lsq.ts): the steps are
+ * parameters of the layer, `lsq.forward.input` (one) and `lsq.forward.weight`
+ * (one per scale, flattened to 1-D: it stays f32 under quantized-weight
+ * optimizers and gets no weight decay), created by {@link applyPrecision}.
+ * The input's step starts from the first training batch; buffer
+ * `lsq.forward.input.initialised` (0 or 1) records that, so a resumed run
+ * keeps its step. Until then an evaluation takes the step from its own batch
+ * without storing it.
+ *
  * @module
  */
 import {
@@ -45,6 +54,16 @@ import {
   where,
   zeros,
 } from "@lowp/core";
+import {
+  lsqGradScale,
+  type LsqGroupOptions,
+  lsqInitialStep,
+  lsqLayout,
+  type LsqParts,
+  lsqQuantDequant,
+  lsqStepGrad,
+  lsqValueGrad,
+} from "./lsq.ts";
 import { parseFloatFormat } from "./element.ts";
 import { hadamard, type HadamardOptions, inverseHadamard } from "./hadamard.ts";
 import type { MxQuantizeOptions } from "./mx.ts";
@@ -189,7 +208,7 @@ function prepare(
 
 /** Runtime check of the reduction length `k` (the token axis is only known here). */
 function checkReduction(k: number, op: OperandPrecision, layer: Linear, role: string): void {
-  const problems = operandProblems(op, k);
+  const problems = operandProblems(op, k, role);
   if (problems.length) throw new Error(`${layer.name} ${role}: ${problems.join("; ")}`);
 }
 
@@ -198,6 +217,87 @@ function masked(g: Tensor, mask: Tensor | null, op: OperandPrecision | undefined
   if (!mask) return g;
   if (!op?.hadamard || !rot) return mul(g, mask);
   return inverseHadamard(mul(hadamard(g, rot), mask), rot);
+}
+
+/** The layer-local name of the learned steps of forward operand `operand`. */
+const lsqLocal = (operand: "input" | "weight") => `lsq.forward.${operand}`;
+/** The buffer that says whether the input's step was initialised (1) or not (0). */
+const LSQ_FLAG = `${lsqLocal("input")}.initialised`;
+/** Flag buffers this module set to 1 itself: their step needs no check on the device. */
+const initialisedFlags = new WeakSet<Tensor>();
+
+/** LSQ options of a weight stored [in, out], quantized along `in`: `channel` is one step per output channel. */
+function weightLsq(op: OperandPrecision): LsqGroupOptions {
+  const g = op.granularity ?? "tensor";
+  return { format: op.format, granularity: parseGranularity(g === "channel" ? "channel:1" : g), axis: 0 };
+}
+
+/** An LSQ operand of one forward: its values and step terms, the step it learns (null: none) and the gradient scale. */
+interface LsqOperand extends LsqParts {
+  readonly step: Tensor | null;
+  readonly gradScale: number;
+}
+
+function lsqStepOf(layer: Linear, operand: "input" | "weight"): Tensor {
+  const step = layer.parameter(lsqLocal(operand));
+  if (!step) {
+    throw new Error(
+      `${layer.name}: forward.${operand} learns its step (lsq) but has none; apply it with applyPrecision`,
+    );
+  }
+  return step;
+}
+
+/** The weight under its learned steps; N of the step's gradient scale: the weights sharing a step. */
+function lsqWeight(w: Tensor, op: OperandPrecision, layer: Linear): LsqOperand {
+  const step = lsqStepOf(layer, "weight"), opts = weightLsq(op);
+  const parts = lsqQuantDequant(w, step, opts);
+  return { ...parts, step, gradScale: lsqGradScale(parts.layout.n / parts.layout.channels, op.format) };
+}
+
+/**
+ * The input [m, k] under its learned step, initialised from this batch when the flag says it is not yet (in
+ * training the step and flag are stored). N of the gradient scale: the k features of one token (the paper's
+ * feature count; the loss already averages over tokens).
+ */
+function lsqInput(x2: Tensor, op: OperandPrecision, layer: Linear, ctx: ForwardContext | undefined): LsqOperand {
+  const param = lsqStepOf(layer, "input"), opts: LsqGroupOptions = { format: op.format };
+  const flag = layer.buffer(LSQ_FLAG);
+  if (!flag) throw new Error(`${layer.name}: forward.input learns its step (lsq) but has no ${LSQ_FLAG} buffer`);
+  let step: Tensor | null = param, used = param;
+  if (!initialisedFlags.has(flag)) {
+    // Decided on the device (no readback): the stored step where the flag is set, else this batch's.
+    used = where(flag, param, lsqInitialStep(x2, opts));
+    if (ctx?.training) {
+      param.assign(used);
+      initialisedFlags.add(layer.registerBuffer(LSQ_FLAG, tensor([1], { backend: param.backend })));
+    } else step = null;
+  }
+  const parts = lsqQuantDequant(x2, used, opts);
+  return { ...parts, step, gradScale: lsqGradScale(x2.shape[1], op.format) };
+}
+
+/**
+ * Creates (or keeps, when their size still fits) the learned steps of the layer's LSQ forward operands, and
+ * removes those of operands without `lsq`.
+ */
+function attachLsq(layer: Linear, p: LinearPrecision): void {
+  for (const operand of ["input", "weight"] as const) {
+    const op = p.forward?.[operand], local = lsqLocal(operand);
+    if (!op?.lsq) {
+      layer.removeParameter(local)?.dispose();
+      if (operand === "input") layer.removeBuffer(LSQ_FLAG)?.dispose();
+      continue;
+    }
+    const size = operand === "input" ? 1 : lsqLayout(layer.weight.shape, weightLsq(op)).channels;
+    if (layer.parameter(local)?.size === size) continue;
+    if (operand === "weight") {
+      layer.registerParameter(local, lsqInitialStep(layer.weight, weightLsq(op)));
+    } else {
+      layer.registerParameter(local, tensor([1], { backend: layer.weight.backend }));
+      layer.registerBuffer(LSQ_FLAG, zeros([1], { backend: layer.weight.backend }));
+    }
+  }
 }
 
 /** The autograd op of a linear layer under `precision` (see the module doc). */
@@ -213,40 +313,58 @@ export function quantizedLinear(precision: LinearPrecision): LinearOp {
     const m = x.size / k;
     const forwardParts = noGrad(() => {
       const x2 = reshape(x, [m, k]);
-      const xa = prepare({ t: x2, trans: false }, "a", fwd.input, layer, "forward", "input", ctx, steMask);
-      const wb = prepare({ t: w, trans: false }, "b", fwd.weight, layer, "forward", "weight", ctx, steMask);
+      const lsqIn = fwd.input?.lsq ? lsqInput(x2, fwd.input, layer, ctx) : null;
+      const lsqW = fwd.weight?.lsq ? lsqWeight(w, fwd.weight, layer) : null;
+      const xa = lsqIn
+        ? { operand: { t: lsqIn.values, trans: false }, mask: null }
+        : prepare({ t: x2, trans: false }, "a", fwd.input, layer, "forward", "input", ctx, steMask);
+      const wb = lsqW
+        ? { operand: { t: lsqW.values, trans: false }, mask: null }
+        : prepare({ t: w, trans: false }, "b", fwd.weight, layer, "forward", "weight", ctx, steMask);
       let y = gemm(xa.operand, wb.operand);
       if (layer.bias) y = add(y, layer.bias);
-      return { x2, xa, wb, y: reshape(y, [...x.shape.slice(0, -1), n]) };
+      return { x2, xa, wb, lsqIn, lsqW, y: reshape(y, [...x.shape.slice(0, -1), n]) };
     });
-    const { x2, xa, wb, y } = forwardParts;
-    const inputs = layer.bias ? [x, w, layer.bias] : [x, w];
+    const { x2, xa, wb, lsqIn, lsqW, y } = forwardParts;
+    const stepIn = lsqIn?.step ?? null, stepW = lsqW?.step ?? null;
+    const steps = [stepIn, stepW].filter((s): s is Tensor => s !== null);
+    const inputs = [x, w, ...(layer.bias ? [layer.bias] : []), ...steps];
     return record(y, `quantizedLinear(${layer.name})`, inputs, (g) => {
       const g2 = reshape(g, [m, n]);
       // dx = dy·Wᵀ: A = dy [m, n], B = Wᵀ (stored as W [k, n], trans).
-      let dx: Tensor | null = null;
-      if (x.requiresGrad) {
+      let dx: Tensor | null = null, dStepIn: Tensor | null = null;
+      if (x.requiresGrad || stepIn?.requiresGrad) {
         const wSource: Operand = gin.weight ? { t: w, trans: true } : { t: wb.operand.t, trans: !wb.operand.trans };
         const a = prepare({ t: g2, trans: false }, "a", gin.grad_output, layer, "grad_input", "grad_output", ctx);
         const b = prepare(wSource, "b", gin.weight, layer, "grad_input", "weight", ctx);
-        let d = gemm(a.operand, b.operand); // [m, k]
-        d = masked(d, xa.mask, fwd.input, fwd.input?.hadamard ? rotation(fwd.input, layer, "forward", ctx) : null);
-        dx = reshape(d, x.shape);
+        let d = gemm(a.operand, b.operand); // [m, k]: the gradient of the (quantized) input
+        if (lsqIn) {
+          if (stepIn?.requiresGrad) dStepIn = lsqStepGrad(d, lsqIn.terms, lsqIn.layout, lsqIn.gradScale);
+          d = lsqValueGrad(d, lsqIn.terms);
+        } else {
+          d = masked(d, xa.mask, fwd.input, fwd.input?.hadamard ? rotation(fwd.input, layer, "forward", ctx) : null);
+        }
+        if (x.requiresGrad) dx = reshape(d, x.shape);
       }
       // dW = xᵀ·dy: A = xᵀ (stored as x [m, k], trans), B = dy [m, n].
-      let dw: Tensor | null = null;
-      if (w.requiresGrad) {
+      let dw: Tensor | null = null, dStepW: Tensor | null = null;
+      if (w.requiresGrad || stepW?.requiresGrad) {
         const xSource: Operand = gw.input ? { t: x2, trans: true } : { t: xa.operand.t, trans: true };
         const a = prepare(xSource, "a", gw.input, layer, "grad_weight", "input", ctx);
         const b = prepare({ t: g2, trans: false }, "b", gw.grad_output, layer, "grad_weight", "grad_output", ctx);
-        dw = gemm(a.operand, b.operand); // [k, n]
-        if (wb.mask) {
+        dw = gemm(a.operand, b.operand); // [k, n]: the gradient of the (quantized) weight
+        if (lsqW) {
+          if (stepW?.requiresGrad) dStepW = lsqStepGrad(dw, lsqW.terms, lsqW.layout, lsqW.gradScale);
+          dw = lsqValueGrad(dw, lsqW.terms);
+        } else if (wb.mask) {
           const rot = fwd.weight?.hadamard ? rotation(fwd.weight, layer, "forward", ctx) : null;
           dw = transpose(masked(transpose(dw), wb.mask, fwd.weight, rot));
         }
+        if (!w.requiresGrad) dw = null;
       }
       const db = layer.bias?.requiresGrad ? sumTo(g, [n]) : null;
-      return layer.bias ? [dx, dw, db] : [dx, dw];
+      const stepGrads = [stepIn ? dStepIn : undefined, stepW ? dStepW : undefined].filter((s) => s !== undefined);
+      return [dx, dw, ...(layer.bias ? [db] : []), ...stepGrads];
     });
   };
 }
@@ -266,6 +384,12 @@ function checkBackwardSources(p: LinearPrecision): void {
     const blocks = new Set(ops.map((o) => `${o.hadamard ?? "none"}/${o.random_signs ?? false}`));
     if (blocks.size > 1 || (ops.length === 1 && ops[0].hadamard)) {
       problems.push(`${gemmName}: both operands need the same hadamard and random_signs (it cancels only then)`);
+    }
+  }
+  for (const [gemmName, role] of OPERAND_ROLES) {
+    const op = operandOf(p, gemmName, role);
+    if (op?.lsq) {
+      problems.push(...operandProblems(op, null, `${gemmName}.${role}`).map((q) => `${gemmName}.${role}: ${q}`));
     }
   }
   if (p.ste === "trust" && !["input", "weight"].some((r) => operandOf(p, "forward", r)?.scale_rule === "quest")) {
@@ -295,6 +419,12 @@ export interface ApplyPrecisionOptions {
  * (unknown format, a group or block that does not divide a width, a Hadamard
  * block larger than the reduction axis). Returns the names of the layers
  * switched. With `f32` the layers get the plain op back.
+ *
+ * LSQ operands get their learned steps as parameters of the layer (see the
+ * module doc): created here (weights: `2·mean(|w|)/sqrt(Qp)` per scale) or
+ * kept when the layer already has steps of that size (applying again, or
+ * converting, keeps what was learned); steps of operands without `lsq` are
+ * removed. Build optimizers after applying.
  */
 export function applyPrecision(
   model: Module,
@@ -313,7 +443,7 @@ export function applyPrecision(
       if (!op) continue;
       // Reduction lengths: forward along in, grad_input along out, grad_weight along tokens (checked when run).
       const k = gemmName === "forward" ? layer.inFeatures : gemmName === "grad_input" ? layer.outFeatures : null;
-      for (const problem of operandProblems(op, k)) {
+      for (const problem of operandProblems(op, k, `${gemmName}.${role}`)) {
         const key = `${gemmName}.${role}: ${problem}`;
         problems.set(key, [...(problems.get(key) ?? []), name]);
       }
@@ -326,7 +456,10 @@ export function applyPrecision(
     throw new Error(`precision: ${lines.join("; ")}`);
   }
   const op = quantizedLinear(p);
-  for (const [, layer] of layers) layer.op = op;
+  for (const [, layer] of layers) {
+    layer.op = op;
+    noGrad(() => attachLsq(layer, p));
+  }
   return layers.map(([name]) => name);
 }
 
@@ -337,7 +470,10 @@ export function applyPrecision(
  * to the same precision without `forward.weight`, so the model computes the
  * same logits from real quantized weights. Returns the converted layers'
  * names. A forward weight quantizer with a Hadamard transform or delayed
- * scaling has no plain quantized weight to store: that is an error.
+ * scaling has no plain quantized weight to store: that is an error. With
+ * `lsq` the weights are stored quantized with their learned steps (created
+ * as {@link applyPrecision} would when the model has none), and the steps
+ * are then removed; a learned input step stays.
  */
 export function convertPrecision(
   model: Module,
@@ -354,13 +490,21 @@ export function convertPrecision(
     );
   }
   const { weight: _, ...forward } = p.forward!;
-  const names = applyPrecision(model, { ...p, forward }, opts);
+  // Applying the full record first checks it and gives LSQ weights their steps (kept when learned).
+  const names = applyPrecision(model, p, opts);
   noGrad(() => {
     for (const name of names) {
       const layer = model.getModule(name) as Linear;
+      if (op.lsq) {
+        const { values, terms } = lsqWeight(layer.weight, op, layer);
+        terms.dispose();
+        layer.weight.assign(values);
+        continue;
+      }
       const stored = prepare({ t: layer.weight, trans: false }, "b", op, layer, "forward", "weight", undefined);
       layer.weight.assign(stored.operand.trans ? transpose(stored.operand.t) : stored.operand.t);
     }
   });
+  applyPrecision(model, { ...p, forward }, opts);
   return names;
 }
