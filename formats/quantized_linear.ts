@@ -20,20 +20,28 @@
  * updated only in training (`ctx.training`).
  *
  * LSQ (`lsq: true` on a forward int operand, formats/lsq.ts): the steps are
- * parameters of the layer, `lsq.forward.input` (one) and `lsq.forward.weight`
- * (one per scale, flattened to 1-D: it stays f32 under quantized-weight
- * optimizers and gets no weight decay), created by {@link applyPrecision}.
- * The input's step starts from the first training batch; buffer
- * `lsq.forward.input.initialised` (0 or 1) records that, so a resumed run
- * keeps its step. Until then an evaluation takes the step from its own batch
- * without storing it.
+ * `s = u·θ`, θ a parameter of the layer (`lsq.forward.input`: one;
+ * `lsq.forward.weight`: one per scale, flattened to 1-D, so it stays f32
+ * under quantized-weight optimizers and gets no weight decay) starting at 1,
+ * and u the step's initial value, buffer `lsq.forward.<operand>.unit`. θ's
+ * gradient is `g·(∂L/∂s)/u`: SGD then moves s exactly as the paper's
+ * `s ← s − lr·g·∂L/∂s`, while Adam, which ignores a gradient's scale (and so
+ * the paper's g), moves s by about lr·u a step rather than lr: at lr 5e-3
+ * the int8 input steps (about 0.01) fell below zero within four steps when
+ * the parameter was s itself. {@link applyPrecision} creates both (weights:
+ * u = the paper's `2·mean(|w|)/sqrt(Qp)` per scale). The input's unit is 0
+ * until the first training batch sets it (so it is also the "initialised"
+ * flag, and a resumed run keeps it); an evaluation before that takes the
+ * step from its own batch without storing it.
  *
  * @module
  */
 import {
   abs,
   add,
+  div,
   type ForwardContext,
+  full,
   lessEqual,
   Linear,
   type LinearOp,
@@ -219,12 +227,12 @@ function masked(g: Tensor, mask: Tensor | null, op: OperandPrecision | undefined
   return inverseHadamard(mul(hadamard(g, rot), mask), rot);
 }
 
-/** The layer-local name of the learned steps of forward operand `operand`. */
+/** The layer-local name of the learned step parameter of forward operand `operand`. */
 const lsqLocal = (operand: "input" | "weight") => `lsq.forward.${operand}`;
-/** The buffer that says whether the input's step was initialised (1) or not (0). */
-const LSQ_FLAG = `${lsqLocal("input")}.initialised`;
-/** Flag buffers this module set to 1 itself: their step needs no check on the device. */
-const initialisedFlags = new WeakSet<Tensor>();
+/** The layer-local name of the buffer holding the operand's step unit (0: not initialised yet). */
+const unitLocal = (operand: "input" | "weight") => `${lsqLocal(operand)}.unit`;
+/** Unit buffers this module set itself from a batch, so known to be non-zero: no check on the device needed. */
+const initialisedUnits = new WeakSet<Tensor>();
 
 /** LSQ options of a weight stored [in, out], quantized along `in`: `channel` is one step per output channel. */
 function weightLsq(op: OperandPrecision): LsqGroupOptions {
@@ -232,49 +240,60 @@ function weightLsq(op: OperandPrecision): LsqGroupOptions {
   return { format: op.format, granularity: parseGranularity(g === "channel" ? "channel:1" : g), axis: 0 };
 }
 
-/** An LSQ operand of one forward: its values and step terms, the step it learns (null: none) and the gradient scale. */
+/** An LSQ operand of one forward: values and step terms, the parameter it trains (null: none), unit and scale. */
 interface LsqOperand extends LsqParts {
-  readonly step: Tensor | null;
+  /** The step parameter θ (s = unit·θ), or null when this forward trains none. */
+  readonly theta: Tensor | null;
+  /** The unit u of the steps (1-D, one per step or one for all). */
+  readonly unit: Tensor;
+  /** The paper's g. */
   readonly gradScale: number;
 }
 
-function lsqStepOf(layer: Linear, operand: "input" | "weight"): Tensor {
-  const step = layer.parameter(lsqLocal(operand));
-  if (!step) {
+/** The step parameter and unit buffer of an LSQ operand; throws when the layer was not switched by applyPrecision. */
+function lsqStateOf(layer: Linear, operand: "input" | "weight"): { theta: Tensor; unit: Tensor } {
+  const theta = layer.parameter(lsqLocal(operand)), unit = layer.buffer(unitLocal(operand));
+  if (!theta || !unit) {
     throw new Error(
       `${layer.name}: forward.${operand} learns its step (lsq) but has none; apply it with applyPrecision`,
     );
   }
-  return step;
+  return { theta, unit };
 }
 
 /** The weight under its learned steps; N of the step's gradient scale: the weights sharing a step. */
 function lsqWeight(w: Tensor, op: OperandPrecision, layer: Linear): LsqOperand {
-  const step = lsqStepOf(layer, "weight"), opts = weightLsq(op);
-  const parts = lsqQuantDequant(w, step, opts);
-  return { ...parts, step, gradScale: lsqGradScale(parts.layout.n / parts.layout.channels, op.format) };
+  const { theta, unit } = lsqStateOf(layer, "weight");
+  const parts = lsqQuantDequant(w, mul(unit, theta), weightLsq(op));
+  return { ...parts, theta, unit, gradScale: lsqGradScale(parts.layout.n / parts.layout.channels, op.format) };
 }
 
 /**
- * The input [m, k] under its learned step, initialised from this batch when the flag says it is not yet (in
- * training the step and flag are stored). N of the gradient scale: the k features of one token (the paper's
- * feature count; the loss already averages over tokens).
+ * The input [m, k] under its learned step. While the unit is 0 it comes from this batch (in training it is
+ * stored). N of the gradient scale: the k features of one token (the paper's feature count of a layer; the
+ * loss already averages over tokens).
  */
 function lsqInput(x2: Tensor, op: OperandPrecision, layer: Linear, ctx: ForwardContext | undefined): LsqOperand {
-  const param = lsqStepOf(layer, "input"), opts: LsqGroupOptions = { format: op.format };
-  const flag = layer.buffer(LSQ_FLAG);
-  if (!flag) throw new Error(`${layer.name}: forward.input learns its step (lsq) but has no ${LSQ_FLAG} buffer`);
-  let step: Tensor | null = param, used = param;
-  if (!initialisedFlags.has(flag)) {
-    // Decided on the device (no readback): the stored step where the flag is set, else this batch's.
-    used = where(flag, param, lsqInitialStep(x2, opts));
-    if (ctx?.training) {
-      param.assign(used);
-      initialisedFlags.add(layer.registerBuffer(LSQ_FLAG, tensor([1], { backend: param.backend })));
-    } else step = null;
+  const opts: LsqGroupOptions = { format: op.format };
+  let { theta, unit } = lsqStateOf(layer, "input") as { theta: Tensor | null; unit: Tensor };
+  if (!initialisedUnits.has(unit)) {
+    // Decided on the device (no readback): the stored unit where it is set, else this batch's initial step.
+    unit = where(unit, unit, lsqInitialStep(x2, opts));
+    if (ctx?.training) initialisedUnits.add(layer.registerBuffer(unitLocal("input"), unit));
+    else theta = null; // an evaluation before any training step trains nothing
   }
-  const parts = lsqQuantDequant(x2, used, opts);
-  return { ...parts, step, gradScale: lsqGradScale(x2.shape[1], op.format) };
+  const step = theta ? mul(unit, theta) : unit;
+  const parts = lsqQuantDequant(x2, step, opts);
+  return { ...parts, theta, unit, gradScale: lsqGradScale(x2.shape[1], op.format) };
+}
+
+/**
+ * The gradient the step parameter θ gets: `g·(∂L/∂s)/u`, so that a plain gradient step on θ moves s = u·θ by
+ * exactly the paper's `-lr·g·∂L/∂s` (the chain rule would give `u·∂L/∂s`; like g, the factor is a choice of
+ * the step's learning rate, see the module doc).
+ */
+function thetaGrad(grad: Tensor, o: LsqOperand): Tensor {
+  return div(lsqStepGrad(grad, o.terms, o.layout, o.gradScale), o.unit);
 }
 
 /**
@@ -282,21 +301,19 @@ function lsqInput(x2: Tensor, op: OperandPrecision, layer: Linear, ctx: ForwardC
  * removes those of operands without `lsq`.
  */
 function attachLsq(layer: Linear, p: LinearPrecision): void {
+  const backend = layer.weight.backend;
   for (const operand of ["input", "weight"] as const) {
     const op = p.forward?.[operand], local = lsqLocal(operand);
     if (!op?.lsq) {
       layer.removeParameter(local)?.dispose();
-      if (operand === "input") layer.removeBuffer(LSQ_FLAG)?.dispose();
+      layer.removeBuffer(unitLocal(operand))?.dispose();
       continue;
     }
     const size = operand === "input" ? 1 : lsqLayout(layer.weight.shape, weightLsq(op)).channels;
-    if (layer.parameter(local)?.size === size) continue;
-    if (operand === "weight") {
-      layer.registerParameter(local, lsqInitialStep(layer.weight, weightLsq(op)));
-    } else {
-      layer.registerParameter(local, tensor([1], { backend: layer.weight.backend }));
-      layer.registerBuffer(LSQ_FLAG, zeros([1], { backend: layer.weight.backend }));
-    }
+    if (layer.parameter(local)?.size === size && layer.buffer(unitLocal(operand))?.size === size) continue;
+    const unit = operand === "input" ? zeros([1], { backend }) : lsqInitialStep(layer.weight, weightLsq(op));
+    layer.registerBuffer(unitLocal(operand), unit);
+    layer.registerParameter(local, full([size], 1, { backend }));
   }
 }
 
@@ -326,7 +343,7 @@ export function quantizedLinear(precision: LinearPrecision): LinearOp {
       return { x2, xa, wb, lsqIn, lsqW, y: reshape(y, [...x.shape.slice(0, -1), n]) };
     });
     const { x2, xa, wb, lsqIn, lsqW, y } = forwardParts;
-    const stepIn = lsqIn?.step ?? null, stepW = lsqW?.step ?? null;
+    const stepIn = lsqIn?.theta ?? null, stepW = lsqW?.theta ?? null;
     const steps = [stepIn, stepW].filter((s): s is Tensor => s !== null);
     const inputs = [x, w, ...(layer.bias ? [layer.bias] : []), ...steps];
     return record(y, `quantizedLinear(${layer.name})`, inputs, (g) => {
@@ -339,7 +356,7 @@ export function quantizedLinear(precision: LinearPrecision): LinearOp {
         const b = prepare(wSource, "b", gin.weight, layer, "grad_input", "weight", ctx);
         let d = gemm(a.operand, b.operand); // [m, k]: the gradient of the (quantized) input
         if (lsqIn) {
-          if (stepIn?.requiresGrad) dStepIn = lsqStepGrad(d, lsqIn.terms, lsqIn.layout, lsqIn.gradScale);
+          if (stepIn?.requiresGrad) dStepIn = thetaGrad(d, lsqIn);
           d = lsqValueGrad(d, lsqIn.terms);
         } else {
           d = masked(d, xa.mask, fwd.input, fwd.input?.hadamard ? rotation(fwd.input, layer, "forward", ctx) : null);
@@ -354,7 +371,7 @@ export function quantizedLinear(precision: LinearPrecision): LinearOp {
         const b = prepare({ t: g2, trans: false }, "b", gw.grad_output, layer, "grad_weight", "grad_output", ctx);
         dw = gemm(a.operand, b.operand); // [k, n]: the gradient of the (quantized) weight
         if (lsqW) {
-          if (stepW?.requiresGrad) dStepW = lsqStepGrad(dw, lsqW.terms, lsqW.layout, lsqW.gradScale);
+          if (stepW?.requiresGrad) dStepW = thetaGrad(dw, lsqW);
           dw = lsqValueGrad(dw, lsqW.terms);
         } else if (wb.mask) {
           const rot = fwd.weight?.hadamard ? rotation(fwd.weight, layer, "forward", ctx) : null;
