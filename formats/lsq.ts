@@ -31,7 +31,7 @@
  *
  * @module
  */
-import { abs, lessEqual, maximum, mul, noGrad, record, reshape, sum, Tensor, tensor, where } from "@lowp/core";
+import { abs, emptyTensor, maximum, mul, noGrad, record, reshape, sum, Tensor, tensor } from "@lowp/core";
 import { asF32, rangeKernel, type WordKernel } from "@lowp/kernels";
 import { f32RecipBits } from "./exact.ts";
 import { lsqRange } from "./fake_quant.ts";
@@ -44,6 +44,8 @@ const QNAN = 0x7fc00000;
 /** Bits of the smallest positive normal f32: the least valid step, and the floor of an initial step. */
 const MIN_NORMAL = 0x00800000;
 const INF = 0x7f800000;
+/** 1.5·2^52: adding and subtracting it rounds an f64 below 2^51 in magnitude to an integer, ties to even. */
+const ROUND_EVEN = 6755399441055744;
 
 /** 1/s per step (f32 bits, correctly rounded). */
 const RECIP_KERNEL: WordKernel = rangeKernel({
@@ -68,26 +70,30 @@ const ELEMENT_KERNEL: WordKernel = rangeKernel({
   range: (start, end, [x, s, inv], [val, term], p) => {
     const xf = asF32(x), sf = asF32(s), invf = asF32(inv), vf = asF32(val), tf = asF32(term);
     const qmin = p[0] | 0, qmax = p[1], steps = p[2], inner = p[3], stride = p[4];
-    for (let i = start; i < end; i++) {
-      const c = stride === 1 ? Math.floor(i / inner) % steps : blockOf(i, inner, stride) % steps;
-      const sb = s[c];
-      // An f32 product computed in f64 is exact; fround rounds it once: the bits of f32_mul_bits.
-      const t = fr(xf[i] * invf[c]);
-      if (sb < MIN_NORMAL || sb >= INF || t !== t) {
-        val[i] = QNAN;
-        term[i] = QNAN;
+    // Runs of consecutive values that share a step: a block of `inner` (stride 1), else one value.
+    for (let i = start; i < end;) {
+      const c = blockOf(i, inner, stride) % steps;
+      const stop = stride === 1 ? Math.min(end, (Math.floor(i / inner) + 1) * inner) : i + 1;
+      const sb = s[c], step = sf[c], recip = invf[c];
+      if (sb < MIN_NORMAL || sb >= INF) {
+        for (; i < stop; i++) val[i] = term[i] = QNAN;
         continue;
       }
-      let q: number;
-      if (t <= qmin) tf[i] = q = qmin;
-      else if (t >= qmax) tf[i] = q = qmax;
-      else {
-        let r = Math.round(t); // half up; ties go to even below
-        if (r - t === 0.5 && (r & 1) !== 0) r -= 1;
-        q = r | 0; // no -0: an integer code has none
-        tf[i] = q - t; // exact: |q - t| ≤ 1/2 and q, t within a factor 2 (or q = 0)
+      for (; i < stop; i++) {
+        // An f32 product computed in f64 is exact; fround rounds it once: the bits of f32_mul_bits.
+        const t = fr(xf[i] * recip);
+        let q: number;
+        if (t <= qmin) tf[i] = q = qmin;
+        else if (t >= qmax) tf[i] = q = qmax;
+        else if (t === t) {
+          q = (t + ROUND_EVEN) - ROUND_EVEN + 0; // ties to even; + 0 turns -0 into +0 (a code has no -0)
+          tf[i] = q - t; // exact: |q - t| ≤ 1/2 and q, t within a factor 2 (or q = 0)
+        } else {
+          val[i] = term[i] = QNAN;
+          continue;
+        }
+        vf[i] = fr(q * step);
       }
-      vf[i] = fr(q * sf[c]);
     }
   },
   wgslHelpers: SCALED_WGSL,
@@ -175,9 +181,25 @@ export function lsqQuantDequant(v: Tensor, step: Tensor, opts: LsqGroupOptions):
   return { values: new Tensor(b, values, v.shape, "f32"), terms: new Tensor(b, terms, v.shape, "f32"), layout };
 }
 
+/** grad where |term| ≤ 1/2 (f32 bits 0x3f000000), else +0; a NaN term gives 0. Ins: grad, terms. */
+const VALUE_GRAD_KERNEL: WordKernel = rangeKernel({
+  name: "lsq_value_grad",
+  inputs: 2,
+  outputs: 1,
+  range: (start, end, [g, t], [out]) => {
+    for (let i = start; i < end; i++) out[i] = (t[i] & 0x7fffffff) <= 0x3f000000 ? g[i] : 0;
+  },
+  wgsl: `  out0[i] = select(0u, in0[i], (in1[i] & 0x7fffffffu) <= 0x3f000000u);`,
+});
+
 /** `∂L/∂v`: the incoming gradient where `-Qn < v/s < Qp` (there |term| ≤ 1/2, elsewhere ≥ 1), else 0. */
 export function lsqValueGrad(grad: Tensor, terms: Tensor): Tensor {
-  return where(lessEqual(abs(terms), 0.5), grad, 0);
+  if (grad.size !== terms.size) throw new Error(`lsq: gradient ${grad.describe()} does not match ${terms.describe()}`);
+  const out = emptyTensor(grad.backend, grad.shape);
+  if (out.size > 0) {
+    grad.backend.runWords(VALUE_GRAD_KERNEL, [grad.storage, terms.storage], [out.storage], out.size, []);
+  }
+  return out;
 }
 
 /** `∂L/∂s`: `gradScale · Σ grad·term` over the values sharing each step, as a 1-D tensor of the steps. */

@@ -29,7 +29,7 @@ import {
 } from "@lowp/formats";
 import { lsqCodeRange, lsqGroupQuant, lsqInitialStep, lsqQuantDequant } from "./lsq.ts";
 import { parseGranularity } from "./spec.ts";
-import { assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
+import { assertClose, assertSameBits, bitsOf, gpuBackendOrSkip } from "../tests/helpers.ts";
 
 await useBackend("cpu");
 const fr = Math.fround;
@@ -384,4 +384,41 @@ Deno.test("lsq: bad input gets one clear error", () => {
     /not a signed int/,
   );
   layer.dispose();
+});
+
+Deno.test("lsq in a linear layer: CPU and WebGPU agree (values exact, GEMMs within the matmul tolerance)", async () => {
+  const gpu = await gpuBackendOrSkip();
+  if (!gpu) return;
+  const run = async (backend: "cpu" | "webgpu") => {
+    await useBackend(backend);
+    const layer = new Linear("probe", { seed: 8 }, 128, 32);
+    applyPrecision(layer, {
+      forward: { input: { format: "int8", lsq: true }, weight: { format: "int4", granularity: "group:32", lsq: true } },
+    });
+    const x = randn([2, 16, 128], { seed: 9, stream: 1 }).requireGrad();
+    const up = randn([2, 16, 32], { seed: 9, stream: 2 });
+    const y = tidy(() => {
+      const y = layer.call(x, { training: true }); // also initialises the input's unit on the device
+      backward(sum(mul(y, up)));
+      return y;
+    });
+    const out = [
+      await y.data(),
+      await x.grad!.data(),
+      await layer.weight.grad!.data(),
+      await layer.parameter("lsq.forward.input")!.grad!.data(),
+      await layer.parameter("lsq.forward.weight")!.grad!.data(),
+      await layer.buffer("lsq.forward.input.unit")!.data(),
+    ] as Float32Array[];
+    layer.dispose();
+    return out;
+  };
+  try {
+    const cpu = await run("cpu"), web = await run("webgpu");
+    ["y", "dx", "dW", "dθ input", "dθ weight", "input unit"].forEach((n, i) =>
+      assertClose(web[i], cpu[i], { rtol: 2e-5, atol: 2e-5 }, n)
+    );
+  } finally {
+    await useBackend("cpu");
+  }
 });

@@ -48,9 +48,10 @@ export interface OperandPrecision {
   readonly block2d?: boolean;
   /**
    * LSQ (Esser et al. 2020): learn the steps of a forward signed INT-k operand (one per scale of `granularity`;
-   * `forward.input` per tensor only) as parameters `<layer>.lsq.forward.<operand>`, with the paper's clipped
-   * STE and step gradient instead of the `ste` (formats/lsq.ts). Weights start at `2·mean(|w|)/sqrt(Qp)` when
-   * the precision is applied, inputs from the first training batch.
+   * `forward.input` per tensor only), with the paper's clipped STE and step gradient instead of the `ste`
+   * (formats/lsq.ts). Each step is `u·θ`: u the paper's initial `2·mean(|v|)/sqrt(Qp)` (weights: when the precision
+   * is applied; inputs: from the first training batch), buffer `<layer>.lsq.forward.<operand>.unit`; θ the trained
+   * parameter `<layer>.lsq.forward.<operand>` (formats/quantized_linear.ts says why).
    */
   readonly lsq?: boolean;
 }

@@ -26,9 +26,10 @@
  * and u the step's initial value, buffer `lsq.forward.<operand>.unit`. θ's
  * gradient is `g·(∂L/∂s)/u`: SGD then moves s exactly as the paper's
  * `s ← s − lr·g·∂L/∂s`, while Adam, which ignores a gradient's scale (and so
- * the paper's g), moves s by about lr·u a step rather than lr: at lr 5e-3
- * the int8 input steps (about 0.01) fell below zero within four steps when
- * the parameter was s itself. {@link applyPrecision} creates both (weights:
+ * the paper's g), moves s by about lr·u a step rather than lr: with s itself
+ * as the parameter, steps near 0.01 (int8 inputs) take updates of up to lr,
+ * and a `qat-int4` run at lr 5e-3 (tests/training_test.ts's resume recipe)
+ * went NaN at step 4. {@link applyPrecision} creates both (weights:
  * u = the paper's `2·mean(|w|)/sqrt(Qp)` per scale). The input's unit is 0
  * until the first training batch sets it (so it is also the "initialised"
  * flag, and a resumed run keeps it); an evaluation before that takes the
