@@ -422,3 +422,25 @@ Deno.test("lsq in a linear layer: CPU and WebGPU agree (values exact, GEMMs with
     await useBackend("cpu");
   }
 });
+
+Deno.test("lsq: applying again keeps learned steps made for the same format; another format starts afresh", async () => {
+  const layer = new Linear("probe", { seed: 3 }, 32, 8);
+  const record = (format: string): LinearPrecision => ({
+    forward: { weight: { format, granularity: "channel", lsq: true } },
+  });
+  applyPrecision(layer, record("int8"));
+  const theta = layer.parameter("lsq.forward.weight")!;
+  theta.assign(tensor(Array.from({ length: 8 }, (_, i) => 1 + i / 10)));
+  const unit8 = await layer.buffer("lsq.forward.weight.unit")!.data();
+  applyPrecision(layer, record("int8"));
+  assert.equal(layer.parameter("lsq.forward.weight"), theta, "kept");
+  applyPrecision(layer, record("int4"));
+  assert.notEqual(layer.parameter("lsq.forward.weight"), theta, "int4 steps are new");
+  assert.deepEqual([...await layer.parameter("lsq.forward.weight")!.data()], Array(8).fill(1));
+  const unit4 = await layer.buffer("lsq.forward.weight.unit")!.data();
+  unit4.forEach((u, i) => assert.ok(Math.abs(u / unit8[i] - Math.sqrt(127 / 7)) < 1e-5, "u scales with 1/sqrt(Qp)"));
+  applyPrecision(layer, "f32");
+  assert.equal(layer.namedParameters().length, 2, "f32 removes the steps");
+  assert.equal(layer.namedBuffers().length, 0);
+  layer.dispose();
+});

@@ -297,9 +297,12 @@ function thetaGrad(grad: Tensor, o: LsqOperand): Tensor {
   return div(lsqStepGrad(grad, o.terms, o.layout, o.gradScale), o.unit);
 }
 
+/** The format and granularity each step parameter was made for (θ is assigned in place on resume, so it stays). */
+const lsqMadeFor = new WeakMap<Tensor, string>();
+
 /**
- * Creates (or keeps, when their size still fits) the learned steps of the layer's LSQ forward operands, and
- * removes those of operands without `lsq`.
+ * Creates (or keeps, when they were made for the same format and granularity) the learned steps of the layer's
+ * LSQ forward operands, and removes those of operands without `lsq`.
  */
 function attachLsq(layer: Linear, p: LinearPrecision): void {
   const backend = layer.weight.backend;
@@ -311,10 +314,11 @@ function attachLsq(layer: Linear, p: LinearPrecision): void {
       continue;
     }
     const size = operand === "input" ? 1 : lsqLayout(layer.weight.shape, weightLsq(op)).channels;
-    if (layer.parameter(local)?.size === size && layer.buffer(unitLocal(operand))?.size === size) continue;
+    const madeFor = `${op.format}/${op.granularity ?? "tensor"}`, old = layer.parameter(local);
+    if (old && lsqMadeFor.get(old) === madeFor && layer.buffer(unitLocal(operand))?.size === size) continue;
     const unit = operand === "input" ? zeros([1], { backend }) : lsqInitialStep(layer.weight, weightLsq(op));
     layer.registerBuffer(unitLocal(operand), unit);
-    layer.registerParameter(local, full([size], 1, { backend }));
+    lsqMadeFor.set(layer.registerParameter(local, full([size], 1, { backend })), madeFor);
   }
 }
 
@@ -440,9 +444,10 @@ export interface ApplyPrecisionOptions {
  *
  * LSQ operands get their learned steps as parameters of the layer (see the
  * module doc): created here (weights: `2·mean(|w|)/sqrt(Qp)` per scale) or
- * kept when the layer already has steps of that size (applying again, or
- * converting, keeps what was learned); steps of operands without `lsq` are
- * removed. Build optimizers after applying.
+ * kept when the layer already has steps made for the same format and
+ * granularity (applying again, or converting, keeps what was learned);
+ * steps of operands without `lsq` are removed. Build optimizers after
+ * applying.
  */
 export function applyPrecision(
   model: Module,
