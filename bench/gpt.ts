@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { applyPrecision } from "@lowp/formats";
+import { applyPrecision, type LinearPrecision } from "@lowp/formats";
 import { type Backend, GPT } from "@lowp/core";
 import { AdamW, trainStep } from "@lowp/optim";
 
@@ -54,8 +54,15 @@ function batch(i: number): { x: Int32Array; y: Int32Array } {
   return { x, y };
 }
 
-/** Times training steps of the tiny GPT on `backend` (which must be the active backend) under a precision preset. */
-export async function benchGptStep(backend: Backend, timing: StepTiming, precision = "f32"): Promise<StepResult> {
+/**
+ * Times training steps of the tiny GPT on `backend` (which must be the active backend) under a precision (a preset
+ * name or a record).
+ */
+export async function benchGptStep(
+  backend: Backend,
+  timing: StepTiming,
+  precision: string | LinearPrecision = "f32",
+): Promise<StepResult> {
   const { vocab, dModel, nLayers, nHeads, context, batch: b } = TINY_GPT;
   const model = new GPT({ vocabSize: vocab, contextLength: context, dModel, nLayers, nHeads }, { seed: 1234 });
   if (precision !== "f32") applyPrecision(model, precision);

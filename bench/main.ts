@@ -29,8 +29,9 @@
  *   one loss readback after the clock stops (`final_loss`). tokens/s = steps·16·64 / seconds. WebGPU adds
  *   `dispatches_per_step`.
  * - `{"bench": "gpt_train_step_precision", "precision", "value", "f32_value", "step_time_vs_f32", ...}`: the same
- *   step with every linear layer under a precision preset (formats/precision.ts), right after an f32 step
- *   measured the same way, so the ratio compares two figures from one run.
+ *   step with every linear layer under a precision preset (formats/precision.ts; also `qat-int8+lsq` and
+ *   `qat-int4+lsq`, the QAT presets with learned steps), right after an f32 step measured the same way, so the ratio
+ *   compares two figures from one run.
  * - `{"bench": "fake_quant", "format", "elements", "shape", "value", "unit": "elements/s", ...}`: `quantDequant`
  *   throughput of e4m3, mxfp4, nvfp4, nf4 and int4 (`granularity: "group:128"`) on a [2048, 2048] tensor
  *   ([512, 512] on a software adapter, said in `note`), timed like matmul_f32 (bench/fake_quant.ts); the torch
@@ -61,7 +62,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
-import { PRECISION_NAMES } from "@lowp/formats";
+import { type LinearPrecision, PRECISION_NAMES, PRECISION_PRESETS } from "@lowp/formats";
 import { defaultWorkerCount } from "@lowp/kernels";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
@@ -281,14 +282,26 @@ for (const { backend, kind } of targets) {
 }
 progress(`done in ${elapsed()}`);
 
-/** One `gpt_train_step_precision` line per preset, with the f32 step measured right before it (same run). */
+/** The record of QAT preset `name` with its forward steps learned (LSQ, `precision.lsq` in a recipe). */
+function withLsq(name: string): LinearPrecision {
+  const f = PRECISION_PRESETS[name].precision.forward!;
+  return { forward: { input: { ...f.input!, lsq: true }, weight: { ...f.weight!, lsq: true } } };
+}
+
+/**
+ * One `gpt_train_step_precision` line per preset (and `qat-int8+lsq`, `qat-int4+lsq`), with the f32 step measured
+ * right before it (same run).
+ */
 async function benchPrecisions(backend: Backend, head: Line): Promise<void> {
-  for (const precision of PRECISION_NAMES.filter((p) => p !== "f32")) {
+  const arms: [string, string | LinearPrecision][] = PRECISION_NAMES.filter((p) => p !== "f32").flatMap((p) =>
+    p.startsWith("qat-") ? [[p, p], [`${p}+lsq`, withLsq(p)]] : [[p, p]]
+  );
+  for (const [precision, record] of arms) {
     progress(`${backend.name} training step under ${precision} (${elapsed()})`);
     const line: Line = { ...head, bench: "gpt_train_step_precision", size: GPT_SIZE, precision };
     try {
       const f32 = await benchGptStep(backend, STEPS);
-      const r = await benchGptStep(backend, STEPS, precision);
+      const r = await benchGptStep(backend, STEPS, record);
       emit({
         ...line,
         value: round(r.tokensPerS),

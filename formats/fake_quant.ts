@@ -2,7 +2,8 @@
  * Fake quantization as autograd ops: {@link fakeQuant} (any {@link Quantizer},
  * straight-through estimator backward, plain or clipped) and {@link lsqQuant}
  * (Learned Step Size Quantization, Esser et al. 2020, arXiv 1902.08153: a
- * uniform integer quantizer whose step size s is trained).
+ * uniform integer quantizer whose step size s is trained; lsq.ts runs the
+ * same estimator with steps laid out as INT-k scales, for training precisions).
  *
  * Both forwards are identical bit for bit on every backend: `fakeQuant` runs
  * the quantizer's integer kernels; `lsqQuant` divides by multiplying with a

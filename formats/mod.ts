@@ -27,5 +27,6 @@ export * from "./quantize_file.ts";
 export * from "./tensor_scale.ts";
 export * from "./quest.ts";
 export * from "./precision.ts";
+export * from "./lsq.ts";
 export * from "./quantized_linear.ts";
 export { HOST_QUANT_AVAILABLE } from "./host_quant.ts";

@@ -46,6 +46,14 @@ export interface OperandPrecision {
    * weight quantizes to the same values along either axis; both of its dims must be multiples of 16.
    */
   readonly block2d?: boolean;
+  /**
+   * LSQ (Esser et al. 2020): learn the steps of a forward signed INT-k operand (one per scale of `granularity`;
+   * `forward.input` per tensor only), with the paper's clipped STE and step gradient instead of the `ste`
+   * (formats/lsq.ts). Each step is `u·θ`: u the paper's initial `2·mean(|v|)/sqrt(Qp)` (weights: when the precision
+   * is applied; inputs: from the first training batch), buffer `<layer>.lsq.forward.<operand>.unit`; θ the trained
+   * parameter `<layer>.lsq.forward.<operand>` (formats/quantized_linear.ts says why).
+   */
+  readonly lsq?: boolean;
 }
 
 /** The operands of each GEMM and the forward STE; anything left out is f32. */
@@ -207,11 +215,16 @@ export function operandOf(p: LinearPrecision, gemm: string, role: string): Opera
 
 /**
  * Checks an operand against the reduction length `k` it will be quantized
- * along (null: not known yet); returns the problems (empty when fine).
+ * along (null: not known yet) and, when given, the role it has (`forward.input`,
+ * ...); returns the problems (empty when fine).
  */
-export function operandProblems(op: OperandPrecision, k: number | null): string[] {
+export function operandProblems(op: OperandPrecision, k: number | null, role?: string): string[] {
   const problems: string[] = [];
   const say = (what: string) => problems.push(what);
+  if (op.lsq) {
+    const lsq = lsqProblem(op, role);
+    if (lsq) say(lsq);
+  }
   let q;
   try {
     q = parseFormat(op.format);
@@ -259,4 +272,19 @@ export function operandProblems(op: OperandPrecision, k: number | null): string[
     say(`rounding must be nearest or stochastic, got '${op.rounding}'`);
   }
   return problems;
+}
+
+/** What keeps `lsq` from applying to `op` at `role` (the first thing found), or null. */
+function lsqProblem(op: OperandPrecision, role: string | undefined): string | null {
+  const only = "lsq learns the step of forward signed int operands only (int2 … int8, nearest rounding, no " +
+    "hadamard or per-tensor scaling)";
+  if (role !== undefined && !role.startsWith("forward.")) return `${only}, not of ${role}`;
+  if (!/^int[2-8]$/.test(op.format)) return `${only}, not of format '${op.format}'`;
+  if (op.rounding === "stochastic") return `${only}, not with stochastic rounding`;
+  if (op.hadamard !== undefined || op.scaling !== undefined) return `${only}, not with hadamard or scaling`;
+  const g = op.granularity ?? "tensor";
+  if (role === "forward.input" && g !== "tensor") {
+    return `lsq on forward.input learns one step shared by every token: granularity tensor, not '${g}'`;
+  }
+  return null;
 }

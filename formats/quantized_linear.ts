@@ -19,12 +19,30 @@
  * as buffers of the layer (`fp8.<gemm>.<operand>.amax_history`, `.scale`),
  * updated only in training (`ctx.training`).
  *
+ * LSQ (`lsq: true` on a forward int operand, formats/lsq.ts): the steps are
+ * `s = u·θ`, θ a parameter of the layer (`lsq.forward.input`: one;
+ * `lsq.forward.weight`: one per scale, flattened to 1-D, so it stays f32
+ * under quantized-weight optimizers and gets no weight decay) starting at 1,
+ * and u the step's initial value, buffer `lsq.forward.<operand>.unit`. θ's
+ * gradient is `g·(∂L/∂s)/u`: SGD then moves s exactly as the paper's
+ * `s ← s − lr·g·∂L/∂s`, while Adam, which ignores a gradient's scale (and so
+ * the paper's g), moves s by about lr·u a step rather than lr: with s itself
+ * as the parameter, steps near 0.01 (int8 inputs) take updates of up to lr,
+ * and a `qat-int4` run at lr 5e-3 (tests/training_test.ts's resume recipe)
+ * went NaN at step 4. {@link applyPrecision} creates both (weights:
+ * u = the paper's `2·mean(|w|)/sqrt(Qp)` per scale). The input's unit is 0
+ * until the first training batch sets it (so it is also the "initialised"
+ * flag, and a resumed run keeps it); an evaluation before that takes the
+ * step from its own batch without storing it.
+ *
  * @module
  */
 import {
   abs,
   add,
+  div,
   type ForwardContext,
+  full,
   lessEqual,
   Linear,
   type LinearOp,
@@ -45,6 +63,16 @@ import {
   where,
   zeros,
 } from "@lowp/core";
+import {
+  lsqGradScale,
+  type LsqGroupOptions,
+  lsqInitialStep,
+  lsqLayout,
+  type LsqParts,
+  lsqQuantDequant,
+  lsqStepGrad,
+  lsqValueGrad,
+} from "./lsq.ts";
 import { parseFloatFormat } from "./element.ts";
 import { hadamard, type HadamardOptions, inverseHadamard } from "./hadamard.ts";
 import type { MxQuantizeOptions } from "./mx.ts";
@@ -189,7 +217,7 @@ function prepare(
 
 /** Runtime check of the reduction length `k` (the token axis is only known here). */
 function checkReduction(k: number, op: OperandPrecision, layer: Linear, role: string): void {
-  const problems = operandProblems(op, k);
+  const problems = operandProblems(op, k, role);
   if (problems.length) throw new Error(`${layer.name} ${role}: ${problems.join("; ")}`);
 }
 
@@ -198,6 +226,100 @@ function masked(g: Tensor, mask: Tensor | null, op: OperandPrecision | undefined
   if (!mask) return g;
   if (!op?.hadamard || !rot) return mul(g, mask);
   return inverseHadamard(mul(hadamard(g, rot), mask), rot);
+}
+
+/** The layer-local name of the learned step parameter of forward operand `operand`. */
+const lsqLocal = (operand: "input" | "weight") => `lsq.forward.${operand}`;
+/** The layer-local name of the buffer holding the operand's step unit (0: not initialised yet). */
+const unitLocal = (operand: "input" | "weight") => `${lsqLocal(operand)}.unit`;
+/** Unit buffers this module set itself from a batch, so known to be non-zero: no check on the device needed. */
+const initialisedUnits = new WeakSet<Tensor>();
+
+/** LSQ options of a weight stored [in, out], quantized along `in`: `channel` is one step per output channel. */
+function weightLsq(op: OperandPrecision): LsqGroupOptions {
+  const g = op.granularity ?? "tensor";
+  return { format: op.format, granularity: parseGranularity(g === "channel" ? "channel:1" : g), axis: 0 };
+}
+
+/** An LSQ operand of one forward: values and step terms, the parameter it trains (null: none), unit and scale. */
+interface LsqOperand extends LsqParts {
+  /** The step parameter θ (s = unit·θ), or null when this forward trains none. */
+  readonly theta: Tensor | null;
+  /** The unit u of the steps (1-D, one per step or one for all). */
+  readonly unit: Tensor;
+  /** The paper's g. */
+  readonly gradScale: number;
+}
+
+/** The step parameter and unit buffer of an LSQ operand; throws when the layer was not switched by applyPrecision. */
+function lsqStateOf(layer: Linear, operand: "input" | "weight"): { theta: Tensor; unit: Tensor } {
+  const theta = layer.parameter(lsqLocal(operand)), unit = layer.buffer(unitLocal(operand));
+  if (!theta || !unit) {
+    throw new Error(
+      `${layer.name}: forward.${operand} learns its step (lsq) but has none; apply it with applyPrecision`,
+    );
+  }
+  return { theta, unit };
+}
+
+/** The weight under its learned steps; N of the step's gradient scale: the weights sharing a step. */
+function lsqWeight(w: Tensor, op: OperandPrecision, layer: Linear): LsqOperand {
+  const { theta, unit } = lsqStateOf(layer, "weight");
+  const parts = lsqQuantDequant(w, mul(unit, theta), weightLsq(op));
+  return { ...parts, theta, unit, gradScale: lsqGradScale(parts.layout.n / parts.layout.channels, op.format) };
+}
+
+/**
+ * The input [m, k] under its learned step. While the unit is 0 it comes from this batch (in training it is
+ * stored). N of the gradient scale: the k features of one token (the paper's feature count of a layer; the
+ * loss already averages over tokens).
+ */
+function lsqInput(x2: Tensor, op: OperandPrecision, layer: Linear, ctx: ForwardContext | undefined): LsqOperand {
+  const opts: LsqGroupOptions = { format: op.format };
+  let { theta, unit } = lsqStateOf(layer, "input") as { theta: Tensor | null; unit: Tensor };
+  if (!initialisedUnits.has(unit)) {
+    // Decided on the device (no readback): the stored unit where it is set, else this batch's initial step.
+    unit = where(unit, unit, lsqInitialStep(x2, opts));
+    if (ctx?.training) initialisedUnits.add(layer.registerBuffer(unitLocal("input"), unit));
+    else theta = null; // an evaluation before any training step trains nothing
+  }
+  const step = theta ? mul(unit, theta) : unit;
+  const parts = lsqQuantDequant(x2, step, opts);
+  return { ...parts, theta, unit, gradScale: lsqGradScale(x2.shape[1], op.format) };
+}
+
+/**
+ * The gradient the step parameter θ gets: `g·(∂L/∂s)/u`, so that a plain gradient step on θ moves s = u·θ by
+ * exactly the paper's `-lr·g·∂L/∂s` (the chain rule would give `u·∂L/∂s`; like g, the factor is a choice of
+ * the step's learning rate, see the module doc).
+ */
+function thetaGrad(grad: Tensor, o: LsqOperand): Tensor {
+  return div(lsqStepGrad(grad, o.terms, o.layout, o.gradScale), o.unit);
+}
+
+/** The format and granularity each step parameter was made for (θ is assigned in place on resume, so it stays). */
+const lsqMadeFor = new WeakMap<Tensor, string>();
+
+/**
+ * Creates (or keeps, when they were made for the same format and granularity) the learned steps of the layer's
+ * LSQ forward operands, and removes those of operands without `lsq`.
+ */
+function attachLsq(layer: Linear, p: LinearPrecision): void {
+  const backend = layer.weight.backend;
+  for (const operand of ["input", "weight"] as const) {
+    const op = p.forward?.[operand], local = lsqLocal(operand);
+    if (!op?.lsq) {
+      layer.removeParameter(local)?.dispose();
+      layer.removeBuffer(unitLocal(operand))?.dispose();
+      continue;
+    }
+    const size = operand === "input" ? 1 : lsqLayout(layer.weight.shape, weightLsq(op)).channels;
+    const madeFor = `${op.format}/${op.granularity ?? "tensor"}`, old = layer.parameter(local);
+    if (old && lsqMadeFor.get(old) === madeFor && layer.buffer(unitLocal(operand))?.size === size) continue;
+    const unit = operand === "input" ? zeros([1], { backend }) : lsqInitialStep(layer.weight, weightLsq(op));
+    layer.registerBuffer(unitLocal(operand), unit);
+    lsqMadeFor.set(layer.registerParameter(local, full([size], 1, { backend })), madeFor);
+  }
 }
 
 /** The autograd op of a linear layer under `precision` (see the module doc). */
@@ -213,40 +335,58 @@ export function quantizedLinear(precision: LinearPrecision): LinearOp {
     const m = x.size / k;
     const forwardParts = noGrad(() => {
       const x2 = reshape(x, [m, k]);
-      const xa = prepare({ t: x2, trans: false }, "a", fwd.input, layer, "forward", "input", ctx, steMask);
-      const wb = prepare({ t: w, trans: false }, "b", fwd.weight, layer, "forward", "weight", ctx, steMask);
+      const lsqIn = fwd.input?.lsq ? lsqInput(x2, fwd.input, layer, ctx) : null;
+      const lsqW = fwd.weight?.lsq ? lsqWeight(w, fwd.weight, layer) : null;
+      const xa = lsqIn
+        ? { operand: { t: lsqIn.values, trans: false }, mask: null }
+        : prepare({ t: x2, trans: false }, "a", fwd.input, layer, "forward", "input", ctx, steMask);
+      const wb = lsqW
+        ? { operand: { t: lsqW.values, trans: false }, mask: null }
+        : prepare({ t: w, trans: false }, "b", fwd.weight, layer, "forward", "weight", ctx, steMask);
       let y = gemm(xa.operand, wb.operand);
       if (layer.bias) y = add(y, layer.bias);
-      return { x2, xa, wb, y: reshape(y, [...x.shape.slice(0, -1), n]) };
+      return { x2, xa, wb, lsqIn, lsqW, y: reshape(y, [...x.shape.slice(0, -1), n]) };
     });
-    const { x2, xa, wb, y } = forwardParts;
-    const inputs = layer.bias ? [x, w, layer.bias] : [x, w];
+    const { x2, xa, wb, lsqIn, lsqW, y } = forwardParts;
+    const stepIn = lsqIn?.theta ?? null, stepW = lsqW?.theta ?? null;
+    const steps = [stepIn, stepW].filter((s): s is Tensor => s !== null);
+    const inputs = [x, w, ...(layer.bias ? [layer.bias] : []), ...steps];
     return record(y, `quantizedLinear(${layer.name})`, inputs, (g) => {
       const g2 = reshape(g, [m, n]);
       // dx = dy·Wᵀ: A = dy [m, n], B = Wᵀ (stored as W [k, n], trans).
-      let dx: Tensor | null = null;
-      if (x.requiresGrad) {
+      let dx: Tensor | null = null, dStepIn: Tensor | null = null;
+      if (x.requiresGrad || stepIn?.requiresGrad) {
         const wSource: Operand = gin.weight ? { t: w, trans: true } : { t: wb.operand.t, trans: !wb.operand.trans };
         const a = prepare({ t: g2, trans: false }, "a", gin.grad_output, layer, "grad_input", "grad_output", ctx);
         const b = prepare(wSource, "b", gin.weight, layer, "grad_input", "weight", ctx);
-        let d = gemm(a.operand, b.operand); // [m, k]
-        d = masked(d, xa.mask, fwd.input, fwd.input?.hadamard ? rotation(fwd.input, layer, "forward", ctx) : null);
-        dx = reshape(d, x.shape);
+        let d = gemm(a.operand, b.operand); // [m, k]: the gradient of the (quantized) input
+        if (lsqIn) {
+          if (stepIn?.requiresGrad) dStepIn = thetaGrad(d, lsqIn);
+          d = lsqValueGrad(d, lsqIn.terms);
+        } else {
+          d = masked(d, xa.mask, fwd.input, fwd.input?.hadamard ? rotation(fwd.input, layer, "forward", ctx) : null);
+        }
+        if (x.requiresGrad) dx = reshape(d, x.shape);
       }
       // dW = xᵀ·dy: A = xᵀ (stored as x [m, k], trans), B = dy [m, n].
-      let dw: Tensor | null = null;
-      if (w.requiresGrad) {
+      let dw: Tensor | null = null, dStepW: Tensor | null = null;
+      if (w.requiresGrad || stepW?.requiresGrad) {
         const xSource: Operand = gw.input ? { t: x2, trans: true } : { t: xa.operand.t, trans: true };
         const a = prepare(xSource, "a", gw.input, layer, "grad_weight", "input", ctx);
         const b = prepare({ t: g2, trans: false }, "b", gw.grad_output, layer, "grad_weight", "grad_output", ctx);
-        dw = gemm(a.operand, b.operand); // [k, n]
-        if (wb.mask) {
+        dw = gemm(a.operand, b.operand); // [k, n]: the gradient of the (quantized) weight
+        if (lsqW) {
+          if (stepW?.requiresGrad) dStepW = thetaGrad(dw, lsqW);
+          dw = lsqValueGrad(dw, lsqW.terms);
+        } else if (wb.mask) {
           const rot = fwd.weight?.hadamard ? rotation(fwd.weight, layer, "forward", ctx) : null;
           dw = transpose(masked(transpose(dw), wb.mask, fwd.weight, rot));
         }
+        if (!w.requiresGrad) dw = null;
       }
       const db = layer.bias?.requiresGrad ? sumTo(g, [n]) : null;
-      return layer.bias ? [dx, dw, db] : [dx, dw];
+      const stepGrads = [stepIn ? dStepIn : undefined, stepW ? dStepW : undefined].filter((s) => s !== undefined);
+      return [dx, dw, ...(layer.bias ? [db] : []), ...stepGrads];
     });
   };
 }
@@ -266,6 +406,12 @@ function checkBackwardSources(p: LinearPrecision): void {
     const blocks = new Set(ops.map((o) => `${o.hadamard ?? "none"}/${o.random_signs ?? false}`));
     if (blocks.size > 1 || (ops.length === 1 && ops[0].hadamard)) {
       problems.push(`${gemmName}: both operands need the same hadamard and random_signs (it cancels only then)`);
+    }
+  }
+  for (const [gemmName, role] of OPERAND_ROLES) {
+    const op = operandOf(p, gemmName, role);
+    if (op?.lsq) {
+      problems.push(...operandProblems(op, null, `${gemmName}.${role}`).map((q) => `${gemmName}.${role}: ${q}`));
     }
   }
   if (p.ste === "trust" && !["input", "weight"].some((r) => operandOf(p, "forward", r)?.scale_rule === "quest")) {
@@ -295,6 +441,13 @@ export interface ApplyPrecisionOptions {
  * (unknown format, a group or block that does not divide a width, a Hadamard
  * block larger than the reduction axis). Returns the names of the layers
  * switched. With `f32` the layers get the plain op back.
+ *
+ * LSQ operands get their learned steps as parameters of the layer (see the
+ * module doc): created here (weights: `2·mean(|w|)/sqrt(Qp)` per scale) or
+ * kept when the layer already has steps made for the same format and
+ * granularity (applying again, or converting, keeps what was learned);
+ * steps of operands without `lsq` are removed. Build optimizers after
+ * applying.
  */
 export function applyPrecision(
   model: Module,
@@ -313,7 +466,7 @@ export function applyPrecision(
       if (!op) continue;
       // Reduction lengths: forward along in, grad_input along out, grad_weight along tokens (checked when run).
       const k = gemmName === "forward" ? layer.inFeatures : gemmName === "grad_input" ? layer.outFeatures : null;
-      for (const problem of operandProblems(op, k)) {
+      for (const problem of operandProblems(op, k, `${gemmName}.${role}`)) {
         const key = `${gemmName}.${role}: ${problem}`;
         problems.set(key, [...(problems.get(key) ?? []), name]);
       }
@@ -326,7 +479,10 @@ export function applyPrecision(
     throw new Error(`precision: ${lines.join("; ")}`);
   }
   const op = quantizedLinear(p);
-  for (const [, layer] of layers) layer.op = op;
+  for (const [, layer] of layers) {
+    layer.op = op;
+    noGrad(() => attachLsq(layer, p));
+  }
   return layers.map(([name]) => name);
 }
 
@@ -337,7 +493,10 @@ export function applyPrecision(
  * to the same precision without `forward.weight`, so the model computes the
  * same logits from real quantized weights. Returns the converted layers'
  * names. A forward weight quantizer with a Hadamard transform or delayed
- * scaling has no plain quantized weight to store: that is an error.
+ * scaling has no plain quantized weight to store: that is an error. With
+ * `lsq` the weights are stored quantized with their learned steps (created
+ * as {@link applyPrecision} would when the model has none), and the steps
+ * are then removed; a learned input step stays.
  */
 export function convertPrecision(
   model: Module,
@@ -354,13 +513,21 @@ export function convertPrecision(
     );
   }
   const { weight: _, ...forward } = p.forward!;
-  const names = applyPrecision(model, { ...p, forward }, opts);
+  // Applying the full record first checks it and gives LSQ weights their steps (kept when learned).
+  const names = applyPrecision(model, p, opts);
   noGrad(() => {
     for (const name of names) {
       const layer = model.getModule(name) as Linear;
+      if (op.lsq) {
+        const { values, terms } = lsqWeight(layer.weight, op, layer);
+        terms.dispose();
+        layer.weight.assign(values);
+        continue;
+      }
       const stored = prepare({ t: layer.weight, trans: false }, "b", op, layer, "forward", "weight", undefined);
       layer.weight.assign(stored.operand.trans ? transpose(stored.operand.t) : stored.operand.t);
     }
   });
+  applyPrecision(model, { ...p, forward }, opts);
   return names;
 }

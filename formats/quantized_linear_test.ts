@@ -272,13 +272,23 @@ for (const preset of PRECISION_NAMES.filter((n) => n !== "f32")) {
   });
 }
 
-for (const preset of ["qat-int8", "qat-int4", "fp8-current", "mxfp8", "fp4-rtn", "nvfp4"]) {
+/** A QAT preset with `lsq: true` on its forward operands. */
+function withLsq(preset: string): LinearPrecision {
+  const f = PRECISION_PRESETS[preset].precision.forward!;
+  return { forward: { input: { ...f.input!, lsq: true }, weight: { ...f.weight!, lsq: true } } };
+}
+
+for (
+  const preset of ["qat-int8", "qat-int4", "qat-int8+lsq", "qat-int4+lsq", "fp8-current", "mxfp8", "fp4-rtn", "nvfp4"]
+) {
+  // Here the LSQ steps are the initial ones; formats/lsq_test.ts converts learned ones.
+  const precision = preset.endsWith("+lsq") ? withLsq(preset.slice(0, -4)) : preset;
   Deno.test(`${preset}: converting the QAT model (stored quantized weights) gives the same logits bit for bit`, async () => {
     const cfg: GPTConfig = { vocabSize: 64, contextLength: 16, dModel: 128, nLayers: 1, nHeads: 2 };
     const tokens = tensor([Array.from({ length: 16 }, (_, i) => (i * 5) % 64)], { dtype: "i32" });
     const fake = new GPT(cfg, { seed: 4 }), real = new GPT(cfg, { seed: 4 });
-    applyPrecision(fake, preset);
-    const converted = convertPrecision(real, preset);
+    applyPrecision(fake, precision);
+    const converted = convertPrecision(real, precision);
     assert.equal(converted.length, 4);
     const a = await tidy(() => fake.forward(tokens)).data(), b = await tidy(() => real.forward(tokens)).data();
     assert.deepEqual(b, a);

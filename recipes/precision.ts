@@ -11,6 +11,9 @@
  *     forward.weight: { format: int4, granularity: "group:32" }
  * ```
  *
+ * `lsq: true` (`--set precision.lsq=true`) learns the step sizes of every
+ * forward signed int operand of the resulting record (LSQ).
+ *
  * {@link precisionOf} turns it into the `LinearPrecision` record the
  * quantized linear op runs.
  *
@@ -49,10 +52,18 @@ export function precisionOf(section: PrecisionSection): LinearPrecision {
     out[gemm] = { ...(out[gemm] as Record<string, unknown> ?? {}), [operand]: operandFrom(keys) };
   }
   if (section.ste) out.ste = section.ste;
+  if (section.lsq) {
+    const forward = { ...(out.forward as Record<string, OperandPrecision> | undefined) };
+    for (const [operand, op] of Object.entries(forward)) {
+      if (/^int[2-8]$/.test(op.format)) forward[operand] = { ...op, lsq: true };
+    }
+    out.forward = forward;
+  }
   return out as LinearPrecision;
 }
 
-/** The preset's name, or `<preset>+custom` when the section changes it. */
+/** The preset's name, with `+lsq` when the section learns the steps and `+custom` when it changes roles or STE. */
 export function precisionName(section: PrecisionSection): string {
-  return section.ste !== "" || Object.keys(section.roles).length ? `${section.preset}+custom` : section.preset;
+  const custom = section.ste !== "" || Object.keys(section.roles).length > 0;
+  return `${section.preset}${section.lsq ? "+lsq" : ""}${custom ? "+custom" : ""}`;
 }

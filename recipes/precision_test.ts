@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { PRECISION_PRESETS } from "@lowp/formats";
-import { LM_SCHEMA, type LMRecipe, parseRecipe, precisionName, precisionOf } from "@lowp/recipes";
+import { checkLMRecipe, LM_SCHEMA, type LMRecipe, parseRecipe, precisionName, precisionOf } from "@lowp/recipes";
 
 const parse = (text: string, overrides: Record<string, string> = {}) =>
   parseRecipe(`name: t\n${text}`, LM_SCHEMA, "r.yaml", overrides) as LMRecipe;
@@ -51,5 +51,36 @@ Deno.test("precision: bad input names the file, line and key", () => {
   assert.throws(
     () => parse("precision: [1, 2]\n"),
     /precision: expected a section \(mapping\) or one value \(its preset\)/,
+  );
+});
+
+Deno.test("precision.lsq: learns the steps of the preset's forward int operands; in YAML or with --set", () => {
+  const want = (preset: string) => {
+    const f = PRECISION_PRESETS[preset].precision.forward!;
+    return { forward: { input: { ...f.input!, lsq: true }, weight: { ...f.weight!, lsq: true } } };
+  };
+  const recipe = parse("precision:\n  preset: qat-int4\n  lsq: true\n");
+  checkLMRecipe(recipe, "r.yaml");
+  const yaml = recipe.precision;
+  assert.deepEqual(precisionOf(yaml), want("qat-int4"));
+  assert.equal(precisionName(yaml), "qat-int4+lsq");
+  const set = parse("", { precision: "qat-int8", "precision.lsq": "true" }).precision;
+  assert.deepEqual(precisionOf(set), want("qat-int8"));
+  assert.equal(precisionOf(parse("precision: qat-int8\n").precision).forward?.weight?.lsq, undefined, "off by default");
+  const role = parse(`precision:
+  preset: qat-int8
+  roles:
+    forward.weight: { format: int4, granularity: "group:32", lsq: true }
+`).precision;
+  assert.deepEqual(precisionOf(role).forward?.weight, { format: "int4", granularity: "group:32", lsq: true });
+  assert.equal(precisionOf(role).forward?.input?.lsq, undefined);
+  assert.equal(precisionName(role), "qat-int8+custom");
+  assert.throws(
+    () => checkLMRecipe(parse("precision:\n  preset: fp8-current\n  lsq: true\n"), "r.yaml"),
+    /r.yaml: precision.lsq learns the steps of forward signed int operands, and precision 'fp8-current' has none/,
+  );
+  assert.throws(
+    () => parse("precision:\n  preset: qat-int8\n  lsq: maybe\n"),
+    /r.yaml:4: precision.lsq: expected true or false/,
   );
 });

@@ -155,6 +155,11 @@ export const LM_SCHEMA = {
         doc: "f32, qat-int8, qat-int4, fp8-current, fp8-delayed, mxfp8, quartet, fp4-rtn, nvfp4, flex16+5",
       },
       skip: { type: "string", default: "", doc: "linear layers left in f32 (a name pattern, e.g. **.c_proj)" },
+      lsq: {
+        type: "bool",
+        default: false,
+        doc: "learn the step sizes (LSQ, Esser et al. 2020) of every forward signed int operand, e.g. of qat-int4",
+      },
       ste: {
         type: "string",
         default: "",
@@ -200,12 +205,25 @@ export const LM_SCHEMA = {
               doc: "MX shared-exponent rule, or quest (mxfp4)",
             },
             block2d: { type: "bool", default: false, doc: "nvfp4: one scale per 16x16 tile (weights)" },
+            lsq: {
+              type: "bool",
+              default: false,
+              doc: "learn this forward signed int operand's steps (LSQ; forward.input per tensor only)",
+            },
           },
         },
       },
     },
   },
 } as const satisfies Schema;
+
+/** Whether the precision section's record has a forward operand in a signed int format (what `lsq` applies to). */
+function hasForwardInt(p: LMRecipe["precision"]): boolean {
+  const forward = PRECISION_PRESETS[p.preset]?.precision.forward ?? {};
+  const formats = [forward.input?.format, forward.weight?.format];
+  for (const [role, o] of Object.entries(p.roles)) if (role.startsWith("forward.")) formats.push(o.format);
+  return formats.some((f) => f !== undefined && /^int[2-8]$/.test(f));
+}
 
 /**
  * A resolved LM recipe (every default filled in), derived from {@link LM_SCHEMA}: the keys, their types and
@@ -238,6 +256,12 @@ export function checkLMRecipe(r: LMRecipe, file: string): void {
     );
   }
   if (r.data.corpus === "file" && !r.data.path) problems.push("data.path is required when data.corpus is 'file'");
+  if (r.precision.lsq && !hasForwardInt(r.precision)) {
+    problems.push(
+      `precision.lsq learns the steps of forward signed int operands, and precision '${r.precision.preset}' has ` +
+        "none: use qat-int8 or qat-int4, or give a forward role an int format",
+    );
+  }
   const quantizedWeights = r.train.optimizer.includes("-");
   if (quantizedWeights && !r.train.weight_format) {
     problems.push(`train.optimizer ${r.train.optimizer} needs train.weight_format (e.g. e4m3 or int4)`);

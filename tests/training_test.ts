@@ -220,3 +220,33 @@ Deno.test("determinism: the CPU loss curve is bit-identical with 1 and 2 worker 
   assert.equal(one.length, 6);
   assert.deepEqual(two, one);
 });
+
+Deno.test("resume (qat-int4 + lsq): learned steps and their units replay exactly (cpu)", async () => {
+  await useBackend("cpu");
+  const dir = await Deno.makeTempDir();
+  try {
+    const small = recipe({ steps: 8, checkpoint_every: 4 }, 0, "qat-int4");
+    const r: LMRecipe = {
+      ...small,
+      model: { ...small.model, d_model: 128 },
+      precision: { ...small.precision, lsq: true },
+    };
+    const straight = await trainLM(r, await brown());
+    const full = straight.metrics.filter((m) => m.loss).map((m) => m.loss!);
+    const plain = await losses({ ...r, precision: { ...r.precision, lsq: false } });
+    assert.notDeepEqual(full, plain, "learning the steps changes the run");
+    let calls = 0;
+    const path = `${dir}/ckpt.safetensors`;
+    const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 4 });
+    const { tensors } = await loadTensors(path);
+    assert.ok(tensors.has("transformer.h.0.mlp.c_fc.lsq.forward.weight"), "the steps are checkpointed");
+    const unit = tensors.get("buffer.transformer.h.1.attn.c_proj.lsq.forward.input.unit")!;
+    assert.ok((await unit.data())[0] > 0, "the input steps' units (set by the first batch) are checkpointed");
+    const rest = await trainLM(r, await brown(), { resumeFrom: path });
+    const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
+    assert.deepEqual(resumed, full);
+    assert.equal(rest.finalValLoss, straight.finalValLoss);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

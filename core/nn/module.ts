@@ -171,6 +171,36 @@ export abstract class Module {
   }
 
   /**
+   * Registers (or replaces) `t` as a trainable parameter under `local`, PyTorch's `register_parameter`: for
+   * parameters that a package above `core` adds to an existing module (e.g. the learned quantizer steps of
+   * LSQ on a `Linear`). It is named `<module>.<local>`, kept past scopes, marked as requiring gradients and
+   * listed by {@link Module.namedParameters} (after the module's own), so checkpoints and optimizers built
+   * afterwards include it. A parameter it replaces is disposed. Returns `t`.
+   */
+  registerParameter(local: string, t: Tensor): Tensor {
+    const name = this.qualify(local);
+    const old = this.#params.get(name);
+    if (old && old !== t) old.dispose();
+    return this.#register(name, t);
+  }
+
+  /** The parameter registered under `local` (own, not a child's), or undefined. */
+  parameter(local: string): Tensor | undefined {
+    return this.#params.get(this.qualify(local));
+  }
+
+  /**
+   * Removes the parameter under `local` (own, not a child's) and returns it, undisposed; undefined when there
+   * is none. Optimizers built before keep their reference: build them after changing the parameters.
+   */
+  removeParameter(local: string): Tensor | undefined {
+    const name = this.qualify(local);
+    const t = this.#params.get(name);
+    this.#params.delete(name);
+    return t;
+  }
+
+  /**
    * Registers (or replaces) non-trainable state under `local`, PyTorch's
    * `register_buffer`: e.g. the amax history of delayed scaling. Buffers are
    * kept past scopes, listed by {@link Module.namedBuffers} and saved with
@@ -188,6 +218,14 @@ export abstract class Module {
   /** The buffer registered under `local`, or undefined. */
   buffer(local: string): Tensor | undefined {
     return this.#buffers.get(this.qualify(local));
+  }
+
+  /** Removes the buffer under `local` and returns it, undisposed; undefined when there is none. */
+  removeBuffer(local: string): Tensor | undefined {
+    const name = this.qualify(local);
+    const t = this.#buffers.get(name);
+    this.#buffers.delete(name);
+    return t;
   }
 
   /**

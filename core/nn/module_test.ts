@@ -180,3 +180,29 @@ Deno.test("randomKey differs per layer, role and step, and is the same for the s
     ]
   ) assert.notEqual(other.stream, a.stream);
 });
+
+Deno.test("registerParameter adds a trainable parameter to a module; replace, find, remove; buffers too", async () => {
+  const model = new GPT(CFG, { seed: 0 });
+  const layer = model.getModule("transformer.h.1.mlp.c_fc") as Linear;
+  const count = model.namedParameters().length;
+  const step = layer.registerParameter("extra.step", tensor([0.5, 0.25]));
+  assert.equal(step.name, "transformer.h.1.mlp.c_fc.extra.step");
+  assert.ok(step.requiresGrad);
+  assert.equal(layer.parameter("extra.step"), step);
+  const names = model.namedParameters({ trainable: true }).map(([n]) => n);
+  assert.equal(names.length, count + 1);
+  assert.ok(names.includes("transformer.h.1.mlp.c_fc.extra.step"));
+  assert.deepEqual(model.freeze("**.extra"), ["transformer.h.1.mlp.c_fc.extra.step"]);
+  const replacement = layer.registerParameter("extra.step", tensor([1, 2]));
+  assert.equal(layer.parameter("extra.step"), replacement);
+  assert.ok(replacement.requiresGrad, "a registered parameter is trainable");
+  assert.throws(() => step.data(), /used after dispose/, "the replaced one is disposed");
+  assert.equal(layer.removeParameter("extra.step"), replacement);
+  assert.equal(model.namedParameters().length, count);
+  assert.equal(layer.removeParameter("extra.step"), undefined);
+  assert.deepEqual([...await replacement.data()], [1, 2], "removed, not disposed");
+  layer.registerBuffer("flag", tensor([1]));
+  assert.equal(layer.removeBuffer("flag")?.name, "transformer.h.1.mlp.c_fc.flag");
+  assert.equal(layer.buffer("flag"), undefined);
+  model.dispose();
+});
