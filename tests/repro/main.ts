@@ -116,6 +116,9 @@ async function main(args: string[]): Promise<number> {
     console.error(`${mark} ${c.id}: ${c.outcome} (recorded: ${c.expected}) ${c.detail}`);
   }
   console.error(`report: ${join(out, "REPORT.md")}`);
+  if (wrong.length && values.corpus) {
+    console.error("(the records and the noise bar are those of the default corpus, Brown, in this mode)");
+  }
   return wrong.length ? 1 : 0;
 }
 
