@@ -19,6 +19,7 @@
  */
 import { emptyTensor, record, type Tensor } from "@lowp/core";
 import { f32Bits, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { hostHadamard } from "./host_quant.ts";
 import { randomWord } from "./kernels.ts";
 
 /** Largest block the kernel handles (its private array holds 256 f32). */
@@ -153,8 +154,7 @@ function checkArgs(op: string, x: Tensor, opts: HadamardOptions): number {
 /** Runs the kernel: H·D·x (`inverse` false) or D·H·x (`inverse` true). No autograd. */
 function transformRaw(x: Tensor, opts: HadamardOptions, inverse: boolean): Tensor {
   const b = checkArgs(inverse ? "inverseHadamard" : "hadamard", x, opts);
-  const out = emptyTensor(x.backend, x.shape);
-  if (x.size === 0) return out;
+  if (x.size === 0) return emptyTensor(x.backend, x.shape);
   const s = opts.signs;
   const mode = !s ? NO_SIGNS : inverse ? SIGNS_AFTER : SIGNS_BEFORE;
   const offset = s?.offset ?? 0;
@@ -170,6 +170,10 @@ function transformRaw(x: Tensor, opts: HadamardOptions, inverse: boolean): Tenso
     Math.floor(offset / 4294967296),
     scaleBits,
   ];
+  const masks = () => mode === NO_SIGNS ? null : signMasks(Uint32Array.from(params));
+  const fused = hostHadamard(x, b, masks, mode, scaleBits);
+  if (fused) return fused;
+  const out = emptyTensor(x.backend, x.shape);
   x.backend.runWords(HADAMARD_KERNEL, [x.storage], [out.storage], x.size / b, params);
   return out;
 }

@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { backward, cpuBackend, mul, sum, type Tensor, tensor, tidy } from "@lowp/core";
-import { type Backend, philoxWords } from "@lowp/kernels";
+import { type Backend, createCpuBackend, philoxWords } from "@lowp/kernels";
 import { assertClose, gpuBackendOrSkip, gradCheck, randomArray, seedOf } from "../tests/helpers.ts";
 import { hadamard, type HadamardOptions, type HadamardSigns, inverseHadamard } from "./hadamard.ts";
 
@@ -211,6 +211,26 @@ Deno.test("hadamard: WebGPU matches the CPU, forward and backward", async (t) =>
           assertClose(results[1][k], results[0][k], { rtol: (Math.log2(b) + 2) * U, atol: 0 }, what, scale);
         }
       });
+    }
+  }
+});
+
+Deno.test("hadamard: the CPU's WebAssembly pass gives the word kernel's bits (chunks, signs, NaN, ±Inf, ±0)", async () => {
+  const reference = createCpuBackend({ kernels: "reference" });
+  for (const b of [4, 16, 32, 256]) {
+    // 70 rows of 512: more than one 16384-value chunk, and per-column signs with a period of 512.
+    const shape = [70, 512], x = randomArray(70 * 512, seedOf(`host ${b}`), -3, 3);
+    x.set([NaN, Infinity, -Infinity, -0, 0, 1e-40, -1e-40, 3e38, -3e38], 17);
+    for (const signs of SIGNS) {
+      for (const inverse of [false, true]) {
+        const opts: HadamardOptions = { block: b, signs };
+        const fn = (t: Tensor) => inverse ? inverseHadamard(t, opts) : hadamard(t, opts);
+        const [got, want] = await Promise.all([cpu, reference].map((backend) => run(fn, x, shape, backend)));
+        // NaN where the reference has NaN; its NaN bits follow the host's arithmetic (x86 makes 0xffc00000).
+        const bits = (a: Float32Array) =>
+          Array.from(a, (v, i) => Number.isNaN(v) ? "NaN" : new Uint32Array(a.buffer)[i]);
+        assert.deepEqual(bits(got), bits(want), `b=${b}, ${signName(signs)}, ${inverse ? "inverse" : "forward"}`);
+      }
     }
   }
 });

@@ -104,6 +104,7 @@ interface QuantKernels {
   ): void;
   nf4(at: number, out: number, blocks: number, table: number): void;
   transpose(at: number, out: number, rows: number, cols: number): void;
+  hadamard(at: number, out: number, masks: number, n: number, b: number, scale: number, mode: number): void;
   philox(out: number, count: number, seed: number, stream: number, lo: number, hi: number): void;
 }
 
@@ -429,5 +430,38 @@ export function hostNf4(
   const k = kernels!;
   new Uint32Array(k.memory.buffer, 0, table.length).set(table); // in the CONSTANTS bytes; growing keeps it
   blockwise(k, input.xs, os, { ...where, block: 64 }, null, (at, to, blocks) => k.nf4(at, to, blocks, 0));
+  return out;
+}
+
+/**
+ * The blockwise Hadamard transform of `hadamard.ts` on the CPU backend in one WebAssembly SIMD pass, or null
+ * (no fused kernels, or blocks below 4). `signs()` gives the sign bit of each position of one period (the block,
+ * or the last axis for per-column signs), or null, and `mode` says when they apply (0 never, 1 before, 2 after).
+ */
+export function hostHadamard(
+  x: Tensor,
+  block: number,
+  signs: () => Uint32Array | null,
+  mode: number,
+  scaleBits: number,
+): Tensor | null {
+  if (!kernels || block < 4 || !usesHostKernels(x.backend) || !(x.storage instanceof CpuStorage)) return null;
+  const masks = signs();
+  const xs = x.storage.f32.subarray(0, x.size);
+  const [out, os] = hostOutput(x);
+  const period = masks?.length ?? block; // a multiple of the block, dividing the tensor
+  const span = Math.max(1, Math.floor(CHUNK / period)) * period;
+  const mem = memoryF32(kernels, CONSTANTS + 12 * span);
+  const inAt = CONSTANTS, outAt = inAt + 4 * span, masksAt = outAt + 4 * span;
+  if (masks) {
+    const words = new Uint32Array(mem.buffer, masksAt, span);
+    for (let i = 0; i < span; i += period) words.set(masks, i); // each chunk starts a period: one mask per value
+  }
+  for (let start = 0; start < xs.length; start += span) {
+    const length = Math.min(span, xs.length - start);
+    mem.set(xs.subarray(start, start + length), inAt / 4);
+    kernels.hadamard(inAt, outAt, masksAt, length, block, f32Of(scaleBits), masks ? mode : 0);
+    os.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
+  }
   return out;
 }

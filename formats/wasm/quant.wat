@@ -157,6 +157,84 @@
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
 
+  ;; Blockwise Walsh–Hadamard transform (hadamard.ts) of `n` values (a multiple of 4, in blocks of b ≥ 4 that tile
+  ;; them): signs XORed in before (mode 1) or after (mode 2) from `masks` (one word per value), the butterflies
+  ;; stage by stage (h = 1, 2, ..., b/2; within a stage the order of the f32 adds does not matter), then × scale.
+  ;; The word kernel's bits: every add, sub and mul is an IEEE f32 operation (NaN lanes are made canonical
+  ;; before the signs after; the word kernel's NaN bits are the host's).
+  (func (export "hadamard") (param $in i32) (param $out i32) (param $masks i32) (param $n i32) (param $b i32)
+    (param $scale f32) (param $mode i32)
+    (local $at i32) (local $end i32) (local $h i32) (local $seg i32) (local $j i32) (local $v v128) (local $a v128)
+    (local $c v128) (local $sv v128)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    ;; load (with signs before) into out, where the stages then work in place
+    (local.set $at (i32.const 0))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (local.set $v (v128.load (i32.add (local.get $in) (local.get $at))))
+        (if (i32.eq (local.get $mode) (i32.const 1))
+          (then (local.set $v (v128.xor (local.get $v) (v128.load (i32.add (local.get $masks) (local.get $at)))))))
+        (v128.store (i32.add (local.get $out) (local.get $at)) (local.get $v))
+        (local.set $at (i32.add (local.get $at) (i32.const 16)))
+        (br $next)))
+    ;; h = 1: pairs (0,1), (2,3) of each vector; h = 2: pairs (0,2), (1,3). a ± c as a + c·(±1), exact.
+    (local.set $at (i32.const 0))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (local.set $v (v128.load (i32.add (local.get $out) (local.get $at))))
+        (local.set $v
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v) (local.get $v))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v) (local.get $v))
+              (v128.const f32x4 1 -1 1 -1))))
+        (if (i32.gt_u (local.get $b) (i32.const 2))
+          (then
+            (local.set $v
+              (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v))
+                (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))
+                  (v128.const f32x4 1 1 -1 -1))))))
+        (v128.store (i32.add (local.get $out) (local.get $at)) (local.get $v))
+        (local.set $at (i32.add (local.get $at) (i32.const 16)))
+        (br $next)))
+    ;; h = 4 .. b/2 (in bytes: 16 .. 2b): segments of 2h, vectors j and j + h of their first half
+    (local.set $h (i32.const 16))
+    (block $stages
+      (loop $stage
+        (br_if $stages (i32.ge_u (local.get $h) (i32.shl (local.get $b) (i32.const 2))))
+        (local.set $seg (i32.const 0))
+        (block $segs
+          (loop $nextSeg
+            (br_if $segs (i32.ge_u (local.get $seg) (local.get $end)))
+            (local.set $j (i32.add (local.get $out) (local.get $seg)))
+            (local.set $at (i32.add (local.get $j) (local.get $h)))
+            (block $half
+              (loop $nextJ
+                (br_if $half (i32.ge_u (local.get $j) (local.get $at)))
+                (local.set $a (v128.load (local.get $j)))
+                (local.set $c (v128.load (i32.add (local.get $j) (local.get $h))))
+                (v128.store (local.get $j) (f32x4.add (local.get $a) (local.get $c)))
+                (v128.store (i32.add (local.get $j) (local.get $h)) (f32x4.sub (local.get $a) (local.get $c)))
+                (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                (br $nextJ)))
+            (local.set $seg (i32.add (local.get $seg) (i32.shl (local.get $h) (i32.const 1))))
+            (br $nextSeg)))
+        (local.set $h (i32.shl (local.get $h) (i32.const 1)))
+        (br $stage)))
+    ;; × scale, canonical NaN, signs after
+    (local.set $sv (f32x4.splat (local.get $scale)))
+    (local.set $at (i32.const 0))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (local.set $v
+          (call $canonical (f32x4.mul (v128.load (i32.add (local.get $out) (local.get $at))) (local.get $sv))))
+        (if (i32.eq (local.get $mode) (i32.const 2))
+          (then (local.set $v (v128.xor (local.get $v) (v128.load (i32.add (local.get $masks) (local.get $at)))))))
+        (v128.store (i32.add (local.get $out) (local.get $at)) (local.get $v))
+        (local.set $at (i32.add (local.get $at) (i32.const 16)))
+        (br $next))))
+
   ;; MX (mx.ts, scale rounding `floor` or `rceil`, float elements with emax_elem >= 0): `blocks` blocks of 32. Shared
   ;; exponent floor(log2 amax) - emax_elem clamped to [-127, 127] (-127 for a zero block); amax NaN/Inf or
   ;; an exponent above 127 makes the block NaN. Values: round(x · 2^-e) · 2^e.
