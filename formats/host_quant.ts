@@ -105,6 +105,18 @@ interface QuantKernels {
   nf4(at: number, out: number, blocks: number, table: number): void;
   transpose(at: number, out: number, rows: number, cols: number): void;
   hadamard(at: number, out: number, masks: number, n: number, b: number, scale: number, mode: number): void;
+  quest(
+    at: number,
+    out: number,
+    mask: number,
+    blocks: number,
+    c2: number,
+    tiny: number,
+    mbits: number,
+    emin: number,
+    maxBits: number,
+    rd: number,
+  ): void;
   philox(out: number, count: number, seed: number, stream: number, lo: number, hi: number): void;
 }
 
@@ -464,4 +476,37 @@ export function hostHadamard(
     os.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
   }
   return out;
+}
+
+/**
+ * QuEST MXFP4 (`quest.ts`) on the CPU backend in one WebAssembly pass: the values and the trust mask, or null.
+ * `q` is E2M1's quantizer, `c2Bits` and `tinyBits` the f32 bits of c² and of the guard (1e-8)².
+ */
+export function hostQuest(
+  x: Tensor,
+  q: QuantParams,
+  c2Bits: number,
+  tinyBits: number,
+  opts: QuantizeOptions,
+): { values: Tensor; trust: Tensor } | null {
+  const input = hostInput(x, opts);
+  if (!input) return null;
+  const { xs, draw } = input;
+  const [values, vs] = hostOutput(x), [trust, ts] = hostOutput(x);
+  const span = Math.floor(CHUNK / 32) * 32;
+  const mem = memoryF32(kernels!, CONSTANTS + (draw ? 16 : 12) * span);
+  const inAt = CONSTANTS, outAt = inAt + 4 * span, maskAt = outAt + 4 * span, randAt = maskAt + 4 * span;
+  for (let start = 0; start < xs.length; start += span) {
+    const length = Math.min(span, xs.length - start);
+    mem.set(xs.subarray(start, start + length), inAt / 4);
+    if (draw) {
+      const word = draw.offset + start;
+      kernels!.philox(randAt, length, draw.seed, draw.stream, word % 2 ** 32, Math.floor(word / 2 ** 32));
+    }
+    const rd = draw ? randAt - inAt : 0;
+    kernels!.quest(inAt, outAt, maskAt, length / 32, f32Of(c2Bits), tinyBits, q.mbits, q.emin, q.maxBits, rd);
+    vs.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
+    ts.set(mem.subarray(maskAt / 4, maskAt / 4 + length), start);
+  }
+  return { values, trust };
 }

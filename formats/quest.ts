@@ -30,6 +30,7 @@ import {
   quantWords,
 } from "./element.ts";
 import { EXACT_WGSL } from "./exact.ts";
+import { hostQuest } from "./host_quant.ts";
 import { randomWord } from "./kernels.ts";
 import { roundingParams } from "./scaling.ts";
 import type { QuantizeOptions } from "./spec.ts";
@@ -45,8 +46,12 @@ const TINY_U = f32Bits(1e-16);
 /** f32 bits of 6, E2M1's largest value: |x/scale| below it is trusted. */
 const SIX = f32Bits(6);
 
-/** floor(log2(c·σ)) from the bits of u = c²σ², clamped to [-126, 126] (see the module doc). */
+/**
+ * floor(log2(c·σ)) from the bits of u = c²σ², clamped to [-126, 126] (see the module doc). The sign bit is
+ * dropped: it is 0 but for a NaN σ², whose sign differs between hosts (a block with NaN or Inf gets e = 64).
+ */
 function questExponent(uBits: number): number {
+  uBits &= 0x7fffffff;
   const e = uBits < TINY_U ? -27 : ((uBits >>> 23) - 127) >> 1;
   return Math.min(126, Math.max(-126, e));
 }
@@ -92,8 +97,10 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
     sq = sq + v * v;
   }
   let mean = sum * ${1 / QUEST_BLOCK};
-  let variance = max(0.0, sq * ${1 / QUEST_BLOCK} - mean * mean);
-  let u = bitcast<u32>(bitcast<f32>(Q(9u)) * variance);
+  // max(0, d) with NaN kept (WGSL's max may drop it) and -0 made +0, as Math.max and WebAssembly's f32.max do.
+  let d = sq * ${1 / QUEST_BLOCK} - mean * mean;
+  let variance = select(d, 0.0, d <= 0.0);
+  let u = bitcast<u32>(bitcast<f32>(Q(9u)) * variance) & 0x7fffffffu;
   var e = -27;
   if (u >= ${TINY_U}u) { e = (i32(u >> 23u) - 127) >> 1u; }
   e = clamp(e, -126, 126);
@@ -116,13 +123,12 @@ export function questQuantDequant(x: Tensor, opts: QuantizeOptions = {}): { valu
   if (x.dtype !== "f32" || x.rank === 0 || last % QUEST_BLOCK !== 0) {
     throw new Error(`quest: ${x.describe()} must be f32 with a last axis divisible by ${QUEST_BLOCK}`);
   }
-  const values = emptyTensor(x.backend, x.shape), trust = emptyTensor(x.backend, x.shape);
   const e2m1 = quantParams(parseFloatFormat("e2m1")!, true);
-  const params = [
-    ...quantWords(e2m1),
-    ...roundingParams(opts),
-    f32Bits(fr(QUEST_GAUSSIAN_SCALE * QUEST_GAUSSIAN_SCALE)),
-  ];
+  const c2 = f32Bits(fr(QUEST_GAUSSIAN_SCALE * QUEST_GAUSSIAN_SCALE));
+  const params = [...quantWords(e2m1), ...roundingParams(opts), c2];
+  const fused = hostQuest(x, e2m1, c2, TINY_U, opts);
+  if (fused) return fused;
+  const values = emptyTensor(x.backend, x.shape), trust = emptyTensor(x.backend, x.shape);
   const blocks = x.size / QUEST_BLOCK;
   if (blocks > 0) x.backend.runWords(QUEST_KERNEL, [x.storage], [values.storage, trust.storage], blocks, params);
   return { values, trust };

@@ -235,6 +235,69 @@
         (local.set $at (i32.add (local.get $at) (i32.const 16)))
         (br $next))))
 
+  ;; QuEST MXFP4 (quest.ts): `blocks` blocks of 32. Per block, in index order: the f32 sum and sum of squares,
+  ;; σ² = max(0, sq/32 − mean²), u = |c2·σ²| bits, e = ((E(u) − 127) >> 1) or −27 when u is below $tiny,
+  ;; clamped to [−126, 126]; values E2M1(x·2^−e)·2^e (element params as $elem's), and the trust mask (1.0 where
+  ;; |x·2^−e| < 6) at $mask. Powers of two scale exactly; the sums are the word kernel's f32 sums.
+  (func (export "quest") (param $in i32) (param $out i32) (param $mask i32) (param $blocks i32) (param $c2 f32)
+    (param $tiny i32) (param $mbits i32) (param $emin i32) (param $maxBits i32) (param $rd i32)
+    (local $b i32) (local $j i32) (local $v f32) (local $sum f32) (local $sq f32) (local $mean f32) (local $u i32)
+    (local $e i32) (local $scale v128) (local $recip v128) (local $x v128) (local $lo v128) (local $mb v128)
+    (local $maxv v128)
+    (local.set $lo (i32x4.splat (i32.add (local.get $emin) (i32.const 127))))
+    (local.set $mb (i32x4.splat (local.get $mbits)))
+    (local.set $maxv (i32x4.splat (local.get $maxBits)))
+    (block $done
+      (loop $block
+        (br_if $done (i32.ge_u (local.get $b) (local.get $blocks)))
+        (local.set $sum (f32.const 0))
+        (local.set $sq (f32.const 0))
+        (local.set $j (i32.const 0))
+        (loop $sums
+          (local.set $v (f32.load (i32.add (local.get $in) (local.get $j))))
+          (local.set $sum (f32.add (local.get $sum) (local.get $v)))
+          (local.set $sq (f32.add (local.get $sq) (f32.mul (local.get $v) (local.get $v))))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))
+          (br_if $sums (i32.lt_u (local.get $j) (i32.const 128))))
+        (local.set $mean (f32.mul (local.get $sum) (f32.const 0.03125)))
+        (local.set $u
+          (i32.and (i32.const 0x7fffffff) (i32.reinterpret_f32
+            (f32.mul (local.get $c2)
+              (f32.max (f32.const 0)
+                (f32.sub (f32.mul (local.get $sq) (f32.const 0.03125)) (f32.mul (local.get $mean) (local.get $mean))))))))
+        (local.set $e
+          (if (result i32) (i32.lt_u (local.get $u) (local.get $tiny))
+            (then (i32.const -27))
+            (else (i32.shr_s (i32.sub (i32.shr_u (local.get $u) (i32.const 23)) (i32.const 127)) (i32.const 1)))))
+        (local.set $e
+          (select (i32.const 126)
+            (select (i32.const -126) (local.get $e) (i32.lt_s (local.get $e) (i32.const -126)))
+            (i32.gt_s (local.get $e) (i32.const 126))))
+        (local.set $scale (i32x4.splat (i32.shl (i32.add (local.get $e) (i32.const 127)) (i32.const 23))))
+        (local.set $recip (i32x4.splat (i32.shl (i32.sub (i32.const 127) (local.get $e)) (i32.const 23))))
+        (local.set $j (i32.const 0))
+        (loop $element
+          (local.set $x (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $recip)))
+          (v128.store (i32.add (local.get $out) (local.get $j))
+            (call $canonical
+              (f32x4.mul
+                (call $elem (local.get $x)
+                  (v128.load (i32.add (i32.add (local.get $in) (local.get $j)) (local.get $rd))) (local.get $rd)
+                  (local.get $lo) (local.get $mb) (local.get $maxv) (local.get $maxv))
+                (local.get $scale))))
+          (v128.store (i32.add (local.get $mask) (local.get $j))
+            (v128.and
+              (i32x4.lt_u (v128.and (local.get $x) (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff))
+                (v128.const i32x4 0x40c00000 0x40c00000 0x40c00000 0x40c00000))
+              (v128.const f32x4 1 1 1 1)))
+          (local.set $j (i32.add (local.get $j) (i32.const 16)))
+          (br_if $element (i32.lt_u (local.get $j) (i32.const 128))))
+        (local.set $in (i32.add (local.get $in) (i32.const 128)))
+        (local.set $out (i32.add (local.get $out) (i32.const 128)))
+        (local.set $mask (i32.add (local.get $mask) (i32.const 128)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $block))))
+
   ;; MX (mx.ts, scale rounding `floor` or `rceil`, float elements with emax_elem >= 0): `blocks` blocks of 32. Shared
   ;; exponent floor(log2 amax) - emax_elem clamped to [-127, 127] (-127 for a zero block); amax NaN/Inf or
   ;; an exponent above 127 makes the block NaN. Values: round(x · 2^-e) · 2^e.
