@@ -40,8 +40,9 @@
  *      without margin) gives −31.
  *
  * The simulator computes the same in f64 with a square root; the f32 steps
- * can differ from it only when the prediction lies within a few ulp of a
- * power of two.
+ * (each off by at most half an ulp, over at most H terms) can differ from it
+ * only when the prediction lies within about 10⁻⁵ (relative) of a power of
+ * two (formats/flex_test.ts compares them on random histories).
  *
  * @module
  */
