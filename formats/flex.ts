@@ -16,9 +16,9 @@
  * magnitude lands in [2^14, 2^15) mantissa units (an all-zero tensor gets
  * e = −31); `m = clamp(round(x · 2^−e), −32768, 32767)`, exact on f32 bits
  * (powers of two built from the exponent, `f32MulBits`, integer rounding in
- * any rounding mode). Across steps, {@link Autoflex} predicts e from a
- * history of max-abs values instead (the paper's algorithm, with the
- * constants of the original simulator: ALGORITHMS.md finding 7), and
+ * any rounding mode). Across steps, Autoflex (formats/autoflex.ts) predicts
+ * e from a history of max-abs values instead (the paper's algorithm, with
+ * the constants of the original simulator: ALGORITHMS.md finding 7), and
  * {@link FlexQuantizer.quantDequantWith} applies a given exponent.
  *
  * Specials: Flexpoint has no NaN or Inf codes; as for the other scaled
@@ -27,7 +27,7 @@
  *
  * @module
  */
-import { type Backend, f32Bits, type Storage, type WordKernel } from "@lowp/kernels";
+import type { Backend, Storage, WordKernel } from "@lowp/kernels";
 import { Tensor } from "@lowp/core";
 import { applyIntScales, dequantIntCodes, type IntSpec, partOf, requireF32, type ScaleSet } from "./int.ts";
 import { checkAxisOption, freeAll, INF_BITS, layoutOf, NAN_BITS, reduceRanges, SCALED_WGSL } from "./scaling.ts";
@@ -40,7 +40,9 @@ export const FLEX_EXP_MAX: number = 0;
 /** Mantissa bits. */
 export const FLEX_MANTISSA_BITS: number = 16;
 
-const MANTISSA: IntSpec = { name: "int16", bits: FLEX_MANTISSA_BITS, signed: true };
+/** The mantissas as an INT-k spec: 16-bit two's complement. */
+export const FLEX_MANTISSA_SPEC: IntSpec = { name: "int16", bits: FLEX_MANTISSA_BITS, signed: true };
+const MANTISSA = FLEX_MANTISSA_SPEC;
 const clampExp = (e: number) => Math.min(FLEX_EXP_MAX, Math.max(FLEX_EXP_MIN, e));
 
 /** floor(log2 |x|) of a finite non-zero f32 given by its magnitude bits. */
@@ -102,7 +104,7 @@ function flexScales(backend: Backend, x: Storage, n: number, fixed: number | nul
 export interface FlexQuantizer extends Quantizer {
   /**
    * quantize → dequantize with the shared exponent `exponent` (an integer in
-   * [−31, 0], e.g. from {@link Autoflex}) instead of the tensor's own: values
+   * [−31, 0], e.g. from Autoflex) instead of the tensor's own: values
    * beyond 32767 · 2^e saturate; NaN/Inf still make the tensor NaN.
    */
   quantDequantWith(x: Tensor, exponent: number, opts?: QuantizeOptions): Tensor;
@@ -172,116 +174,4 @@ export async function maxAbs(x: Tensor): Promise<number> {
   const words = await x.backend.read(r.amax, "u32");
   freeAll(x.backend, r.hi, r.lo, r.amax);
   return new Float32Array(Uint32Array.of(words[0]).buffer)[0];
-}
-
-/** Autoflex settings (defaults: the original simulator's). */
-export interface AutoflexOptions {
-  /** Max-abs values kept (default 16). */
-  readonly history?: number;
-  /** Standard deviations added to the history's max (default 3). */
-  readonly sigmas?: number;
-  /** Margin in mantissa units, i.e. times the current scale 2^e (default 100). */
-  readonly marginUnits?: number;
-}
-
-/** What {@link Autoflex.next} decided for one tensor. */
-export interface AutoflexStep {
-  /** Exponent the observed tensor is to be quantized with (see {@link FlexQuantizer.quantDequantWith}). */
-  readonly exponent: number;
-  /** 2^exponent. */
-  readonly scale: number;
-  /** The tensor's max-abs reached 2^15 − 1 mantissa units at that exponent (it saturates). */
-  readonly overflowed: boolean;
-  /** The tensor's max-abs. */
-  readonly maxAbs: number;
-  /** Exponent predicted for the next step. */
-  readonly nextExponent: number;
-}
-
-/**
- * Autoflex (the Flexpoint paper's "exponent management"; constants from the
- * original simulator, ALGORITHMS.md finding 7): per tensor, predicts the
- * shared exponent of the next step from the last 16 max-abs values:
- * `pred = max(h) + 3·std(h) + 100·2^e` (population standard deviation, e the
- * exponent in use), next e = floor(log2 pred) − 14. When a tensor's max-abs
- * reaches 2^15 − 1 mantissa units at the exponent it was given (an overflow,
- * also for NaN/Inf), the history is cleared and the scale doubled (e + 1).
- * The first tensor seen takes its own per-tensor exponent. Exponents stay in
- * [−31, 0]. Use one instance per tensor:
- *
- * @example
- * ```ts
- * import { cpuBackend, tensor } from "@lowp/core";
- * import { Autoflex, flexQuantizer } from "./flex.ts";
- * const flex = flexQuantizer("flex16+5")!, af = new Autoflex();
- * for (const v of [1, 1.5, 5]) {
- *   const x = tensor([v, -v / 2], { backend: cpuBackend() });
- *   const step = await af.next(x);
- *   const y = flex.quantDequantWith(x, step.exponent); // saturates at step 3, which overflowed
- *   console.assert(step.overflowed === (v === 5), y.shape);
- * }
- * ```
- */
-export class Autoflex {
-  readonly #size: number;
-  readonly #sigmas: number;
-  readonly #margin: number;
-  #history: number[] = [];
-  #exponent: number | null = null;
-
-  /**
-   * Creates an Autoflex with an empty history.
-   * @param opts history length, sigmas and margin (defaults 16, 3, 100)
-   */
-  constructor(opts: AutoflexOptions = {}) {
-    this.#size = opts.history ?? 16;
-    this.#sigmas = opts.sigmas ?? 3;
-    this.#margin = opts.marginUnits ?? 100;
-  }
-
-  /** The exponent predicted for the next tensor (null before the first one). */
-  get exponent(): number | null {
-    return this.#exponent;
-  }
-
-  /** The max-abs values in the history, oldest first. */
-  get history(): readonly number[] {
-    return [...this.#history];
-  }
-
-  /** Reads x's max-abs and {@link Autoflex.observe}s it. */
-  async next(x: Tensor): Promise<AutoflexStep> {
-    return this.observe(await maxAbs(x));
-  }
-
-  /** One step from a tensor's max-abs: the exponent for that tensor, whether it overflowed, and the next prediction. */
-  observe(amax: number): AutoflexStep {
-    const own = Number.isFinite(amax) ? flexExponentOf(f32Bits(amax)) : FLEX_EXP_MAX;
-    const exponent = this.#exponent ?? own, scale = 2 ** exponent;
-    const overflowed = !(amax / scale < 2 ** 15 - 1); // NaN and Inf count as overflows
-    if (overflowed) this.#history = [];
-    else {
-      this.#history.push(amax);
-      if (this.#history.length > this.#size) this.#history.shift();
-    }
-    const next = clampExp(overflowed ? exponent + 1 : exponentFor(this.#predict(scale)));
-    this.#exponent = next;
-    return { exponent, scale, overflowed, maxAbs: amax, nextExponent: next };
-  }
-
-  /** max + sigmas·std + margin·scale of the history. */
-  #predict(scale: number): number {
-    const h = this.#history, mean = h.reduce((a, b) => a + b, 0) / h.length;
-    const std = Math.sqrt(h.reduce((a, b) => a + (b - mean) ** 2, 0) / h.length);
-    return Math.max(...h) + this.#sigmas * std + this.#margin * scale;
-  }
-}
-
-/** floor(log2 v) − 14 for v > 0: the exponent putting v in [2^14, 2^15) mantissa units (exact near powers of two). */
-function exponentFor(v: number): number {
-  if (!(v > 0)) return FLEX_EXP_MIN;
-  let e = Math.floor(Math.log2(v));
-  if (2 ** e > v) e--;
-  if (2 ** (e + 1) <= v) e++;
-  return e - 14;
 }

@@ -9,7 +9,8 @@ import { cpuBackend, randn, type Tensor, tensor } from "@lowp/core";
 import { type Backend, philoxWords } from "@lowp/kernels";
 import { gpuBackendOrSkip } from "../tests/helpers.ts";
 import type { Rounding } from "./element.ts";
-import { Autoflex, type AutoflexOptions, FLEX_EXP_MIN, flexQuantizer, maxAbs } from "./flex.ts";
+import { Autoflex, type AutoflexOptions, autoflexQuantDequant, autoflexState } from "./autoflex.ts";
+import { FLEX_EXP_MIN, flexQuantizer, maxAbs } from "./flex.ts";
 import type { QuantizeOptions } from "./spec.ts";
 
 const cpu = cpuBackend();
@@ -183,4 +184,132 @@ Deno.test("stochastic mantissas are unbiased and reproducible", async () => {
   assert.ok(Math.abs(mean - 1.3) < 0.015, `mean ${mean} units`);
   assert.deepEqual(await draw(3), a);
   assert.notDeepEqual(await draw(4), a);
+});
+
+// ---------------------------------------------------------------- Autoflex on the backend
+
+/** Max-abs sequences: growth, overflow, NaN/Inf, zeros, subnormals, clamping at −31 and 0, a full window. */
+const SEQUENCES: { name: string; opts?: AutoflexOptions; amaxes: number[] }[] = [
+  { name: "growth and overflow", amaxes: [1, 1.5, 4.5, 4.5, 32767 * 2 ** -12, 32766 * 2 ** -11, 20, 0.3, 0.31] },
+  { name: "NaN and Inf", amaxes: [NaN, 2, Infinity, 3, -Infinity, 3, NaN] },
+  { name: "zeros and subnormals", amaxes: [0, 0, 1e-40, 1e-45, 2 ** -126, 0] },
+  { name: "clamped at −31 without a margin", opts: { marginUnits: 0 }, amaxes: [1e-12, 0, 1e-30, 2e-12] },
+  { name: "clamped at 0", amaxes: [40000, 40000, 1e6, 30000, 32000, 1] },
+  {
+    name: "window of 4, 3.5 sigmas",
+    opts: { history: 4, sigmas: 3.5, marginUnits: 7 },
+    amaxes: Array.from({ length: 14 }, (_, k) => (k > 10 ? 3 : 0.9) * (1 + ((k * 7) % 5) / 5)),
+  },
+];
+
+/** One tensor with max-abs `a` (and a few smaller values of both signs). */
+const withMaxAbs = (a: number, backend: Backend) =>
+  tensor([a / 3, -a, Number.isFinite(a) ? a / 1.7 : 1, a / 100], { backend });
+
+Deno.test("Autoflex on the backend: the state update is the host's step, values use the exponent it chose", async () => {
+  for (const [{ name, opts, amaxes }, backend] of SEQUENCES.flatMap((s) => BACKENDS.map((b) => [s, b] as const))) {
+    const host = new Autoflex(opts);
+    let state = autoflexState(backend, opts);
+    for (const [k, a] of amaxes.entries()) {
+      const label = `${name}, step ${k} (${a}) on ${backend.name}`, x = withMaxAbs(a, backend);
+      const { values, state: next } = autoflexQuantDequant(x, state, { ...opts, update: true });
+      const step = host.observe(a);
+      assert.deepEqual(await readBits(next!), host.state, `${label}: state`);
+      const want = Number.isNaN(a) || !Number.isFinite(a)
+        ? new Uint32Array(4).fill(0x7fc00000)
+        : await readBits(flex.quantDequantWith(withMaxAbs(a, cpu), step.exponent));
+      assert.deepEqual(await readBits(values), want, `${label}: values at exponent ${step.exponent}`);
+      state = next!;
+    }
+  }
+});
+
+Deno.test("Autoflex on the backend: without update the state stays and the predicted exponent is used", async () => {
+  for (const backend of BACKENDS) {
+    const host = new Autoflex();
+    let state = autoflexState(backend);
+    const fresh = await readBits(state);
+    const probe = withMaxAbs(3, backend);
+    const first = autoflexQuantDequant(probe, state, { update: false });
+    assert.equal(first.state, null);
+    assert.deepEqual(await values(first.values), await values(flex.quantDequant(probe)), "own exponent at first");
+    assert.deepEqual(await readBits(state), fresh, "an evaluation leaves the state alone");
+    for (const a of [1, 1.5]) {
+      state = autoflexQuantDequant(withMaxAbs(a, backend), state, { update: true }).state!;
+      host.observe(a);
+    }
+    assert.equal(host.exponent, -13);
+    const held = await readBits(state);
+    const predicted = autoflexQuantDequant(probe, state, { update: false }).values;
+    assert.deepEqual(await values(predicted), await values(flex.quantDequantWith(probe, -13)), "saturates at 2^-13");
+    assert.deepEqual(await readBits(state), held, "still unmoved");
+  }
+});
+
+Deno.test({
+  name: "Autoflex on the backend: CPU and WebGPU give the same states and values in every rounding",
+  ignore: !gpu,
+  fn: async () => {
+    for (const rounding of ["nearest", "stochastic"] as const) {
+      const run = async (backend: Backend) => {
+        let state = autoflexState(backend, { history: 3 });
+        const out = [];
+        for (const [k, seed] of [3, 17, 26, 8, 5, 11].entries()) {
+          const x = tensor(await input(3 * 400, seed, k === 3), { backend });
+          const r = autoflexQuantDequant(x, state, { history: 3, rounding, seed: 9, offset: k, update: true });
+          out.push(await readBits(r.values), await readBits(r.state!));
+          state = r.state!;
+        }
+        return out;
+      };
+      assert.deepEqual(await run(gpu!), await run(cpu), rounding);
+    }
+  },
+});
+
+/** The original simulator's prediction in f64 with a square root: the exponent, or null within 1e-5 of a power of 2. */
+function simulatorNext(history: readonly number[], e: number): number | null {
+  const n = history.length, mean = history.reduce((a, b) => a + b, 0) / n;
+  const std = Math.sqrt(history.reduce((a, b) => a + (b - mean) ** 2, 0) / n);
+  const pred = Math.max(...history) + 3 * std + 100 * 2 ** e, lg = Math.log2(pred);
+  if (Math.abs(lg - Math.round(lg)) < 1e-5) return null;
+  return Math.min(0, Math.max(-31, Math.floor(lg) - 14));
+}
+
+Deno.test("Autoflex's exact f32 prediction agrees with the simulator's f64 formula away from powers of two", () => {
+  const words = philoxWords(new Uint32Array(4000), 12, 1, 0);
+  let compared = 0;
+  for (let run = 0; run < 40; run++) {
+    const af = new Autoflex(), scale = 2 ** ((run % 23) - 16);
+    for (let k = 0; k < 50; k++) {
+      const w = words[run * 50 + k];
+      const step = af.observe(scale * (1 + (w % 1000) / 250) * (w % 7 === 0 ? 3 : 1));
+      if (step.overflowed) continue;
+      const want = simulatorNext(af.history, step.exponent);
+      if (want === null) continue;
+      assert.equal(step.nextExponent, want, `run ${run}, step ${k}: history ${af.history}`);
+      compared++;
+    }
+  }
+  assert.ok(compared > 1500, `${compared} predictions compared`);
+});
+
+Deno.test("Autoflex: bad settings and states get one clear error", () => {
+  for (
+    const [opts, what] of [
+      [{ history: 0 }, /history must be an integer from 1 to 1024, got 0/],
+      [{ history: 2.5 }, /history must be an integer/],
+      [{ sigmas: -1 }, /sigmas must be from 0 to 1000, got -1/],
+      [{ marginUnits: NaN }, /margin units must be from 0 to 65536, got NaN/],
+    ] as const
+  ) {
+    assert.throws(() => new Autoflex(opts), what);
+    assert.throws(() => autoflexState(cpu, opts), what);
+  }
+  const x = tensor([1, 2], { backend: cpu });
+  assert.throws(
+    () => autoflexQuantDequant(x, autoflexState(cpu, { history: 4 }), { update: true }),
+    /an Autoflex state for a history of 16 is f32 \[18\], got/,
+  );
+  assert.throws(() => autoflexQuantDequant(tensor([1], { dtype: "i32" }), autoflexState(cpu), { update: true }), /f32/);
 });

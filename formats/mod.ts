@@ -20,6 +20,7 @@ export * from "./scaling.ts";
 export * from "./int.ts";
 export * from "./nf4.ts";
 export * from "./flex.ts";
+export * from "./autoflex.ts";
 export * from "./pack.ts";
 export * from "./quant_tensor.ts";
 export * from "./scale_quantizer.ts";

@@ -15,6 +15,7 @@ import { parseFormat } from "./registry.ts";
 import { parseGranularity } from "./spec.ts";
 import { parseFloatFormat } from "./element.ts";
 import { HADAMARD_MAX_BLOCK } from "./hadamard.ts";
+import { type AutoflexOptions, autoflexParams } from "./autoflex.ts";
 
 /** How one operand of one GEMM is quantized (along the GEMM's reduction axis). */
 export interface OperandPrecision {
@@ -31,12 +32,22 @@ export interface OperandPrecision {
   readonly hadamard?: number;
   /** Fresh random ±1 signs in the Hadamard transform at every step (Quartet's backward). */
   readonly random_signs?: boolean;
-  /** Plain element formats: a per-tensor scale from this step's amax (`current`) or a history (`delayed`). */
-  readonly scaling?: "current" | "delayed";
+  /**
+   * Plain element formats: a per-tensor scale from this step's amax (`current`) or a history (`delayed`).
+   * `flex16+5`: `autoflex`, the shared exponent predicted from a history of max-abs values (formats/autoflex.ts);
+   * without it each tensor takes its own exponent.
+   */
+  readonly scaling?: "current" | "delayed" | "autoflex";
   /** Delayed scaling: steps of amax history (TE's `amax_history_len`, default 1024). */
   readonly amax_history_len?: number;
   /** Delayed scaling: `max` over the history (default) or `most_recent` (TE's `amax_compute_algo`). */
   readonly amax_compute_algo?: "max" | "most_recent";
+  /** Autoflex: max-abs values kept (default 16, the original simulator's). */
+  readonly autoflex_history?: number;
+  /** Autoflex: standard deviations of the history added to its max (default 3). */
+  readonly autoflex_sigmas?: number;
+  /** Autoflex: margin added to the prediction, in mantissa units of the exponent in use (default 100). */
+  readonly autoflex_margin?: number;
   /** Per-tensor scaling: the scale is divided by 2^margin (TE's `margin`, default 0). */
   readonly margin?: number;
   /** MX formats: the shared-exponent rule (`floor`, the spec's, default); `quest`: QuEST's σ-based scale (mxfp4). */
@@ -186,9 +197,10 @@ export const PRECISION_PRESETS: Readonly<
     },
   },
   "flex16+5": {
-    doc: "Flexpoint flex16+5 on all six operands: 16-bit mantissas sharing one exponent per tensor, taken from the " +
-      "tensor's own amax (the paper's Autoflex predicts it from a history instead; not built yet)",
-    precision: everywhere({ format: "flex16+5" }),
+    doc: "Flexpoint (arXiv 1711.02213) flex16+5 on all six operands: 16-bit mantissas sharing one exponent per " +
+      "tensor, predicted by Autoflex from the last 16 max-abs values (max + 3σ + 100·2^e; on overflow the exponent " +
+      "grows by one), with the original simulator's constants; state kept as layer buffers",
+    precision: everywhere({ format: "flex16+5", scaling: "autoflex" }),
   },
 };
 
@@ -232,10 +244,15 @@ export function operandProblems(op: OperandPrecision, k: number | null, role?: s
     say((e as Error).message);
     return problems;
   }
-  if (op.scaling !== undefined) {
+  if (op.scaling === "autoflex") {
+    if (op.format !== "flex16+5") say(`scaling 'autoflex' is defined for flex16+5 only, not '${op.format}'`);
+    for (const problem of autoflexProblems(op)) say(problem);
+  } else if (op.scaling !== undefined) {
     if (!parseFloatFormat(op.format)) say(`scaling '${op.scaling}' needs a plain element format, not '${op.format}'`);
-    if (op.scaling !== "current" && op.scaling !== "delayed") say(`scaling must be current or delayed`);
+    if (op.scaling !== "current" && op.scaling !== "delayed") say(`scaling must be current, delayed or autoflex`);
   }
+  const autoflexKeys = [op.autoflex_history, op.autoflex_sigmas, op.autoflex_margin].some((v) => v !== undefined);
+  if (autoflexKeys && op.scaling !== "autoflex") say("autoflex_history / _sigmas / _margin need scaling: autoflex");
   const delayedKeys = [op.amax_history_len, op.amax_compute_algo].some((v) => v !== undefined);
   if (delayedKeys && op.scaling !== "delayed") say("amax_history_len / amax_compute_algo need scaling: delayed");
   if (op.amax_history_len !== undefined && !(Number.isInteger(op.amax_history_len) && op.amax_history_len >= 1)) {
@@ -272,6 +289,21 @@ export function operandProblems(op: OperandPrecision, k: number | null, role?: s
     say(`rounding must be nearest or stochastic, got '${op.rounding}'`);
   }
   return problems;
+}
+
+/** The Autoflex settings of an operand (its `autoflex_*` keys; defaults left to Autoflex). */
+export function autoflexOptionsOf(op: OperandPrecision): AutoflexOptions {
+  return { history: op.autoflex_history, sigmas: op.autoflex_sigmas, marginUnits: op.autoflex_margin };
+}
+
+/** Problems of an operand's `autoflex_*` knobs (empty when fine). */
+function autoflexProblems(op: OperandPrecision): string[] {
+  try {
+    autoflexParams(autoflexOptionsOf(op));
+    return [];
+  } catch (e) {
+    return [(e as Error).message];
+  }
 }
 
 /** What keeps `lsq` from applying to `op` at `role` (the first thing found), or null. */

@@ -17,7 +17,9 @@
  * `randomKey(ctx, layer, role)`: it differs per step, layer and role, and
  * replays exactly on resume. Delayed scaling keeps its amax history and scale
  * as buffers of the layer (`fp8.<gemm>.<operand>.amax_history`, `.scale`),
- * updated only in training (`ctx.training`).
+ * and Autoflex its state (`flex.<gemm>.<operand>.state`: exponent, count and
+ * max-abs history, formats/autoflex.ts), both updated only in training
+ * (`ctx.training`); evaluation uses them without moving them.
  *
  * LSQ (`lsq: true` on a forward int operand, formats/lsq.ts): the steps are
  * `s = u·θ`, θ a parameter of the layer (`lsq.forward.input`: one;
@@ -78,6 +80,7 @@ import { hadamard, type HadamardOptions, inverseHadamard } from "./hadamard.ts";
 import type { MxQuantizeOptions } from "./mx.ts";
 import type { Nvfp4Options } from "./nvfp4.ts";
 import {
+  autoflexOptionsOf,
   isQuantized,
   type LinearPrecision,
   OPERAND_ROLES,
@@ -87,6 +90,7 @@ import {
   resolvePrecision,
 } from "./precision.ts";
 import { questQuantDequant } from "./quest.ts";
+import { autoflexQuantDequant, autoflexState } from "./autoflex.ts";
 import { parseFormat } from "./registry.ts";
 import { parseGranularity } from "./spec.ts";
 import { currentScale, delayedScale, pushAmax, scaledQuantDequant } from "./tensor_scale.ts";
@@ -138,6 +142,7 @@ function quantizeRows(
   let q: Tensor;
   if (op.scaling === "current") q = scaledQuantDequant(r, op.format, currentScale(r, op.format, op.margin), rounding);
   else if (op.scaling === "delayed") q = delayedQuant(r, op, layer, role, ctx, rounding);
+  else if (op.scaling === "autoflex") q = autoflexQuant(r, op, layer, role, ctx, rounding);
   else {
     // `channel` is one scale per row: per output channel of a weight, per token of an activation.
     const granularity = op.granularity === undefined
@@ -178,6 +183,25 @@ function delayedQuant(
     layer.registerBuffer(`${local}.scale`, scale);
   }
   return q;
+}
+
+/**
+ * Autoflex (flex16+5): the shared exponent from the layer's Autoflex state (`flex.<gemm>.<operand>.state`, created
+ * empty on first use: then the tensor's own exponent); in training the state moves on.
+ */
+function autoflexQuant(
+  r: Tensor,
+  op: OperandPrecision,
+  layer: Linear,
+  role: string,
+  ctx: ForwardContext | undefined,
+  rounding: MxQuantizeOptions,
+): Tensor {
+  const local = `flex.${role}.state`, settings = autoflexOptionsOf(op);
+  const state = layer.buffer(local) ?? layer.registerBuffer(local, autoflexState(r.backend, settings));
+  const { values, state: next } = autoflexQuantDequant(r, state, { ...settings, ...rounding, update: !!ctx?.training });
+  if (next) layer.registerBuffer(local, next);
+  return values;
 }
 
 /**
@@ -506,9 +530,9 @@ export function convertPrecision(
   const p = resolvePrecision(precision);
   const op = p.forward?.weight;
   if (!op) throw new Error("convertPrecision: the precision quantizes no forward weight");
-  if (op.hadamard || op.scaling === "delayed" || op.rounding === "stochastic") {
+  if (op.hadamard || op.scaling === "delayed" || op.scaling === "autoflex" || op.rounding === "stochastic") {
     throw new Error(
-      "convertPrecision: a forward weight with a Hadamard, delayed scaling or stochastic rounding has " +
+      "convertPrecision: a forward weight with a Hadamard, delayed scaling, Autoflex or stochastic rounding has " +
         "no fixed quantized value to store",
     );
   }

@@ -19,6 +19,8 @@ import {
 } from "@lowp/core";
 import {
   applyPrecision,
+  Autoflex,
+  autoflexInitialState,
   convertPrecision,
   currentScale,
   fakeQuant,
@@ -210,6 +212,20 @@ Deno.test("applyPrecision: one error names the layer, role and reason; unknown p
     /scaling 'current' needs a plain element format/,
   );
   assert.throws(
+    () => applyPrecision(model, { forward: { input: { format: "int8", scaling: "autoflex" } } }),
+    /forward.input: scaling 'autoflex' is defined for flex16\+5 only, not 'int8'/,
+  );
+  assert.throws(
+    () => applyPrecision(model, { forward: { input: { format: "flex16+5", autoflex_history: 8 } } }),
+    /autoflex_history \/ _sigmas \/ _margin need scaling: autoflex/,
+  );
+  assert.throws(
+    () =>
+      applyPrecision(model, { forward: { input: { format: "flex16+5", scaling: "autoflex", autoflex_history: 0 } } }),
+    /forward.input: autoflex: history must be an integer from 1 to 1024, got 0/,
+  );
+  assert.throws(() => convertPrecision(model, "flex16+5"), /Autoflex/);
+  assert.throws(
     () => applyPrecision(model, { forward: { weight: { format: "mxfp4", block2d: true } } }),
     /forward.weight: block2d is defined for nvfp4 only, not 'mxfp4'/,
   );
@@ -231,6 +247,38 @@ Deno.test("delayed scaling: scale 1 at the first step, then from the history; th
   assert.equal(await scaleValue(layer.buffer("fp8.forward.input.scale")!), 1, "the first step's scale is 1");
   tidy(() => layer.call(x, { training: true }));
   assert.equal(await scaleValue(layer.buffer("fp8.forward.input.scale")!), Math.fround(448 * Math.fround(1 / h[0])));
+});
+
+Deno.test("flex16+5 Autoflex: one state per operand, moved only in training, as the host Autoflex moves", async () => {
+  const { layer, x } = layerAndInput(16, 16);
+  layer.op = quantizedLinear(PRECISION_PRESETS["flex16+5"].precision);
+  const stateOf = async (role: string) => new Uint32Array((await layer.buffer(`flex.${role}.state`)!.data()).buffer);
+  const fresh = autoflexInitialState(16);
+  const y0 = await tidy(() => layer.call(x, { training: false })).data();
+  assert.deepEqual(
+    layer.namedBuffers().map(([n]) => n).sort(),
+    ["forward.input", "forward.weight"].map((r) => `probe.flex.${r}.state`),
+  );
+  assert.deepEqual(await stateOf("forward.input"), fresh, "evaluation leaves the state alone");
+  const perTensor = { format: "flex16+5" }, own = quantizedLinear({ forward: { input: perTensor, weight: perTensor } });
+  const y1 = await tidy(() => own(x, layer, { training: false })).data();
+  assert.deepEqual(y0, y1, "before any training step each tensor takes its own exponent");
+  const host = new Autoflex();
+  const amax = Math.max(...(await x.data()).map(Math.abs));
+  for (let step = 0; step < 3; step++) {
+    tidy(() => backward(sum(layer.call(x, { training: true, step }))));
+    host.observe(amax);
+    assert.deepEqual(await stateOf("forward.input"), host.state, `step ${step}: the host's state`);
+  }
+  assert.equal(layer.namedBuffers().length, 6, "the backward operands have states too");
+  const held = await stateOf("grad_weight.grad_output");
+  tidy(() => layer.call(x, { training: false }));
+  assert.deepEqual(await stateOf("grad_weight.grad_output"), held);
+  assert.deepEqual(await stateOf("forward.input"), host.state, "evaluation uses the prediction, moves nothing");
+  const evalOf = (op: typeof own) => tidy(() => op(mul(x, 4), layer, { training: false })).data();
+  assert.notDeepEqual(await evalOf(layer.op), await evalOf(own), "4·x saturates at the predicted exponent");
+  for (const t of [x, layer.weight, layer.bias!]) t.grad = null;
+  layer.dispose();
 });
 
 Deno.test("stochastic rounding and random signs: another step draws differently, the same step replays", async () => {

@@ -41,6 +41,15 @@ function operandFrom(o: Operand): OperandPrecision {
     delete out.amax_history_len;
     delete out.amax_compute_algo;
   }
+  if (o.scaling === "autoflex") {
+    out.autoflex_history = o.autoflex_history;
+    out.autoflex_sigmas = o.autoflex_sigmas;
+    out.autoflex_margin = o.autoflex_margin;
+  } else {
+    delete out.autoflex_history;
+    delete out.autoflex_sigmas;
+    delete out.autoflex_margin;
+  }
   return out as unknown as OperandPrecision;
 }
 

@@ -34,6 +34,27 @@ Deno.test("precision: roles replace the preset's, only what differs from the def
   assert.equal(precisionName(r.precision), "qat-int8+custom");
 });
 
+Deno.test("precision: an Autoflex role records its knobs; a bad knob names its key", () => {
+  const r = parse(`precision:
+  preset: flex16+5
+  roles:
+    forward.input: { format: flex16+5, scaling: autoflex, autoflex_history: 8 }
+`);
+  assert.deepEqual(precisionOf(r.precision).forward?.input, {
+    format: "flex16+5",
+    scaling: "autoflex",
+    autoflex_history: 8,
+    autoflex_sigmas: 3,
+    autoflex_margin: 100,
+  });
+  assert.deepEqual(precisionOf(r.precision).forward?.weight, { format: "flex16+5", scaling: "autoflex" });
+  assert.throws(
+    () =>
+      parse("precision:\n  roles:\n    forward.input: { format: flex16+5, scaling: autoflex, autoflex_history: 0 }\n"),
+    /r.yaml:4: precision.roles\["forward.input"\].autoflex_history/,
+  );
+});
+
 Deno.test("precision: bad input names the file, line and key", () => {
   assert.throws(
     () => parse("precision: fp9\n"),

@@ -187,8 +187,23 @@ export const LM_SCHEMA = {
             scaling: {
               type: "string",
               default: "",
-              choices: ["", "current", "delayed"],
-              doc: "per-tensor scale of plain element formats",
+              choices: ["", "current", "delayed", "autoflex"],
+              doc: "per-tensor scale of plain element formats (current, delayed), or autoflex (flex16+5)",
+            },
+            autoflex_history: { type: "int", default: 16, min: 1, max: 1024, doc: "autoflex: max-abs values kept" },
+            autoflex_sigmas: {
+              type: "number",
+              default: 3,
+              min: 0,
+              max: 1000,
+              doc: "autoflex: standard deviations added to the history's max",
+            },
+            autoflex_margin: {
+              type: "number",
+              default: 100,
+              min: 0,
+              max: 65536,
+              doc: "autoflex: margin in mantissa units",
             },
             amax_history_len: { type: "int", default: 1024, min: 1, doc: "delayed scaling: amax history steps" },
             amax_compute_algo: {

@@ -101,8 +101,8 @@ for (const optimizer of ["adamw", "sgd"] as const) {
   });
 }
 
-for (const precision of ["fp8-delayed", "quartet"]) {
-  Deno.test(`resume (${precision}): amax histories and per-step random draws replay exactly (cpu)`, async () => {
+for (const precision of ["fp8-delayed", "quartet", "flex16+5"]) {
+  Deno.test(`resume (${precision}): amax histories, Autoflex states and per-step random draws replay exactly (cpu)`, async () => {
     await useBackend("cpu");
     const dir = await Deno.makeTempDir();
     try {
@@ -119,9 +119,16 @@ for (const precision of ["fp8-delayed", "quartet"]) {
       const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
       assert.deepEqual(resumed, full);
       assert.equal(rest.finalValLoss, straight.finalValLoss);
+      const words = (m: typeof straight.model) =>
+        Promise.all(
+          m.namedBuffers().sort(([a], [b]) => a < b ? -1 : 1).map(async (
+            [n, t],
+          ) => [n, new Uint32Array((await t.data()).slice().buffer)]),
+        );
+      assert.deepEqual(await words(rest.model), await words(straight.model), "the layers' states end the same");
       const buffers = straight.model.namedBuffers().length;
-      // Two blocks × four linear layers × six operands × (history, scale).
-      assert.equal(buffers, precision === "fp8-delayed" ? 2 * 4 * 6 * 2 : 0);
+      // Two blocks × four linear layers × six operands × (history, scale) or (Autoflex state).
+      assert.equal(buffers, { "fp8-delayed": 2 * 4 * 6 * 2, "flex16+5": 2 * 4 * 6 }[precision] ?? 0);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
