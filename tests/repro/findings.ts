@@ -64,7 +64,7 @@ const BAR_BASIS = `bar = 2 × paired-gap SD / √seeds, SD pooled over ten alike
   `quick ${PAIRED_GAP_SD.quick} (bar ${noiseBar("full", 3).toFixed(4)} for full's 3 seeds, ` +
   `${noiseBar("quick", 1).toFixed(4)} for quick's 1)`;
 
-/** "Stalls": about five full-mode paired-gap SDs (5.4 × 0.0368), far outside seed noise in either mode. */
+/** "Stalls": about five full-mode paired-gap SDs (5.4 × 0.0371), far outside seed noise in either mode. */
 const STALL = 0.2;
 
 /** F4's claims for one weight format, with the outcome recorded per mode and why. */
@@ -144,8 +144,8 @@ const F4: Finding = {
       "int4",
       { near: HOLDS, worse: NOT_REPRODUCED, stalls: HOLDS },
       {
-        near: "quick holds on its one seed only narrowly (+0.1097 under the 1-seed bar 0.1156) and not over three " +
-          "quick seeds (+0.1097, +0.0538, +0.0435: mean +0.0690 above the 3-seed bar 0.0667): at 150 steps ECO " +
+        near: "quick holds on its one seed only narrowly (+0.1097 under the 1-seed bar 0.1166) and not over three " +
+          "quick seeds (+0.1097, +0.0538, +0.0435: mean +0.0690 above the 3-seed bar 0.0673): at 150 steps ECO " +
           "int4 still lags master. After 450 steps it has caught up (full: −0.0254, −0.0862, +0.0011)",
         worse: NAIVE_SR_NOTE,
       },

@@ -81,13 +81,13 @@ Deno.test("repro claims: a failing threshold is 'not reproduced'; missing arms a
   const worse = new Map([result("f32", 2.4), result("quartet", 2.9), result("fp4-rtn", 3.0)]);
   const claims = outcomes(F5, worse);
   assert.equal(claims[0].outcome, "not reproduced");
-  assert.match(claims[0].detail, /quartet 2\.9000 vs f32 2\.4000: gap \+0\.5000 \(bar 0\.1156 over 1 seed\)$/);
+  assert.match(claims[0].detail, /quartet 2\.9000 vs f32 2\.4000: gap \+0\.5000 \(bar 0\.1166 over 1 seed\)$/);
   assert.deepEqual(outcomes(F5, new Map([result("f32", 2.4)])).map((c) => c.outcome), ["missing arms", "missing arms"]);
 });
 
 Deno.test("repro noise bar: two standard errors of the paired gap, shrinking with the seeds; pairs by seed", () => {
   assert.equal(noiseBar("full", 3), 2 * PAIRED_GAP_SD.full / Math.sqrt(3));
-  assert.ok(Math.abs(noiseBar("full", 3) - 0.0425) < 5e-5 && Math.abs(noiseBar("quick", 1) - 0.1156) < 5e-5);
+  assert.ok(Math.abs(noiseBar("full", 3) - 0.0428) < 5e-5 && Math.abs(noiseBar("quick", 1) - 0.1166) < 5e-5);
   const arm = (name: string, valLoss: number[]): [string, ArmResult] => [
     name,
     { arm: name, valLoss, tokensPerS: [1], bytesPerParameter: 4, curve: [], mode: "full" },
