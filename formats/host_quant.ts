@@ -31,11 +31,21 @@
  *
  * @module
  */
-import { compileKernel, CPU_KERNELS, CpuStorage, f32Bits, philoxWords, usesHostKernels } from "@lowp/kernels";
+import {
+  type Backend,
+  bitsToF32,
+  compileKernel,
+  CPU_KERNELS,
+  CpuStorage,
+  f32Bits,
+  philoxWords,
+  type Storage,
+  usesHostKernels,
+} from "@lowp/kernels";
 import { f32MulBits } from "./exact.ts";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { quantizeBits, type QuantParams } from "./element.ts";
-import { drawIndex } from "./scaling.ts";
+import { drawIndex, roundToInt } from "./scaling.ts";
 import type { QuantizeOptions } from "./spec.ts";
 import { QUANT_WASM } from "./wasm/quant_wasm.ts";
 
@@ -105,6 +115,17 @@ interface QuantKernels {
   nf4(at: number, out: number, blocks: number, table: number): void;
   transpose(at: number, out: number, rows: number, cols: number): void;
   hadamard(at: number, out: number, masks: number, n: number, b: number, scale: number, mode: number): void;
+  int_given(
+    at: number,
+    out: number,
+    vectors: number,
+    inv: number,
+    s: number,
+    zp: number,
+    qmin: number,
+    qmax: number,
+    rd: number,
+  ): void;
   quest(
     at: number,
     out: number,
@@ -509,4 +530,40 @@ export function hostQuest(
     ts.set(mem.subarray(maskAt / 4, maskAt / 4 + length), start);
   }
   return { values, trust };
+}
+
+/**
+ * INT-k values of the `n` values in `x` under one given scale (f32 bits `scale`, finite and not 0, with a
+ * finite reciprocal `inv`) and zero point: per-tensor INT-k and Flexpoint (`int.ts` applyIntScales) on the CPU
+ * backend, or null. Rounding as `hostInput` takes it; draws are the values' flat indices.
+ */
+export function hostIntGiven(
+  backend: Backend,
+  x: Storage,
+  n: number,
+  scale: { scale: number; inv: number; zp: number } | null,
+  [qmin, qmax]: [number, number],
+  opts: QuantizeOptions,
+): Storage | null {
+  const rounding = opts.rounding ?? "nearest";
+  if (!scale || !kernels || !usesHostKernels(backend) || !(x instanceof CpuStorage)) return null;
+  if (rounding !== "nearest" && rounding !== "stochastic") return null;
+  const draw = rounding === "stochastic"
+    ? { seed: (opts.seed ?? 0) >>> 0, stream: (opts.stream ?? 0) >>> 0, offset: opts.offset ?? 0 }
+    : null;
+  const out = backend.alloc(n) as CpuStorage;
+  const xs = x.f32.subarray(0, n), os = out.f32.subarray(0, n);
+  const s = bitsToF32(scale.scale), inv = bitsToF32(scale.inv), zp = scale.zp;
+  const body = n - (n % 4);
+  chunked(kernels, xs.subarray(0, body), os, 4, draw, (at, to, units, rd) => {
+    kernels!.int_given(at, to, units, inv, s, zp, qmin, qmax, rd);
+  });
+  // The last < 4 values, as the word kernel does them.
+  const rand = new Uint32Array(1);
+  for (let i = body; i < n; i++) {
+    if (draw) philoxWords(rand, draw.seed, draw.stream, draw.offset + i);
+    const q = roundToInt(f32Bits(Math.fround(xs[i] * inv)), draw ? 2 : 0, rand[0]) + zp;
+    os[i] = Math.fround((Math.min(qmax, Math.max(qmin, q)) - zp) * s);
+  }
+  return out;
 }

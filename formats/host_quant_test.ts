@@ -13,6 +13,7 @@ import { emptyTensor, type Tensor } from "@lowp/core";
 import { assertSameBits, bitsOf } from "../tests/helpers.ts";
 import { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
 import { NF4_CODE_BITS, NF4_MIDPOINT_BITS } from "./nf4.ts";
+import { flexQuantizer } from "./flex.ts";
 import { parseFormat } from "./registry.ts";
 import { parseGranularity, type QuantizeOptions } from "./spec.ts";
 
@@ -228,4 +229,29 @@ Deno.test("cases the fused kernels do not take go to the word kernels", () => {
   }
   // MX's rceil runs fused (so the MX cases above compare the fused kernel, not the word kernel with itself).
   parseFormat("mxfp4").quantDequant(x, { scaleRounding: "rceil" } as QuantizeOptions);
+});
+
+Deno.test("INT-k and Flexpoint under one given scale: fused = reference, tails, saturation, both roundings", async () => {
+  const flex = flexQuantizer("flex16+5")!;
+  const int8 = parseFormat("int8");
+  // 3·2^16 + 3 values: several chunks and a tail of 3 outside the four-lane loop.
+  const n = 3 * 65536 + 3;
+  const finite = adversarial(n, 8, { block: 64, lo: -40, hi: 20, specials: false });
+  for (const opts of [{}, { rounding: "stochastic" as const, seed: 5, offset: 11 }]) {
+    const runs: [string, (t: Tensor) => Tensor][] = [
+      ["flex, own exponent", (t) => flex.quantDequant(t, opts)],
+      ["flex, exponent -20 (saturates)", (t) => flex.quantDequantWith(t, -20, opts)],
+      ["flex, exponent -31", (t) => flex.quantDequantWith(t, -31, opts)],
+      // Above the fused INT-k kernel's largest group: the per-tensor scale comes from the range kernels.
+      ["int8 per tensor", (t) => int8.quantDequant(t, { ...opts, granularity: parseGranularity("tensor") })],
+    ];
+    for (const [what, run] of runs) {
+      const shape = what.startsWith("int8") ? [2 ** 21 + 4] : [n];
+      const words = what.startsWith("int8")
+        ? adversarial(2 ** 21 + 4, 9, { block: 64, lo: -4, hi: 4, specials: false })
+        : finite;
+      const [got, want] = [createCpuBackend(), reference].map((b) => run(tensorOf(b, words, shape)));
+      assertSameBits(await bitsOf(got), await bitsOf(want), `${what} ${opts.rounding ?? "nearest"}`);
+    }
+  }
 });

@@ -36,10 +36,10 @@
  *
  * @module
  */
-import { asF32, type Backend, f32Bits, rangeKernel, type Storage, type WordKernel } from "@lowp/kernels";
+import { asF32, type Backend, CpuStorage, f32Bits, rangeKernel, type Storage, type WordKernel } from "@lowp/kernels";
 import { Tensor } from "@lowp/core";
 import { f32MulBits, f32RecipBits } from "./exact.ts";
-import { hostInt } from "./host_quant.ts";
+import { hostInt, hostIntGiven } from "./host_quant.ts";
 import { randomWord } from "./kernels.ts";
 import {
   blockOf,
@@ -279,8 +279,12 @@ export function applyIntScales(
   opts: QuantizeOptions,
   emit: "codes" | "values",
 ): Storage {
-  const out = backend.alloc(layout.n);
   const [qmin, qmax] = intRange(spec);
+  if (emit === "values" && layout.channels === 1 && layout.stride === 1) {
+    const fused = hostIntGiven(backend, x, layout.n, oneScale(scales), [qmin, qmax], opts);
+    if (fused) return fused;
+  }
+  const out = backend.alloc(layout.n);
   const params = [
     emit === "values" ? 1 : 0,
     qmin >>> 0,
@@ -294,6 +298,19 @@ export function applyIntScales(
   ];
   backend.runWords(INT_ELEMENT_KERNEL, [x, scales.scale, scales.inv, scales.zp], [out], layout.n, params);
   return out;
+}
+
+/**
+ * The words of a single scale when the host can read them (the CPU backend) and they are ordinary: scale finite
+ * and not 0, 1/scale finite. Else null: the word kernels handle the special cases.
+ */
+function oneScale(scales: ScaleSet): { scale: number; inv: number; zp: number } | null {
+  if (!(scales.scale instanceof CpuStorage && scales.inv instanceof CpuStorage && scales.zp instanceof CpuStorage)) {
+    return null;
+  }
+  const scale = scales.scale.u32[0], inv = scales.inv.u32[0];
+  const ordinary = (scale & 0x7fffffff) !== 0 && (scale & 0x7fffffff) < INF_BITS && (inv & 0x7fffffff) < INF_BITS;
+  return ordinary ? { scale, inv, zp: scales.zp.u32[0] } : null;
 }
 
 /** f32 bits of stored codes under scales and zero points. */

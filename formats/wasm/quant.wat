@@ -414,6 +414,33 @@
         (else (f32x4.nearest (local.get $v)))))
     (v128.bitselect (local.get $v) (v128.const f32x4 0 0 0 0) (f32x4.eq (local.get $v) (local.get $v))))
 
+  ;; INT-k values of `bytes` bytes of x under one scale: RN((clamp(round(x · inv) + zp, lov, hiv) − zp) · s).
+  (func $int_values (param $in i32) (param $out i32) (param $bytes i32) (param $inv f32) (param $s f32)
+    (param $zp f32) (param $lov v128) (param $hiv v128) (param $rd i32)
+    (local $j i32) (local $r v128) (local $invv v128) (local $sv v128) (local $zpv v128)
+    (local.set $sv (f32x4.splat (local.get $s)))
+    (local.set $invv (f32x4.splat (local.get $inv)))
+    (local.set $zpv (f32x4.splat (local.get $zp)))
+    (block $end
+      (loop $element
+        (br_if $end (i32.ge_u (local.get $j) (local.get $bytes)))
+        (local.set $r
+          (call $round_int (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $invv))
+            (v128.load (i32.add (i32.add (local.get $in) (local.get $j)) (local.get $rd))) (local.get $rd)))
+        (local.set $r
+          (f32x4.min (f32x4.max (f32x4.add (local.get $r) (local.get $zpv)) (local.get $lov)) (local.get $hiv)))
+        (v128.store (i32.add (local.get $out) (local.get $j))
+          (f32x4.mul (f32x4.sub (local.get $r) (local.get $zpv)) (local.get $sv)))
+        (local.set $j (i32.add (local.get $j) (i32.const 16)))
+        (br $element))))
+
+  ;; INT-k values under a given scale s (finite, not 0), its reciprocal inv (finite) and zero point: the element
+  ;; pass of "int" for scales computed elsewhere (per-tensor INT-k and Flexpoint, int.ts applyIntScales).
+  (func (export "int_given") (param $in i32) (param $out i32) (param $vectors i32) (param $inv f32) (param $s f32)
+    (param $zp f32) (param $qmin f32) (param $qmax f32) (param $rd i32)
+    (call $int_values (local.get $in) (local.get $out) (i32.shl (local.get $vectors) (i32.const 4)) (local.get $inv)
+      (local.get $s) (local.get $zp) (f32x4.splat (local.get $qmin)) (f32x4.splat (local.get $qmax)) (local.get $rd)))
+
   ;; INT-k (int.ts) over `groups` consecutive groups of 4·$vectors values, codes clamped to [qmin, qmax].
   ;; Symmetric: s = RN(amax · $lr), zero point 0. Asymmetric: min and max taken with 0 included,
   ;; s = RN(RN(max − min) · $lr) (NaN when that overflows), zp = clamp(round(−min · RN(1/s)), 0, qmax)
@@ -424,7 +451,7 @@
     (param $lr f32) (param $qmin f32) (param $qmax f32) (param $asymmetric i32) (param $rd i32)
     (local $g i32) (local $j i32) (local $bytes i32) (local $amax i32) (local $s f32) (local $inv f32)
     (local $lo f32) (local $hi f32) (local $zp f32) (local $x v128) (local $mn v128) (local $mx v128)
-    (local $invv v128) (local $sv v128) (local $zpv v128) (local $lov v128) (local $hiv v128) (local $r v128)
+    (local $lov v128) (local $hiv v128)
     (local.set $bytes (i32.shl (local.get $vectors) (i32.const 4)))
     (local.set $lov (f32x4.splat (local.get $qmin)))
     (local.set $hiv (f32x4.splat (local.get $qmax)))
@@ -474,22 +501,8 @@
                       (f32x4.extract_lane 0
                         (call $round_int (f32x4.splat (f32.mul (f32.neg (local.get $lo)) (local.get $inv)))
                           (v128.const i32x4 0 0 0 0) (i32.const 0)))))))) ;; the zero point rounds to nearest
-            (local.set $sv (f32x4.splat (local.get $s)))
-            (local.set $invv (f32x4.splat (local.get $inv)))
-            (local.set $zpv (f32x4.splat (local.get $zp)))
-            (local.set $j (i32.const 0))
-            (block $end
-              (loop $element
-                (br_if $end (i32.ge_u (local.get $j) (local.get $bytes)))
-                (local.set $r
-                  (call $round_int (f32x4.mul (v128.load (i32.add (local.get $in) (local.get $j))) (local.get $invv))
-                    (v128.load (i32.add (i32.add (local.get $in) (local.get $j)) (local.get $rd))) (local.get $rd)))
-                (local.set $r
-                  (f32x4.min (f32x4.max (f32x4.add (local.get $r) (local.get $zpv)) (local.get $lov)) (local.get $hiv)))
-                (v128.store (i32.add (local.get $out) (local.get $j))
-                  (f32x4.mul (f32x4.sub (local.get $r) (local.get $zpv)) (local.get $sv)))
-                (local.set $j (i32.add (local.get $j) (i32.const 16)))
-                (br $element)))))
+            (call $int_values (local.get $in) (local.get $out) (local.get $bytes) (local.get $inv) (local.get $s)
+              (local.get $zp) (local.get $lov) (local.get $hiv) (local.get $rd))))
         (local.set $in (i32.add (local.get $in) (local.get $bytes)))
         (local.set $out (i32.add (local.get $out) (local.get $bytes)))
         (local.set $g (i32.add (local.get $g) (i32.const 1)))
