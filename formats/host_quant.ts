@@ -100,6 +100,7 @@ interface QuantKernels {
     sEmin: number,
     sMax: number,
     rd: number,
+    amaxAt: number,
   ): void;
   int(
     at: number,
@@ -416,7 +417,7 @@ export function hostNvfp4(
   }
   const stValue = f32Of(st), r6 = f32Of(p.blockFactor(st)), e = p.element, s = p.scale;
   blockwise(kernels!, xs, os, { ...where, block: 16 }, draw, (at, to, blocks, rd) => {
-    kernels!.nvfp4(at, to, blocks, stValue, r6, e.mbits, e.emin, e.maxBits, s.mbits, s.emin, s.maxBits, rd);
+    kernels!.nvfp4(at, to, blocks, stValue, r6, e.mbits, e.emin, e.maxBits, s.mbits, s.emin, s.maxBits, rd, 0);
   });
   return out;
 }
@@ -564,6 +565,50 @@ export function hostIntGiven(
     if (draw) philoxWords(rand, draw.seed, draw.stream, draw.offset + i);
     const q = roundToInt(f32Bits(Math.fround(xs[i] * inv)), draw ? 2 : 0, rand[0]) + zp;
     os[i] = Math.fround((Math.min(qmax, Math.max(qmin, q)) - zp) * s);
+  }
+  return out;
+}
+
+/**
+ * `quantDequant` of NVFP4 along the last axis with a given amax per block of 16 (`blockAmax`, f32 bits, e.g.
+ * each block's 16 × 16 tile's) and tensor scale (`st` bits), rounding to nearest; or null.
+ */
+export function hostNvfp4Given(
+  x: Tensor,
+  blockAmax: Uint32Array,
+  st: number,
+  p: HostNvfp4Params,
+  opts: QuantizeOptions,
+): Tensor | null {
+  const input = hostInput(x, opts);
+  if (!input || input.draw || (st & 0x7fffffff) >= 0x7f800000) return null;
+  const { xs } = input;
+  const [out, os] = hostOutput(x);
+  const span = Math.floor(CHUNK / 16) * 16;
+  const mem = memoryF32(kernels!, CONSTANTS + 8 * span + span / 4);
+  const inAt = CONSTANTS, outAt = inAt + 4 * span, amaxAt = outAt + 4 * span;
+  const amaxWords = new Uint32Array(mem.buffer, amaxAt, span / 16);
+  const stValue = f32Of(st), r6 = f32Of(p.blockFactor(st)), e = p.element, s = p.scale;
+  for (let start = 0; start < xs.length; start += span) {
+    const length = Math.min(span, xs.length - start);
+    mem.set(xs.subarray(start, start + length), inAt / 4);
+    amaxWords.set(blockAmax.subarray(start / 16, (start + length) / 16));
+    kernels!.nvfp4(
+      inAt,
+      outAt,
+      length / 16,
+      stValue,
+      r6,
+      e.mbits,
+      e.emin,
+      e.maxBits,
+      s.mbits,
+      s.emin,
+      s.maxBits,
+      0,
+      amaxAt,
+    );
+    os.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
   }
   return out;
 }

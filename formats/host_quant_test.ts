@@ -13,6 +13,7 @@ import { emptyTensor, type Tensor } from "@lowp/core";
 import { assertSameBits, bitsOf } from "../tests/helpers.ts";
 import { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
 import { NF4_CODE_BITS, NF4_MIDPOINT_BITS } from "./nf4.ts";
+import { nvfp4Quantizer } from "./nvfp4.ts";
 import { flexQuantizer } from "./flex.ts";
 import { parseFormat } from "./registry.ts";
 import { parseGranularity, type QuantizeOptions } from "./spec.ts";
@@ -252,6 +253,24 @@ Deno.test("INT-k and Flexpoint under one given scale: fused = reference, tails, 
         : finite;
       const [got, want] = [createCpuBackend(), reference].map((b) => run(tensorOf(b, words, shape)));
       assertSameBits(await bitsOf(got), await bitsOf(want), `${what} ${opts.rounding ?? "nearest"}`);
+    }
+  }
+});
+
+Deno.test("NVFP4 16×16 tiles: fused = reference along either axis (nearest; stochastic stays on the word kernels)", async () => {
+  const q = nvfp4Quantizer("nvfp4")!;
+  const shape = [96, 272]; // 6 × 17 tiles; several chunks
+  for (
+    const [what, words] of [
+      ["finite", adversarial(96 * 272, 12, { block: 16, lo: -30, hi: 30, specials: false })],
+      ["with NaN/Inf", adversarial(96 * 272, 13, { block: 16, lo: -30, hi: 30, specials: true })],
+    ] as const
+  ) {
+    for (const opts of [{ axis: -1 }, { axis: 0 }, { axis: 0, rounding: "stochastic" as const, seed: 3 }]) {
+      const [got, want] = [createCpuBackend(), reference].map((b) =>
+        q.quantDequant(tensorOf(b, words, shape), { ...opts, block2d: true })
+      );
+      assertSameBits(await bitsOf(got), await bitsOf(want), `${what} ${JSON.stringify(opts)}`);
     }
   }
 });

@@ -49,7 +49,7 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { bitsToF32, f32Bits, PHILOX_WGSL, type WordKernel } from "@lowp/kernels";
+import { bitsToF32, CpuStorage, f32Bits, PHILOX_WGSL, usesHostKernels, type WordKernel } from "@lowp/kernels";
 import {
   CODES_WGSL,
   codeWords,
@@ -63,7 +63,7 @@ import {
   quantParams,
 } from "./element.ts";
 import { EXACT_WGSL, f32MulBits, f32RecipBits } from "./exact.ts";
-import { hostNvfp4, type HostNvfp4Params } from "./host_quant.ts";
+import { HOST_QUANT_AVAILABLE, hostNvfp4, hostNvfp4Given, type HostNvfp4Params } from "./host_quant.ts";
 import { AXIS_WGSL, blockBase, blockOf, blockScaleShape, drawIndex, roundingParams, strideOf } from "./scaling.ts";
 import { randomWord } from "./kernels.ts";
 import { type BlockAxis, checkBlockInput, storedAxis, storedPart } from "./mx.ts";
@@ -319,6 +319,22 @@ const HOST_PARAMS: HostNvfp4Params = {
   blockFactor: (st) => f32RecipBits(f32MulBits(SIX, st)),
 };
 
+/**
+ * 16 × 16 tiles on the CPU's fused path, rounding to nearest: every block of a tile takes the tile's scale, so
+ * the values are the same whichever axis the blocks run along, and the last axis (contiguous blocks) serves
+ * all. Null where the fused path does not apply (stochastic draws depend on the axis: word kernels).
+ */
+function tiledOnHost(x: Tensor, opts: Nvfp4Options): Tensor | null {
+  if ((opts.rounding ?? "nearest") !== "nearest" || !HOST_QUANT_AVAILABLE || !usesHostKernels(x.backend)) return null;
+  const last = checkBlockInput("nvfp4", x, NVFP4_BLOCK, { ...opts, axis: -1 });
+  const [tileAmax, tensorScale] = amaxes(x, last, tileMates(x, last, opts));
+  const words = (t: Tensor) => (t.storage as CpuStorage).u32;
+  const out = hostNvfp4Given(x, words(tileAmax).subarray(0, last.blocks), words(tensorScale)[0], HOST_PARAMS, opts);
+  tileAmax.dispose();
+  tensorScale.dispose();
+  return out;
+}
+
 /** The NVFP4 {@link Quantizer} for the name `nvfp4`, else null. */
 export function nvfp4Quantizer(name: string): Nvfp4Quantizer | null {
   if (name !== "nvfp4") return null;
@@ -342,7 +358,7 @@ export function nvfp4Quantizer(name: string): Nvfp4Quantizer | null {
     quantDequant(x, opts = {}) {
       const where = checkBlockInput(name, x, NVFP4_BLOCK, opts);
       roundingParams(opts); // the same errors as the word kernels' path
-      const fused = tileMates(x, where, opts) ? null : hostNvfp4(x, where, HOST_PARAMS, opts);
+      const fused = tileMates(x, where, opts) ? tiledOnHost(x, opts) : hostNvfp4(x, where, HOST_PARAMS, opts);
       if (fused) return fused;
       const [out, scales, tensorScale] = run(x, opts, false);
       scales.dispose();

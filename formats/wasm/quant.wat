@@ -355,7 +355,7 @@
   ;; q = ±6 times s_b = 0 gives the same signed zero. e*: E2M1's M, emin, max bits; s*: UE4M3's (saturating).
   (func (export "nvfp4") (param $in i32) (param $out i32) (param $blocks i32) (param $st f32) (param $r6 f32)
     (param $eMbits i32) (param $eEmin i32) (param $eMax i32) (param $sMbits i32) (param $sEmin i32) (param $sMax i32)
-    (param $rd i32)
+    (param $rd i32) (param $amaxAt i32)
     (local $lo v128) (local $mb v128) (local $maxv v128) (local $slo v128) (local $smb v128) (local $smax v128)
     (local $b i32) (local $j i32) (local $amax i32) (local $sb f32) (local $prod f32)
     (local $r v128) (local $sbv v128) (local $stv v128) (local $x v128) (local $q v128)
@@ -369,7 +369,11 @@
     (block $done
       (loop $block
         (br_if $done (i32.ge_u (local.get $b) (local.get $blocks)))
-        (local.set $amax (call $amax (local.get $in) (i32.const 4)))
+        ;; the block's own amax, or one given per block at $amaxAt (16 × 16 tiles: the tile's)
+        (local.set $amax
+          (if (result i32) (local.get $amaxAt)
+            (then (i32.load (i32.add (local.get $amaxAt) (i32.shl (local.get $b) (i32.const 2)))))
+            (else (call $amax (local.get $in) (i32.const 4)))))
         (local.set $sb (f32.const 0))
         (if (i32.and (f32.ne (local.get $st) (f32.const 0)) (i32.ne (local.get $amax) (i32.const 0)))
           (then
