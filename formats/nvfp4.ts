@@ -49,7 +49,7 @@
  * @module
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
-import { bitsToF32, CpuStorage, f32Bits, PHILOX_WGSL, usesHostKernels, type WordKernel } from "@lowp/kernels";
+import { bitsToF32, type CpuStorage, f32Bits, PHILOX_WGSL, usesHostKernels, type WordKernel } from "@lowp/kernels";
 import {
   CODES_WGSL,
   codeWords,
