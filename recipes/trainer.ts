@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { assignByName, GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
+import { GPT, loadTensors, noGrad, saveTensors, type Tensor, tensor, tidy } from "@lowp/core";
 import { applyPrecision } from "@lowp/formats";
 import {
   AdamW,
@@ -198,7 +198,10 @@ async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, r: LMRec
   });
 }
 
-/** One short line naming the first parameter the checkpoint lacks or shapes differently, or null when all fit. */
+/**
+ * One short line naming the first parameter the checkpoint lacks or holds with another shape or dtype, or null
+ * when all fit.
+ */
 function firstMismatch(params: [string, Tensor][], tensors: Map<string, Tensor>): string | null {
   const problems: string[] = [];
   for (const [name, p] of params) {
@@ -206,6 +209,8 @@ function firstMismatch(params: [string, Tensor][], tensors: Map<string, Tensor>)
     if (!t) problems.push(`${name} [${p.shape}] is missing from the checkpoint`);
     else if (t.shape.join() !== p.shape.join()) {
       problems.push(`${name} is [${t.shape}] in the checkpoint but [${p.shape}] in the recipe's model`);
+    } else if (t.dtype !== p.dtype) {
+      problems.push(`${name} is ${t.dtype} in the checkpoint but ${p.dtype} in the recipe's model`);
     }
   }
   const known = new Set(params.map(([n]) => n));
@@ -227,7 +232,6 @@ async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe): Pr
       `${path}: checkpoint was written by ${metadata.optimizer}, the recipe asks for ${r.train.optimizer}`,
     );
   }
-  assignByName(model.namedParameters(), tensors, path, true);
   restoreState(model, opt, tensors, Number(metadata.optimizer_steps ?? metadata.step));
   const step = Number(metadata.step);
   if (!Number.isInteger(step)) throw new Error(`${path}: checkpoint metadata has no integer 'step'`);
