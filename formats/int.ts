@@ -178,13 +178,22 @@ const INT_SCALE_KERNEL: WordKernel = {
   out0[i] = w.scale; out1[i] = w.inv; out2[i] = u32(w.zp);`,
 };
 
+const fr = Math.fround;
+
+/**
+ * Whether a scale (f32 bits) and its reciprocal take the plain path: scale finite and not 0, 1/scale finite.
+ * Then every value sharing the scale is finite and |x · 1/s| ≤ 2^k; else (0 or NaN scale, 1/s overflowing)
+ * the special cases of {@link intCodeOf} apply.
+ */
+function ordinaryScale(scale: number, inv: number): boolean {
+  return (scale & 0x7fffffff) !== 0 && (scale & 0x7fffffff) < INF_BITS && (inv & 0x7fffffff) < INF_BITS;
+}
+
 /**
  * Quantizes x with given scales. Params: [emit values (1) or codes (0), qmin
  * (i32 bits), qmax, code mask, channels, inner, mode, seed, stream, offset lo, offset hi,
  * stride, run] (the last two: the layout's, see `Layout`).
  */
-const fr = Math.fround;
-
 const INT_ELEMENT_KERNEL: WordKernel = rangeKernel({
   name: "lowp_int_element",
   inputs: 4,
@@ -193,30 +202,16 @@ const INT_ELEMENT_KERNEL: WordKernel = rangeKernel({
     const [xf, sf, invf, outF] = [x, scale, inv, out].map(asF32);
     const values = p[0] === 1, qmin = p[1] | 0, qmax = p[2], channels = p[4], inner = p[5], mode = p[6];
     const stride = p[11], run = p[12];
-    const finite = (c: number) =>
-      (scale[c] & 0x7fffffff) !== 0 && (scale[c] & 0x7fffffff) < INF_BITS &&
-      (inv[c] & 0x7fffffff) < INF_BITS;
-    if (channels === 1 && mode === 0 && values && finite(0)) {
-      // One finite scale, nearest: the loop of the per-tensor formats (flex16+5, INT-k per tensor) kept tight.
-      const inv0 = invf[0], scale0 = sf[0], z = zp[0];
-      for (let i = start; i < end; i++) {
-        const q = Math.min(qmax, Math.max(qmin, nearestEven(fr(xf[i] * inv0)) + z));
-        outF[i] = fr((q - z) * scale0);
-      }
-      return;
-    }
     for (let i = start; i < end; i++) {
       const c = blockOf(i, inner, stride) % channels, s = scale[c], z = zp[c];
       const rand = mode === 2 ? randomWord(p[7], p[8], p[9], p[10], drawIndex(i, stride, run)) : 0;
       let q: number;
-      if (!finite(c)) {
-        // A zero or NaN scale, or one so small that 1/s overflows: the special cases, bit by bit.
+      if (!ordinaryScale(s, inv[c])) {
         q = intCodeOf(x[i], s, inv[c], z, qmin, qmax, mode, rand);
         out[i] = values ? intValueBits(q, z, s) : (q & p[3]) >>> 0;
         continue;
       }
-      // A finite scale and 1/s mean finite values and |x · 1/s| ≤ 2^k. fround of an f32 product is the correctly
-      // rounded product (exact in f64): the bits f32MulBits gives, at a fraction of the cost.
+      // fround of an f32 product is the correctly rounded product (exact in f64): f32MulBits' bits, faster.
       const v = fr(xf[i] * invf[c]);
       q = Math.min(qmax, Math.max(qmin, (mode === 0 ? nearestEven(v) : roundToInt(f32Bits(v), mode, rand)) + z));
       if (values) outF[i] = fr((q - z) * sf[c]);
@@ -309,8 +304,7 @@ function oneScale(scales: ScaleSet): { scale: number; inv: number; zp: number } 
     return null;
   }
   const scale = scales.scale.u32[0], inv = scales.inv.u32[0];
-  const ordinary = (scale & 0x7fffffff) !== 0 && (scale & 0x7fffffff) < INF_BITS && (inv & 0x7fffffff) < INF_BITS;
-  return ordinary ? { scale, inv, zp: scales.zp.u32[0] } : null;
+  return ordinaryScale(scale, inv) ? { scale, inv, zp: scales.zp.u32[0] } : null;
 }
 
 /** f32 bits of stored codes under scales and zero points. */

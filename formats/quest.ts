@@ -19,16 +19,7 @@
  */
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { asF32, bitsToF32, f32Bits, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
-import {
-  e2m1Nearest,
-  ELEMENT_WGSL,
-  isSaturatingE2M1,
-  parseFloatFormat,
-  quantizeBits,
-  quantParams,
-  quantParamsAt,
-  quantWords,
-} from "./element.ts";
+import { ELEMENT_WGSL, parseFloatFormat, quantizeBits, quantParams, quantParamsAt, quantWords } from "./element.ts";
 import { EXACT_WGSL } from "./exact.ts";
 import { hostQuest } from "./host_quant.ts";
 import { randomWord } from "./kernels.ts";
@@ -63,7 +54,6 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
   outputs: 2,
   range: (start, end, [x], [y, mask], p) => {
     const q = quantParamsAt(p, 0), mode = p[4], c2 = bitsToF32(p[9]), inv = 1 / QUEST_BLOCK;
-    const nearestE2M1 = mode === 0 && isSaturatingE2M1(q);
     const xf = asF32(x), yf = asF32(y);
     for (let b = start; b < end; b++) {
       const base = b * QUEST_BLOCK;
@@ -78,12 +68,9 @@ const QUEST_KERNEL: WordKernel = rangeKernel({
       // Scaling by a power of two within the normal range is exact: plain products give the f32_mul_bits bits.
       const scale = bitsToF32(((e + 127) << 23) >>> 0), recip = bitsToF32(((127 - e) << 23) >>> 0);
       for (let j = base; j < base + QUEST_BLOCK; j++) {
-        const vf = fr(xf[j] * recip), v = f32Bits(vf);
-        if (nearestE2M1 && vf === vf) yf[j] = fr(e2m1Nearest(vf) * scale);
-        else {
-          const rand = mode === 2 ? randomWord(p[5], p[6], p[7], p[8], j) : 0;
-          yf[j] = fr(bitsToF32(quantizeBits(v, q, mode, rand)) * scale);
-        }
+        const v = f32Bits(fr(xf[j] * recip));
+        const rand = mode === 2 ? randomWord(p[5], p[6], p[7], p[8], j) : 0;
+        yf[j] = fr(bitsToF32(quantizeBits(v, q, mode, rand)) * scale);
         mask[j] = ((v & 0x7fffffff) >>> 0) < SIX ? 0x3f800000 : 0;
       }
     }
