@@ -189,13 +189,18 @@ type Draw = { seed: number; stream: number; offset: number } | null;
 
 /** The host array of `x` and its rounding when the fused path may run on it with these options, else null. */
 function hostInput(x: Tensor, opts: QuantizeOptions): { xs: Float32Array; draw: Draw } | null {
-  if (!kernels || !usesHostKernels(x.backend) || !(x.storage instanceof CpuStorage)) return null;
+  if (!usesHostKernels(x.backend) || !(x.storage instanceof CpuStorage)) return null;
+  const draw = drawOf(opts);
+  return draw === undefined ? null : { xs: x.storage.f32.subarray(0, x.size), draw };
+}
+
+/** The rounding's draw (null: nearest), or undefined where the fused kernels cannot run (none, or another rounding). */
+function drawOf(opts: QuantizeOptions): Draw | undefined {
   const rounding = opts.rounding ?? "nearest";
-  if (rounding !== "nearest" && rounding !== "stochastic") return null;
-  const draw = rounding === "stochastic"
+  if (!kernels || (rounding !== "nearest" && rounding !== "stochastic")) return undefined;
+  return rounding === "stochastic"
     ? { seed: (opts.seed ?? 0) >>> 0, stream: (opts.stream ?? 0) >>> 0, offset: opts.offset ?? 0 }
     : null;
-  return { xs: x.storage.f32.subarray(0, x.size), draw };
 }
 
 /** A new f32 tensor shaped like `x` and its host array. */
@@ -211,10 +216,22 @@ function memoryF32(k: QuantKernels, bytes: number): Float32Array {
   return new Float32Array(k.memory.buffer);
 }
 
+/** Where a chunk of {@link chunked} lies: its first element in x and its length, and its extra region. */
+interface Chunk {
+  /** Index in x of the chunk's first element. */
+  readonly start: number;
+  /** Elements in the chunk. */
+  readonly length: number;
+  /** Address of the region of `extra` words per element (the same for every chunk, so it keeps what is put there). */
+  readonly extraAt: number;
+}
+
 /**
- * Runs `run(inAt, outAt, units, rd)` over `x` in chunks of whole units of `unit` elements (a multiple of 4
- * dividing x.length), copying each chunk in and its result out to `out`. With a `draw`, each chunk's
- * Philox words (element i of x takes word offset + i) are filled `rd` bytes after its values; else rd = 0.
+ * Runs `run(inAt, outAt, units, rd, chunk)` over `x` in chunks of whole units of `unit` elements (a multiple of
+ * 4 dividing x.length), copying each chunk in and its result out to `out`. With a `draw`, each chunk's Philox
+ * words (element i of x takes word offset + i) are filled `rd` bytes after its values; else rd = 0. `extra`
+ * words per element of the chunk's span are kept after those for the kernel's own use (a second output, a
+ * table), at `chunk.extraAt`.
  */
 function chunked(
   k: QuantKernels,
@@ -222,10 +239,12 @@ function chunked(
   out: Float32Array,
   unit: number,
   draw: Draw,
-  run: (inAt: number, outAt: number, units: number, rd: number) => void,
+  run: (inAt: number, outAt: number, units: number, rd: number, chunk: Chunk) => void,
+  extra = 0,
 ): void {
   const span = Math.max(1, Math.floor(CHUNK / unit)) * unit;
-  const mem = memoryF32(k, CONSTANTS + (draw ? 12 : 8) * span);
+  const extraAt = CONSTANTS + (draw ? 12 : 8) * span;
+  const mem = memoryF32(k, extraAt + 4 * extra * span);
   const inAt = CONSTANTS, outAt = CONSTANTS + 4 * span, randAt = CONSTANTS + 8 * span;
   for (let start = 0; start < x.length; start += span) {
     const length = Math.min(span, x.length - start);
@@ -234,7 +253,7 @@ function chunked(
       const word = draw.offset + start;
       k.philox(randAt, length, draw.seed, draw.stream, word % 2 ** 32, Math.floor(word / 2 ** 32));
     }
-    run(inAt, outAt, length / unit, draw ? randAt - inAt : 0);
+    run(inAt, outAt, length / unit, draw ? randAt - inAt : 0, { start, length, extraAt });
     out.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
   }
 }
@@ -481,22 +500,16 @@ export function hostHadamard(
 ): Tensor | null {
   if (!kernels || block < 4 || !usesHostKernels(x.backend) || !(x.storage instanceof CpuStorage)) return null;
   const masks = signs();
-  const xs = x.storage.f32.subarray(0, x.size);
   const [out, os] = hostOutput(x);
   const period = masks?.length ?? block; // a multiple of the block, dividing the tensor
-  const span = Math.max(1, Math.floor(CHUNK / period)) * period;
-  const mem = memoryF32(kernels, CONSTANTS + 12 * span);
-  const inAt = CONSTANTS, outAt = inAt + 4 * span, masksAt = outAt + 4 * span;
-  if (masks) {
-    const words = new Uint32Array(mem.buffer, masksAt, span);
-    for (let i = 0; i < span; i += period) words.set(masks, i); // each chunk starts a period: one mask per value
-  }
-  for (let start = 0; start < xs.length; start += span) {
-    const length = Math.min(span, xs.length - start);
-    mem.set(xs.subarray(start, start + length), inAt / 4);
-    kernels.hadamard(inAt, outAt, masksAt, length, block, f32Of(scaleBits), masks ? mode : 0);
-    os.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
-  }
+  chunked(kernels, x.storage.f32.subarray(0, x.size), os, period, null, (at, to, _units, _rd, chunk) => {
+    if (masks && chunk.start === 0) {
+      // One mask per value of the span (chunks start on a period); the region keeps them for the later chunks.
+      const words = new Uint32Array(kernels!.memory.buffer, chunk.extraAt, chunk.length);
+      for (let i = 0; i < words.length; i += period) words.set(masks, i);
+    }
+    kernels!.hadamard(at, to, chunk.extraAt, chunk.length, block, f32Of(scaleBits), masks ? mode : 0);
+  }, masks ? 1 : 0);
   return out;
 }
 
@@ -513,23 +526,12 @@ export function hostQuest(
 ): { values: Tensor; trust: Tensor } | null {
   const input = hostInput(x, opts);
   if (!input) return null;
-  const { xs, draw } = input;
   const [values, vs] = hostOutput(x), [trust, ts] = hostOutput(x);
-  const span = Math.floor(CHUNK / 32) * 32;
-  const mem = memoryF32(kernels!, CONSTANTS + (draw ? 16 : 12) * span);
-  const inAt = CONSTANTS, outAt = inAt + 4 * span, maskAt = outAt + 4 * span, randAt = maskAt + 4 * span;
-  for (let start = 0; start < xs.length; start += span) {
-    const length = Math.min(span, xs.length - start);
-    mem.set(xs.subarray(start, start + length), inAt / 4);
-    if (draw) {
-      const word = draw.offset + start;
-      kernels!.philox(randAt, length, draw.seed, draw.stream, word % 2 ** 32, Math.floor(word / 2 ** 32));
-    }
-    const rd = draw ? randAt - inAt : 0;
-    kernels!.quest(inAt, outAt, maskAt, length / 32, f32Of(c2Bits), tinyBits, q.mbits, q.emin, q.maxBits, rd);
-    vs.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
-    ts.set(mem.subarray(maskAt / 4, maskAt / 4 + length), start);
-  }
+  chunked(kernels!, input.xs, vs, 32, input.draw, (at, to, blocks, rd, chunk) => {
+    const { start, length, extraAt } = chunk;
+    kernels!.quest(at, to, extraAt, blocks, f32Of(c2Bits), tinyBits, q.mbits, q.emin, q.maxBits, rd);
+    ts.set(new Float32Array(kernels!.memory.buffer, extraAt, length), start); // the trust mask
+  }, 1);
   return { values, trust };
 }
 
@@ -546,17 +548,13 @@ export function hostIntGiven(
   [qmin, qmax]: [number, number],
   opts: QuantizeOptions,
 ): Storage | null {
-  const rounding = opts.rounding ?? "nearest";
-  if (!scale || !kernels || !usesHostKernels(backend) || !(x instanceof CpuStorage)) return null;
-  if (rounding !== "nearest" && rounding !== "stochastic") return null;
-  const draw = rounding === "stochastic"
-    ? { seed: (opts.seed ?? 0) >>> 0, stream: (opts.stream ?? 0) >>> 0, offset: opts.offset ?? 0 }
-    : null;
+  const draw = drawOf(opts);
+  if (!scale || draw === undefined || !usesHostKernels(backend) || !(x instanceof CpuStorage)) return null;
   const out = backend.alloc(n) as CpuStorage;
   const xs = x.f32.subarray(0, n), os = out.f32.subarray(0, n);
   const s = bitsToF32(scale.scale), inv = bitsToF32(scale.inv), zp = scale.zp;
   const body = n - (n % 4);
-  chunked(kernels, xs.subarray(0, body), os, 4, draw, (at, to, units, rd) => {
+  chunked(kernels!, xs.subarray(0, body), os, 4, draw, (at, to, units, rd) => {
     kernels!.int_given(at, to, units, inv, s, zp, qmin, qmax, rd);
   });
   // The last < 4 values, as the word kernel does them.
@@ -582,33 +580,11 @@ export function hostNvfp4Given(
 ): Tensor | null {
   const input = hostInput(x, opts);
   if (!input || input.draw || (st & 0x7fffffff) >= 0x7f800000) return null;
-  const { xs } = input;
   const [out, os] = hostOutput(x);
-  const span = Math.floor(CHUNK / 16) * 16;
-  const mem = memoryF32(kernels!, CONSTANTS + 8 * span + span / 4);
-  const inAt = CONSTANTS, outAt = inAt + 4 * span, amaxAt = outAt + 4 * span;
-  const amaxWords = new Uint32Array(mem.buffer, amaxAt, span / 16);
   const stValue = f32Of(st), r6 = f32Of(p.blockFactor(st)), e = p.element, s = p.scale;
-  for (let start = 0; start < xs.length; start += span) {
-    const length = Math.min(span, xs.length - start);
-    mem.set(xs.subarray(start, start + length), inAt / 4);
-    amaxWords.set(blockAmax.subarray(start / 16, (start + length) / 16));
-    kernels!.nvfp4(
-      inAt,
-      outAt,
-      length / 16,
-      stValue,
-      r6,
-      e.mbits,
-      e.emin,
-      e.maxBits,
-      s.mbits,
-      s.emin,
-      s.maxBits,
-      0,
-      amaxAt,
-    );
-    os.set(mem.subarray(outAt / 4, outAt / 4 + length), start);
-  }
+  chunked(kernels!, input.xs, os, 16, null, (at, to, blocks, _rd, { start, extraAt }) => {
+    new Uint32Array(kernels!.memory.buffer, extraAt, blocks).set(blockAmax.subarray(start / 16, start / 16 + blocks));
+    kernels!.nvfp4(at, to, blocks, stValue, r6, e.mbits, e.emin, e.maxBits, s.mbits, s.emin, s.maxBits, 0, extraAt);
+  }, 1 / 16);
   return out;
 }
