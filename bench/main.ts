@@ -63,7 +63,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
-import { type LinearPrecision, PRECISION_NAMES, PRECISION_PRESETS } from "@lowp/formats";
+import { type LinearPrecision, PRECISION_NAMES, PRECISION_PRESETS, withLearnedSteps } from "@lowp/formats";
 import { defaultWorkerCount } from "@lowp/kernels";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
@@ -286,19 +286,13 @@ for (const { backend, kind } of targets) {
 }
 progress(`done in ${elapsed()}`);
 
-/** The record of QAT preset `name` with its forward steps learned (LSQ, `precision.lsq` in a recipe). */
-function withLsq(name: string): LinearPrecision {
-  const f = PRECISION_PRESETS[name].precision.forward!;
-  return { forward: { input: { ...f.input!, lsq: true }, weight: { ...f.weight!, lsq: true } } };
-}
-
 /**
  * One `gpt_train_step_precision` line per preset (and `qat-int8+lsq`, `qat-int4+lsq`), with the f32 step measured
  * right before it (same run).
  */
 async function benchPrecisions(backend: Backend, head: Line): Promise<void> {
   const arms: [string, string | LinearPrecision][] = PRECISION_NAMES.filter((p) => p !== "f32").flatMap((p) =>
-    p.startsWith("qat-") ? [[p, p], [`${p}+lsq`, withLsq(p)]] : [[p, p]]
+    p.startsWith("qat-") ? [[p, p], [`${p}+lsq`, withLearnedSteps(PRECISION_PRESETS[p].precision)]] : [[p, p]]
   );
   for (const [precision, record] of arms) {
     progress(`${backend.name} training step under ${precision} (${elapsed()})`);

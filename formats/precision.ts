@@ -306,12 +306,27 @@ function autoflexProblems(op: OperandPrecision): string[] {
   }
 }
 
+/** Whether LSQ can learn the steps of `format`: signed INT-k, int2 … int8. */
+export function isLsqFormat(format: string): boolean {
+  return /^int[2-8]$/.test(format);
+}
+
+/** `p` with `lsq: true` on each forward operand in a format LSQ takes (a recipe's `precision.lsq`). */
+export function withLearnedSteps(p: LinearPrecision): LinearPrecision {
+  const forward: { input?: OperandPrecision; weight?: OperandPrecision } = { ...p.forward };
+  for (const operand of ["input", "weight"] as const) {
+    const op = forward[operand];
+    if (op && isLsqFormat(op.format)) forward[operand] = { ...op, lsq: true };
+  }
+  return { ...p, forward };
+}
+
 /** What keeps `lsq` from applying to `op` at `role` (the first thing found), or null. */
 function lsqProblem(op: OperandPrecision, role: string | undefined): string | null {
   const only = "lsq learns the step of forward signed int operands only (int2 … int8, nearest rounding, no " +
     "hadamard or per-tensor scaling)";
   if (role !== undefined && !role.startsWith("forward.")) return `${only}, not of ${role}`;
-  if (!/^int[2-8]$/.test(op.format)) return `${only}, not of format '${op.format}'`;
+  if (!isLsqFormat(op.format)) return `${only}, not of format '${op.format}'`;
   if (op.rounding === "stochastic") return `${only}, not with stochastic rounding`;
   if (op.hadamard !== undefined || op.scaling !== undefined) return `${only}, not with hadamard or scaling`;
   const g = op.granularity ?? "tensor";

@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { type LinearPrecision, type OperandPrecision, PRECISION_PRESETS } from "@lowp/formats";
+import { type LinearPrecision, type OperandPrecision, PRECISION_PRESETS, withLearnedSteps } from "@lowp/formats";
 import { LM_SCHEMA, type LMRecipe } from "./schema.ts";
 
 /** A resolved `precision:` section, as {@link LMRecipe} holds it. */
@@ -61,14 +61,7 @@ export function precisionOf(section: PrecisionSection): LinearPrecision {
     out[gemm] = { ...(out[gemm] as Record<string, unknown> ?? {}), [operand]: operandFrom(keys) };
   }
   if (section.ste) out.ste = section.ste;
-  if (section.lsq) {
-    const forward = { ...(out.forward as Record<string, OperandPrecision> | undefined) };
-    for (const [operand, op] of Object.entries(forward)) {
-      if (/^int[2-8]$/.test(op.format)) forward[operand] = { ...op, lsq: true };
-    }
-    out.forward = forward;
-  }
-  return out as LinearPrecision;
+  return section.lsq ? withLearnedSteps(out as LinearPrecision) : out as LinearPrecision;
 }
 
 /** The preset's name, with `+lsq` when the section learns the steps and `+custom` when it changes roles or STE. */

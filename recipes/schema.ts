@@ -7,7 +7,7 @@
  */
 import { parseFormat } from "@lowp/formats";
 import { ConfigError, type FieldSpec, givenKeys, type RecipeOf, type Schema } from "./config.ts";
-import { OPERAND_ROLES, PRECISION_NAMES, PRECISION_PRESETS } from "@lowp/formats";
+import { isLsqFormat, OPERAND_ROLES, PRECISION_NAMES, PRECISION_PRESETS } from "@lowp/formats";
 
 /**
  * A recipe key that names a number format (`e4m3`, `mxfp4`, `int4`, ...):
@@ -237,7 +237,7 @@ function hasForwardInt(p: LMRecipe["precision"]): boolean {
   const forward = PRECISION_PRESETS[p.preset]?.precision.forward ?? {};
   const formats = [forward.input?.format, forward.weight?.format];
   for (const [role, o] of Object.entries(p.roles)) if (role.startsWith("forward.")) formats.push(o.format);
-  return formats.some((f) => f !== undefined && /^int[2-8]$/.test(f));
+  return formats.some((f) => f !== undefined && isLsqFormat(f));
 }
 
 /**
