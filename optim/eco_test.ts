@@ -350,8 +350,16 @@ function gradFor(p: Tensor, s: number): Tensor {
   ).keep();
 }
 
+/** Steps `from` … `to` − 1 of `opt` on `p` with the gradients of {@link gradFor} and a decaying learning rate. */
+function trainSteps(p: Tensor, opt: Optimizer, from: number, to: number): void {
+  for (let s = from; s < to; s++) {
+    p.grad?.dispose();
+    p.grad = gradFor(p, s);
+    opt.step(0.02 * (1 - s / 8));
+  }
+}
+
 Deno.test("checkpoint/resume: state() then load() into a fresh optimizer and parameter continues bit for bit", async () => {
-  const lr = (s: number) => 0.02 * (1 - s / 8);
   const cases: [string, (p: [string, Tensor][]) => QuantizedWeightOptimizer][] = [
     ["eco-adam", (p) => new EcoAdam(p, { format: "e4m3", seed: 3 })],
     ["eco-adam exact", (p) => new EcoAdam(p, { format: "e4m3", seed: 3, exact: true })],
@@ -361,19 +369,12 @@ Deno.test("checkpoint/resume: state() then load() into a fresh optimizer and par
   ];
   for (const [name, make] of cases) {
     const init = () => tensor([W0, W0.map((x) => x / 2)], { requiresGrad: true });
-    const train = (p: Tensor, opt: Optimizer, from: number, to: number) => {
-      for (let s = from; s < to; s++) {
-        p.grad?.dispose();
-        p.grad = gradFor(p, s);
-        opt.step(lr(s));
-      }
-    };
     const p = init(), opt = make([["w", p]]);
-    train(p, opt, 0, 6);
+    trainSteps(p, opt, 0, 6);
     const want = [await bitsOf(p), ...await Promise.all(opt.state().map(([, t]) => bitsOf(t)))];
 
     const q = init(), first = make([["w", q]]);
-    train(q, first, 0, 3);
+    trainSteps(q, first, 0, 3);
     const saved = new Map<string, Float32Array>();
     for (const [n, t] of [["param", q] as const, ...first.state()]) {
       saved.set(n, (await t.data()).slice() as Float32Array);
@@ -384,14 +385,13 @@ Deno.test("checkpoint/resume: state() then load() into a fresh optimizer and par
     const second = make([["w", fresh]]);
     fresh.assign(restore("param"));
     second.load(new Map(first.state().map(([n]) => [n, restore(n)])), first.steps);
-    train(fresh, second, 3, 6);
+    trainSteps(fresh, second, 3, 6);
     const got = [await bitsOf(fresh), ...await Promise.all(second.state().map(([, t]) => bitsOf(t)))];
     assert.deepEqual(got, want, name);
   }
 });
 
 Deno.test("rollback: load() of an earlier state() into the same optimizer replays bit for bit, from step 0 too", async () => {
-  const lr = (s: number) => 0.02 * (1 - s / 8);
   const cases: [string, (p: [string, Tensor][]) => Optimizer][] = [
     ["adamw", (p) => new AdamW(p)],
     ["sgd momentum", (p) => new SGD(p, { momentum: 0.9 })],
@@ -402,13 +402,7 @@ Deno.test("rollback: load() of an earlier state() into the same optimizer replay
   for (const [name, make] of cases) {
     for (const at of [0, 3]) {
       const p = tensor([W0, W0.map((x) => x / 2)], { requiresGrad: true }), opt = make([["w", p]]);
-      const train = (from: number, to: number) => {
-        for (let s = from; s < to; s++) {
-          p.grad?.dispose();
-          p.grad = gradFor(p, s);
-          opt.step(lr(s));
-        }
-      };
+      const train = (from: number, to: number) => trainSteps(p, opt, from, to);
       train(0, at);
       const param = clone(p).keep(), steps = opt.steps;
       const state = new Map(opt.state().map(([n, t]) => [n, clone(t).keep()]));

@@ -11,8 +11,10 @@ import {
   type Corpus,
   type LMRecipe,
   loadCorpus,
+  type MetricsRecord,
   NonFiniteLossError,
   trainLM,
+  type TrainResult,
   unigramBaseline,
 } from "@lowp/recipes";
 import { gpuBackendOrSkip } from "./helpers.ts";
@@ -25,8 +27,23 @@ async function brown(): Promise<Corpus> {
   return corpus ??= await loadCorpus({ corpus: "brown", maxBytes: 2_000_000, valFraction: 0.05 });
 }
 
-const losses = async (r: LMRecipe) =>
-  (await trainLM(r, await brown())).metrics.filter((m) => m.loss).map((m) => m.loss!);
+/** The training losses logged in `metrics`, in order. */
+const lossCurve = (metrics: readonly MetricsRecord[]) => metrics.filter((m) => m.loss).map((m) => m.loss!);
+
+const losses = async (r: LMRecipe) => lossCurve((await trainLM(r, await brown())).metrics);
+
+/** Trains `r` with a checkpoint at `path`, stopped after `steps` steps. */
+async function stoppedAt(r: LMRecipe, steps: number, path: string): Promise<TrainResult> {
+  let calls = 0;
+  return await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= steps });
+}
+
+/** {@link stoppedAt}, then resumed from the checkpoint to the end: both parts and the losses they log together. */
+async function stoppedThenResumed(r: LMRecipe, steps: number, path: string) {
+  const first = await stoppedAt(r, steps, path);
+  const rest = await trainLM(r, await brown(), { resumeFrom: path });
+  return { first, rest, losses: lossCurve([...first.metrics, ...rest.metrics]) };
+}
 
 async function onBackend(b: Backend | null, name: string, fn: () => Promise<void>): Promise<void> {
   if (!b) return;
@@ -86,14 +103,9 @@ for (const optimizer of ["adamw", "sgd"] as const) {
     try {
       const r = recipe({ steps: 10, checkpoint_every: 5, optimizer });
       const straight = await trainLM(r, await brown());
-      const full = straight.metrics.filter((m) => m.loss).map((m) => m.loss!);
-      let calls = 0;
-      const path = `${dir}/ckpt.safetensors`;
-      const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 5 });
+      const { first, rest, losses: resumed } = await stoppedThenResumed(r, 5, `${dir}/ckpt.safetensors`);
       assert.equal(first.steps, 5);
-      const rest = await trainLM(r, await brown(), { resumeFrom: path });
-      const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
-      assert.deepEqual(resumed, full);
+      assert.deepEqual(resumed, lossCurve(straight.metrics));
       assert.equal(rest.finalValLoss, straight.finalValLoss);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -109,14 +121,10 @@ for (const precision of ["fp8-delayed", "quartet", "flex16+5"]) {
       const small = recipe({ steps: 8, checkpoint_every: 4 }, 0, precision);
       const r: LMRecipe = { ...small, model: { ...small.model, d_model: 64 } };
       const straight = await trainLM(r, await brown());
-      const full = straight.metrics.filter((m) => m.loss).map((m) => m.loss!);
+      const full = lossCurve(straight.metrics);
       const f32 = await losses({ ...r, precision: recipe({}, 0, "f32").precision });
       assert.notDeepEqual(full, f32, "the precision changes the run");
-      let calls = 0;
-      const path = `${dir}/ckpt.safetensors`;
-      const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 4 });
-      const rest = await trainLM(r, await brown(), { resumeFrom: path });
-      const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
+      const { rest, losses: resumed } = await stoppedThenResumed(r, 4, `${dir}/ckpt.safetensors`);
       assert.deepEqual(resumed, full);
       assert.equal(rest.finalValLoss, straight.finalValLoss);
       const words = (m: typeof straight.model) =>
@@ -155,9 +163,8 @@ Deno.test("a non-finite loss stops the run: step, first tensor, checkpoint of th
     assert.deepEqual(error.checkpoint, { path, step: error.step - 2 });
 
     // The checkpoint is the state a straight run has after that many steps, bit for bit, and every value is finite.
-    let calls = 0;
     const straight = `${dir}/straight.safetensors`;
-    await trainLM(r, await brown(), { checkpointPath: straight, shouldStop: () => calls++ >= error.step - 2 });
+    await stoppedAt(r, error.step - 2, straight);
     const saved = await loadTensors(path), want = await loadTensors(straight);
     assert.equal(saved.metadata.step, String(error.step - 2));
     assert.deepEqual([...saved.tensors.keys()], [...want.tensors.keys()]);
@@ -239,18 +246,15 @@ Deno.test("resume (qat-int4 + lsq): learned steps and their units replay exactly
       precision: { ...small.precision, lsq: true },
     };
     const straight = await trainLM(r, await brown());
-    const full = straight.metrics.filter((m) => m.loss).map((m) => m.loss!);
+    const full = lossCurve(straight.metrics);
     const plain = await losses({ ...r, precision: { ...r.precision, lsq: false } });
     assert.notDeepEqual(full, plain, "learning the steps changes the run");
-    let calls = 0;
     const path = `${dir}/ckpt.safetensors`;
-    const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 4 });
+    const { rest, losses: resumed } = await stoppedThenResumed(r, 4, path); // the resumed part writes no checkpoint
     const { tensors } = await loadTensors(path);
     assert.ok(tensors.has("transformer.h.0.mlp.c_fc.lsq.forward.weight"), "the steps are checkpointed");
     const unit = tensors.get("buffer.transformer.h.1.attn.c_proj.lsq.forward.input.unit")!;
     assert.ok((await unit.data())[0] > 0, "the input steps' units (set by the first batch) are checkpointed");
-    const rest = await trainLM(r, await brown(), { resumeFrom: path });
-    const resumed = [...first.metrics, ...rest.metrics].filter((m) => m.loss).map((m) => m.loss!);
     assert.deepEqual(resumed, full);
     assert.equal(rest.finalValLoss, straight.finalValLoss);
   } finally {
