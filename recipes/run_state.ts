@@ -23,8 +23,10 @@ export function stateTensors(model: GPT, opt: Optimizer): [string, Tensor][] {
 }
 
 /**
- * Puts checkpoint tensors (by name) back into the model and optimizer. Buffers and optimizer state take
- * copies, so the source stays unchanged while training goes on.
+ * Puts checkpoint tensors (by name) back into the model and optimizer. Parameters and buffers take copies;
+ * `Optimizer.load` shares the saved tensors' storage, which the optimizers' updates replace (`assign`) rather
+ * than write into. Either way the source stays unchanged while training goes on (a snapshot can be restored
+ * twice).
  */
 export function restoreState(model: GPT, opt: Optimizer, tensors: ReadonlyMap<string, Tensor>, optSteps: number) {
   for (const [name, p] of model.namedParameters()) {
