@@ -31,3 +31,4 @@ export * from "./precision.ts";
 export * from "./lsq.ts";
 export * from "./quantized_linear.ts";
 export { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
+export * from "./ptq/weight_spec.ts";
