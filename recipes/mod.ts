@@ -13,3 +13,4 @@ export * from "./trainer.ts";
 export * from "./plot.ts";
 export * from "./precision.ts";
 export * from "./run_state.ts";
+export * from "./run_dir.ts";

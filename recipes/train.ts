@@ -18,11 +18,12 @@ import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
 import { ConfigError, describeSchema } from "./config.ts";
 import { loadCorpus, unigramBaseline } from "./data.ts";
-import { type AnyRecipe, loadAnyRecipe, parseAnyRecipe, RECIPE_KINDS, type RecipeKindName } from "./kinds.ts";
+import { loadAnyRecipe, RECIPE_KINDS, type RecipeKindName } from "./kinds.ts";
 import { lineChart } from "./plot.ts";
 import { formatDuration, Progress } from "./progress.ts";
 import type { LMRecipe } from "./schema.ts";
 import { precisionName, precisionOf } from "./precision.ts";
+import { checkRunDir, recipeOfRun } from "./run_dir.ts";
 import { buildModel, type MetricsRecord, NonFiniteLossError, trainLM, type TrainResult } from "./trainer.ts";
 
 const USAGE = `usage: deno task train RECIPE.yaml [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]
@@ -80,33 +81,6 @@ interface RunOptions {
   backend?: string;
   /** `--resume RUN_DIR`, if given. */
   resume?: string;
-}
-
-/** Checks that `dir` is a run folder with a checkpoint, before anything is loaded or written. */
-async function checkRunDir(dir: string): Promise<void> {
-  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
-  if (!(await exists(dir))) throw new ConfigError(`--resume ${dir}: no such run folder`);
-  if (!(await exists(join(dir, "checkpoint.safetensors")))) {
-    throw new ConfigError(`--resume ${dir}: no checkpoint.safetensors there (the run stopped before writing one)`);
-  }
-}
-
-/**
- * The recipe a run last ran with: from its newest `config.resumed-*.json`, else `config.json`; checked like a
- * recipe file (with `--set` applied).
- */
-async function recipeOfRun(dir: string, overrides: Record<string, string>): Promise<AnyRecipe> {
-  const resumed: string[] = [];
-  for await (const e of Deno.readDir(dir)) if (/^config\.resumed-.*\.json$/.test(e.name)) resumed.push(e.name);
-  const path = join(dir, resumed.sort().at(-1) ?? "config.json");
-  let recipe: unknown;
-  try {
-    recipe = JSON.parse(await Deno.readTextFile(path)).recipe;
-  } catch (e) {
-    throw new ConfigError(`${path}: cannot read the run's recipe: ${e instanceof Error ? e.message : e}`);
-  }
-  if (!recipe || typeof recipe !== "object") throw new ConfigError(`${path}: has no 'recipe' object`);
-  return parseAnyRecipe(JSON.stringify(recipe, null, 2), path, overrides); // JSON is YAML
 }
 
 /** The metrics records already in `path` (empty when there is none). */
@@ -266,7 +240,7 @@ async function main(args: string[]): Promise<void> {
     );
   }
   const overrides = parseOverrides(values.set);
-  if (values.resume) await checkRunDir(values.resume);
+  if (values.resume) await checkRunDir(values.resume, "--resume");
   const recipe = positionals.length
     ? await loadAnyRecipe(positionals[0], overrides)
     : await recipeOfRun(values.resume!, overrides);

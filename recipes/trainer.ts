@@ -24,15 +24,9 @@ import {
 } from "@lowp/optim";
 import { type Corpus, sampleBatch, TRAIN_STREAM, VAL_STREAM } from "./data.ts";
 import { precisionName, precisionOf } from "./precision.ts";
-import {
-  BUFFER_PREFIX,
-  diagnoseNonFinite,
-  OPTIM_PREFIX,
-  restoreState,
-  RunSnapshot,
-  stateTensors,
-} from "./run_state.ts";
+import { diagnoseNonFinite, restoreState, RunSnapshot, stateTensors } from "./run_state.ts";
 import type { LMRecipe } from "./schema.ts";
+import { firstMismatch } from "./run_dir.ts";
 
 /** One metrics record, as written to `metrics.jsonl`. */
 export interface MetricsRecord {
@@ -196,31 +190,6 @@ async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, r: LMRec
     optimizer_steps: String(opt.steps),
     seconds: String(at.seconds),
   });
-}
-
-/**
- * One short line naming the first parameter the checkpoint lacks or holds with another shape or dtype, or null
- * when all fit.
- */
-function firstMismatch(params: [string, Tensor][], tensors: Map<string, Tensor>): string | null {
-  const problems: string[] = [];
-  for (const [name, p] of params) {
-    const t = tensors.get(name);
-    if (!t) problems.push(`${name} [${p.shape}] is missing from the checkpoint`);
-    else if (t.shape.join() !== p.shape.join()) {
-      problems.push(`${name} is [${t.shape}] in the checkpoint but [${p.shape}] in the recipe's model`);
-    } else if (t.dtype !== p.dtype) {
-      problems.push(`${name} is ${t.dtype} in the checkpoint but ${p.dtype} in the recipe's model`);
-    }
-  }
-  const known = new Set(params.map(([n]) => n));
-  for (const name of tensors.keys()) {
-    if (!name.startsWith(OPTIM_PREFIX) && !name.startsWith(BUFFER_PREFIX) && !known.has(name)) {
-      problems.push(`${name} [${tensors.get(name)!.shape}] is in the checkpoint but not in the recipe's model`);
-    }
-  }
-  if (!problems.length) return null;
-  return problems[0] + (problems.length > 1 ? ` (and ${problems.length - 1} more)` : "");
 }
 
 async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe): Promise<RunPosition> {
