@@ -1,0 +1,236 @@
+/**
+ * Post-training quantization of a trained model's linear layers (the library
+ * behind `deno task ptq`): RTN, GPTQ (Frantar et al. 2022) and AWQ (Lin et
+ * al. 2023). Layers are quantized in forward order, each from the inputs the
+ * already quantized model gives it (the reference tools' sequential mode),
+ * and each reports its layer-wise error `‖XW − XŴ‖² / ‖XW‖²` on those inputs
+ * next to RTN's on the same inputs.
+ *
+ * @module
+ */
+import {
+  GPT,
+  Linear,
+  matchesName,
+  matmul,
+  type Module,
+  type NamePattern,
+  noGrad,
+  reshape,
+  slice,
+  square,
+  sub,
+  sum,
+  type Tensor,
+  tidy,
+} from "@lowp/core";
+import {
+  awqModel,
+  gptqQuantize,
+  type GptqOptions,
+  HessianAccumulator,
+  pack,
+  packedBytes,
+  rtnWeight,
+  sharingText,
+  weightQuantOptions,
+  type WeightQuantSpec,
+} from "@lowp/formats";
+
+/** The PTQ methods. */
+export const PTQ_METHODS = ["rtn", "gptq", "awq"] as const;
+/** A PTQ method. */
+export type PtqMethod = typeof PTQ_METHODS[number];
+
+/** Options of {@link quantizeModel}. */
+export interface PtqOptions {
+  /** `rtn`, `gptq` or `awq`. */
+  readonly method: PtqMethod;
+  /** The weight format and its scale sharing. */
+  readonly spec: WeightQuantSpec;
+  /** Calibration tokens, i32 [samples, context] (`calibrationTokens`). */
+  readonly calibration: Tensor;
+  /** Linear layers left in f32 (a name pattern; default none). */
+  readonly skip?: NamePattern;
+  /** GPTQ's settings (block size, dampening, act-order). */
+  readonly gptq?: Omit<GptqOptions, "name" | "onMessage">;
+  /** Calibration sequences per forward pass (default 32). */
+  readonly batchSize?: number;
+  /** Called after each layer. */
+  readonly onLayer?: (report: PtqLayerReport) => void;
+  /** Messages worth a line (dampening retries). */
+  readonly onMessage?: (text: string) => void;
+}
+
+/** What one layer's quantization gave. */
+export interface PtqLayerReport {
+  /** Dotted layer name. */
+  readonly name: string;
+  /** Weight shape [in, out]. */
+  readonly shape: readonly number[];
+  /** `‖XW − XŴ‖² / ‖XW‖²` on the layer's calibration inputs (for AWQ, Ŵ includes the scales). */
+  readonly relError: number;
+  /** The same for plain RTN of the layer's weight on the same inputs. */
+  readonly rtnRelError: number;
+  /** Seconds spent on the layer. */
+  readonly seconds: number;
+  /** GPTQ: the dampening λ used (after any retries). */
+  readonly damp?: number;
+  /** AWQ: the chosen α of the layer's scales. */
+  readonly alpha?: number;
+}
+
+/** The linear layers PTQ quantizes, in forward order, with `skip` left out. */
+export function ptqLayers(model: Module, skip?: NamePattern): [string, Linear][] {
+  return model.namedModules().filter(([name, m]) =>
+    m instanceof Linear && !(skip !== undefined && matchesName(skip, name))
+  ) as [string, Linear][];
+}
+
+/**
+ * Checks every layer against the spec before anything changes: one error
+ * naming each layer whose input width the groups or blocks do not divide.
+ */
+export function checkPtqLayers(layers: readonly [string, Linear][], spec: WeightQuantSpec): void {
+  if (!layers.length) throw new Error("ptq: no linear layer to quantize (the skip pattern matches them all)");
+  const { quantizer } = weightQuantOptions(spec);
+  const block = typeof spec.sharing === "object" ? spec.sharing.group : quantizer.blockSize ?? 1;
+  const bad = layers.filter(([, l]) => l.inFeatures % block !== 0);
+  if (bad.length) {
+    const names = bad.map(([n, l]) => `${n} [${l.inFeatures}, ${l.outFeatures}]`).join(", ");
+    throw new Error(`ptq: ${spec.format} ${sharingText(spec)} needs input widths that are multiples of ${block}: ${names}`);
+  }
+}
+
+/**
+ * The inputs `layer` receives when `model` runs on the calibration tokens, in
+ * batches of `batchSize` sequences, as [tokens, in] tensors (the caller
+ * disposes them).
+ */
+export function layerInputs(model: GPT, layer: Linear, calibration: Tensor, batchSize = 32): Tensor[] {
+  const [samples] = calibration.shape;
+  const captured: Tensor[] = [];
+  const remove = layer.onForward((_name, input) => {
+    captured.push(input.keep());
+  });
+  try {
+    for (let start = 0; start < samples; start += batchSize) {
+      const rows = Math.min(batchSize, samples - start);
+      noGrad(() => tidy(() => model.forward(sliceRows(calibration, start, rows), { training: false })));
+    }
+  } finally {
+    remove();
+  }
+  return captured.map((x) => {
+    const flat = noGrad(() => reshape(x, [x.size / layer.inFeatures, layer.inFeatures])).keep();
+    if (flat !== x) x.dispose();
+    return flat;
+  });
+}
+
+function sliceRows(t: Tensor, start: number, rows: number): Tensor {
+  if (start === 0 && rows === t.shape[0]) return t;
+  return slice(t, [start, 0], [rows, t.shape[1]]);
+}
+
+/** `Σ‖X(W − Ŵ)‖²` and `Σ‖XW‖²` over the batches, for each Ŵ. */
+async function outputErrors(inputs: readonly Tensor[], weight: Tensor, candidates: readonly Tensor[]) {
+  const parts = noGrad(() =>
+    tidy(() => {
+      const signal: Tensor[] = [], noise: Tensor[][] = candidates.map(() => []);
+      for (const x of inputs) {
+        const y = matmul(x, weight);
+        signal.push(sum(square(y)));
+        candidates.forEach((w, i) => {
+          noise[i].push(sum(square(sub(y, matmul(x, w)))));
+        });
+      }
+      return [...signal, ...noise.flat()].map((t) => t.keep());
+    })
+  );
+  const values: number[] = [];
+  for (const t of parts) {
+    values.push(await t.item());
+    t.dispose();
+  }
+  const signal = values.slice(0, inputs.length).reduce((a, b) => a + b, 0);
+  return candidates.map((_, i) => {
+    const noise = values.slice(inputs.length * (i + 1), inputs.length * (i + 2)).reduce((a, b) => a + b, 0);
+    return signal > 0 ? noise / signal : noise === 0 ? 0 : Infinity;
+  });
+}
+
+/**
+ * Quantizes the linear layers of `model` in place (their weights replaced by
+ * the quantized values, still f32) by `opts.method`, layer by layer in
+ * forward order, and returns one report per layer. Throws before changing
+ * anything when a layer's width does not fit the format.
+ */
+export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLayerReport[]> {
+  const layers = ptqLayers(model, opts.skip);
+  checkPtqLayers(layers, opts.spec);
+  if (opts.method === "awq") {
+    const reports = await awqModel(model, opts.calibration, opts.spec, { skip: opts.skip });
+    return reports.map((r) => {
+      const report: PtqLayerReport = {
+        name: r.name,
+        shape: r.shape,
+        relError: r.relError,
+        rtnRelError: r.rtnRelError,
+        seconds: r.seconds ?? 0,
+        alpha: r.alpha,
+      };
+      opts.onLayer?.(report);
+      return report;
+    });
+  }
+  const reports: PtqLayerReport[] = [];
+  for (const [name, layer] of layers) {
+    const started = performance.now();
+    const inputs = layerInputs(model, layer, opts.calibration, opts.batchSize);
+    const made: Tensor[] = [...inputs];
+    try {
+      const rtn = noGrad(() => rtnWeight(layer.weight, opts.spec, name)).keep();
+      made.push(rtn);
+      let quantized = rtn, damp: number | undefined;
+      if (opts.method === "gptq") {
+        const hessian = new HessianAccumulator(layer.inFeatures);
+        for (const x of inputs) await hessian.add(x);
+        const result = await gptqQuantize(layer.weight, hessian.hessian(), opts.spec, {
+          ...opts.gptq,
+          name,
+          onMessage: opts.onMessage,
+        });
+        quantized = result.weight.keep();
+        made.push(quantized);
+        damp = result.damp;
+      }
+      const [relError, rtnRelError] = await outputErrors(inputs, layer.weight, [quantized, rtn]);
+      noGrad(() => layer.weight.assign(quantized));
+      const report: PtqLayerReport = {
+        name,
+        shape: [...layer.weight.shape],
+        relError,
+        rtnRelError,
+        seconds: (performance.now() - started) / 1000,
+        ...(damp === undefined ? {} : { damp }),
+      };
+      reports.push(report);
+      opts.onLayer?.(report);
+    } finally {
+      for (const t of made) if (t !== layer.weight) t.dispose();
+    }
+  }
+  return reports;
+}
+
+/** Bytes of a layer's weight stored packed in `spec` (codes and every level of scales). */
+export async function packedWeightBytes(weight: Tensor, spec: WeightQuantSpec): Promise<number> {
+  const { quantizer, options } = weightQuantOptions(spec);
+  const q = quantizer.quantize(weight, options);
+  try {
+    return packedBytes(await pack(q));
+  } finally {
+    for (const p of q.parts) p.codes.dispose();
+  }
+}

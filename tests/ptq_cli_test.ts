@@ -1,0 +1,117 @@
+/**
+ * `deno task ptq` end to end on a tiny trained run: the output folder is a
+ * run folder that loads back to the reported loss, GPTQ beats RTN layer by
+ * layer, and bad input fails with one line and writes nothing.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { useBackend } from "@lowp/core";
+import { evaluate, loadCorpus, loadTrainedRun } from "@lowp/recipes";
+
+const TRAIN = new URL("../recipes/train.ts", import.meta.url).pathname;
+const PTQ = new URL("../recipes/ptq_cli.ts", import.meta.url).pathname;
+
+async function deno(script: string, args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", script, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** A tiny trained run folder (d_model 32, 2 layers, context 16, 30 steps) shared by the tests of this file. */
+const runs = await Deno.makeTempDir();
+const trained = await deno(TRAIN, [
+  "recipes/tiny-brown.yaml",
+  "--backend=cpu",
+  ...["model.d_model=32", "model.n_layers=2", "model.context=16", "train.steps=30", "train.warmup=3"]
+    .flatMap((s) => ["--set", s]),
+  ...["train.log_every=10", "train.eval_batches=2", "data.max_bytes=200000", `out_dir=${runs}`]
+    .flatMap((s) => ["--set", s]),
+]);
+assert.equal(trained.code, 0, trained.stderr);
+const RUN = join(runs, [...Deno.readDirSync(runs)][0].name);
+
+function ptqFolders(): string[] {
+  return [...Deno.readDirSync(RUN)].map((e) => e.name).filter((n) => n.startsWith("ptq-"));
+}
+
+Deno.test({
+  name: "ptq CLI: RTN and GPTQ write run folders that load back to the reported loss; GPTQ's layer errors are lower",
+  sanitizeResources: false,
+  fn: async () => {
+    const rtn = await deno(PTQ, [RUN, "--method", "rtn", "--format", "int3", "--calib-samples", "32", "--json"]);
+    assert.equal(rtn.code, 0, rtn.stderr);
+    const gptq = await deno(PTQ, [RUN, "--method", "gptq", "--format", "int3", "--calib-samples", "32", "--json"]);
+    assert.equal(gptq.code, 0, gptq.stderr);
+    const [r, g] = [JSON.parse(rtn.stdout), JSON.parse(gptq.stdout)];
+    assert.equal(r.layers.length, 8); // 2 blocks × (c_attn, attn.c_proj, c_fc, mlp.c_proj)
+    for (const l of r.layers) assert.equal(l.relError, l.rtnRelError);
+    // GPTQ minimises exactly this error: on every layer it must be lower than RTN's on the same inputs.
+    for (const l of g.layers) assert.ok(l.relError < l.rtnRelError, `${l.name}: ${l.relError} vs ${l.rtnRelError}`);
+    assert.equal(g.val_loss_before, r.val_loss_before);
+    assert.ok(r.bytes.quantized < r.bytes.f32 / 8, JSON.stringify(r.bytes)); // 3-bit codes + f32 scales per column
+
+    await useBackend("cpu");
+    const back = await loadTrainedRun(join(RUN, "ptq-gptq-int3"));
+    const corpus = await loadCorpus({ corpus: "brown", maxBytes: 200000 });
+    assert.equal(await evaluate(back.model, back.recipe, corpus.val), g.val_loss_after);
+    back.model.dispose();
+  },
+});
+
+Deno.test("ptq CLI: --pack writes the packed weights; --act-format quantizes the inputs", async () => {
+  const res = await deno(PTQ, [
+    RUN,
+    ...["--method", "rtn", "--format", "int8", "--act-format", "e4m3", "--calib-samples", "8", "--pack", "--json"],
+  ]);
+  assert.equal(res.code, 0, res.stderr);
+  const s = JSON.parse(res.stdout);
+  assert.equal(s.act_format, "e4m3");
+  const dir = join(RUN, "ptq-rtn-int8-ae4m3");
+  const packed = await Deno.stat(join(dir, "weights.packed.safetensors"));
+  const plain = await Deno.stat(join(dir, "checkpoint.safetensors"));
+  assert.ok(packed.size < plain.size, `${packed.size} vs ${plain.size}`);
+});
+
+const BAD: [string, string[], RegExp][] = [
+  ["a folder with no checkpoint", [runs + "/nope", "--method", "rtn", "--format", "int4"], /no such run folder/],
+  ["a format with no scalar grid", [RUN, "--method", "gptq", "--format", "e8m0"], /e8m0/],
+  ["a group that does not divide the width", [RUN, "--method", "rtn", "--format", "int4", "--granularity", "group:24"], /multiples of 24/],
+  ["zero calibration samples", [RUN, "--method", "gptq", "--format", "int4", "--calib-samples", "0"], /--calib-samples '0'/],
+  ["an unknown method", [RUN, "--method", "best", "--format", "int4"], /--method 'best'/],
+  ["GPTQ options on RTN", [RUN, "--method", "rtn", "--format", "int4", "--act-order"], /GPTQ's options/],
+];
+for (const [what, args, message] of BAD) {
+  Deno.test(`ptq CLI: ${what} is one error line and writes nothing`, async () => {
+    const before = ptqFolders();
+    const res = await deno(PTQ, args);
+    assert.equal(res.code, 1);
+    const lines = res.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, res.stderr);
+    assert.match(lines[0], /^error: /);
+    assert.match(lines[0], message);
+    assert.deepEqual(ptqFolders(), before);
+  });
+}
+
+Deno.test("ptq CLI: a checkpoint whose shapes do not match its recipe is named", async () => {
+  const copy = await Deno.makeTempDir();
+  try {
+    for (const f of ["checkpoint.safetensors", "config.json"]) await Deno.copyFile(join(RUN, f), join(copy, f));
+    const config = JSON.parse(await Deno.readTextFile(join(copy, "config.json")));
+    config.recipe.model.mlp_ratio = 2;
+    await Deno.writeTextFile(join(copy, "config.json"), JSON.stringify(config));
+    const res = await deno(PTQ, [copy, "--method", "rtn", "--format", "int4"]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /^error: .*checkpoint does not match the run's recipe: .*mlp\.c_fc\.weight/);
+    assert.deepEqual([...Deno.readDirSync(copy)].map((e) => e.name).sort(), ["checkpoint.safetensors", "config.json"]);
+  } finally {
+    await Deno.remove(copy, { recursive: true });
+  }
+});
+
+globalThis.addEventListener("unload", () => Deno.removeSync(runs, { recursive: true }));
