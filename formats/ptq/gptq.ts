@@ -12,12 +12,22 @@
  * 3. dampening λ = dampPercent·mean(diag H) added to the diagonal; when the
  *    Cholesky factorisation fails, λ is multiplied by 10 (a message through
  *    `onMessage`) up to `dampRetries` times, then an error names the layer;
- * 4. U = the upper Cholesky factor of (H + λI)⁻¹ (f64, on the host);
+ * 4. the factor R of H + λI = R·Rᵀ (upper triangular, f64 on the host);
  * 5. rows quantized in order, in blocks of `blockSize`: row i is rounded on
- *    the format's grid, its error e = (w_i − q_i)/U_ii is spread over the
- *    later rows of the block at once (`w_j −= U_ij·e`, f64 products stored
- *    in f32 as the reference's f32 weights), and over the rows after the
- *    block by one backend matmul per block (`W[i2:] −= U[i1:i2, i2:]ᵀ·Err`).
+ *    the format's grid, and its error spread over the later rows.
+ *
+ * The spread is the reference's, written with R instead of U, the upper
+ * Cholesky factor of (H + λI)⁻¹ that the reference computes (U = R⁻¹, so
+ * U_ii = 1/R_ii): the reference's updates `w_j −= U_ij·(w̃_i − q_i)/U_ii`
+ * add up to `w̃_j = w_j + Σ_{i<j} (R_ij/R_jj)·(w_i − q_i)` with the rows'
+ * original values w_i (solve Nᵀ·F = W − Q for the normalised unit factor
+ * N = diag(U)⁻¹·U, whose inverse is R·diag(U)). So no inverse is formed:
+ * half the f64 work of the reference's three factorisations. Within a block
+ * the spread runs on the host over sub-blocks of 16 rows, from each
+ * sub-block to the rest of the block and from each block to the rows after
+ * it as one backend matmul (`R[i1:i2, i2:]ᵀ·ΔW`, each target row scaled by
+ * 1/R_jj). `columnError` is the reference's `Losses`:
+ * Σ_out (w̃_i − q_i)²/(2·U_ii²) = Σ_out (w̃_i − q_i)²·R_ii²/2.
  *
  * Group parameters (`group:N`, and the blocks of MX, NVFP4 and NF4) are
  * fitted when the group's first row comes up, as the reference does: on the
@@ -35,7 +45,7 @@
  */
 import { matmul, type Tensor, tensor } from "@lowp/core";
 import { scalarGrid } from "./grid.ts";
-import { inverseCholeskyUpper, NotPositiveDefiniteError } from "./linalg.ts";
+import { NotPositiveDefiniteError, reverseCholesky } from "./linalg.ts";
 import type { WeightQuantSpec } from "./weight_spec.ts";
 
 /** Options of {@link gptqQuantize}. */
@@ -70,6 +80,9 @@ export interface GptqResult {
   /** The order rows were quantized in (act-order), or null in the original order. */
   order: Int32Array | null;
 }
+
+/** Rows whose errors are spread over the rest of their block by one matmul (within them: on the host). */
+const SUB_BLOCK = 16;
 
 const DEFAULTS = { blockSize: 128, dampPercent: 0.01, dampRetries: 2 };
 
@@ -122,35 +135,40 @@ export async function gptqQuantize(
     : null;
   const hw = order ? permuteSymmetric(h, n, order) : h;
   const ww = order ? permuteRows(w, out, order) : w;
-  const { u, damp, retries } = dampedInverseFactor(hw, n, dampPercent, dampRetries, name, opts.onMessage);
+  const { r, damp, retries } = dampedFactor(hw, n, dampPercent, dampRetries, name, opts.onMessage);
 
   const q = new Float32Array(n * out);
   const columnError = new Float64Array(n);
-  const block = new Float32Array(Math.min(blockSize, n) * out), err = new Float32Array(block.length);
+  const original = ww.slice(); // w_i in the spread; ww collects the spread of earlier blocks
+  const block = new Float32Array(Math.min(blockSize, n) * out), delta = new Float32Array(block.length);
   let params: unknown = channelParams;
   for (let i1 = 0; i1 < n; i1 += blockSize) {
-    const i2 = Math.min(n, i1 + blockSize), count = i2 - i1;
+    const i2 = Math.min(n, i1 + blockSize);
     block.set(ww.subarray(i1 * out, i2 * out));
-    for (let i = i1; i < i2; i++) {
-      if (staticParams) params = staticParams[Math.floor(order![i] / g)];
-      else if (g < n && i % g === 0) params = grid.fit(ww, i, g);
-      const row = i - i1, ro = row * out, ui = i * n, d = u[ui + i];
-      grid.quantizeRow(params, block, row, q, i);
-      let loss = 0;
-      for (let c = 0; c < out; c++) {
-        const diff = block[ro + c] - q[i * out + c];
-        loss += diff * diff;
-        err[ro + c] = diff / d;
+    for (let s1 = i1; s1 < i2; s1 += SUB_BLOCK) {
+      const s2 = Math.min(i2, s1 + SUB_BLOCK);
+      for (let i = s1; i < s2; i++) {
+        if (staticParams) params = staticParams[Math.floor(order![i] / g)];
+        else if (g < n && i % g === 0) params = grid.fit(ww, i, g);
+        const row = i - i1, ro = row * out, io = i * out, ri = i * n, rii = r[ri + i];
+        grid.quantizeRow(params, block, row, q, i);
+        let loss = 0;
+        for (let c = 0; c < out; c++) {
+          const diff = block[ro + c] - q[io + c];
+          loss += diff * diff;
+          delta[ro + c] = original[io + c] - q[io + c];
+        }
+        columnError[i] = loss * rii * rii / 2;
+        for (let j = i + 1; j < s2; j++) {
+          const f = r[ri + j] / r[j * n + j];
+          if (f === 0) continue;
+          const jo = (j - i1) * out;
+          for (let c = 0; c < out; c++) block[jo + c] += f * delta[ro + c];
+        }
       }
-      columnError[i] = loss / (d * d) / 2;
-      for (let j = i + 1; j < i2; j++) {
-        const uij = u[ui + j];
-        if (uij === 0) continue;
-        const jo = (j - i1) * out;
-        for (let c = 0; c < out; c++) block[jo + c] -= uij * err[ro + c];
-      }
+      if (s2 < i2) await addSpread(weight, block, s2 - i1, r, n, s1, s2, i2, delta, s1 - i1, out);
     }
-    if (i2 < n) await lazyUpdate(weight, ww, u, err, n, out, i1, count);
+    if (i2 < n) await addSpread(weight, ww, i2, r, n, i1, i2, n, delta, 0, out);
   }
   const result = order ? unpermuteRows(q, out, order) : q;
   const errors = order ? unpermute(columnError, order) : columnError;
@@ -163,42 +181,49 @@ export async function gptqQuantize(
   };
 }
 
-/** W[i2:] −= U[i1:i2, i2:]ᵀ·Err on the backend of `like` (the rows after the block, in f32). */
-async function lazyUpdate(
+/**
+ * The spread of rows [r0, r1) over the rows [r1, c1) after them: row t0 + k of `target` (rows of `out`
+ * values) += Σ_i (R[i, r1 + k]/R[r1 + k, r1 + k])·(row e0 + i − r0 of `delta`), as one matmul on the backend
+ * of `like` (f32), added on the host in f32.
+ */
+async function addSpread(
   like: Tensor,
-  w: Float32Array,
-  u: Float64Array,
-  err: Float32Array,
+  target: Float32Array,
+  t0: number,
+  r: Float64Array,
   n: number,
+  r0: number,
+  r1: number,
+  c1: number,
+  delta: Float32Array,
+  e0: number,
   out: number,
-  i1: number,
-  count: number,
 ): Promise<void> {
-  const i2 = i1 + count, rest = n - i2;
-  const a = new Float32Array(count * rest);
-  for (let r = 0; r < count; r++) {
-    const src = (i1 + r) * n + i2;
-    for (let c = 0; c < rest; c++) a[r * rest + c] = u[src + c];
+  const rows = r1 - r0, cols = c1 - r1;
+  const a = new Float32Array(rows * cols);
+  for (let c = 0; c < cols; c++) {
+    const inv = 1 / r[(r1 + c) * n + r1 + c];
+    for (let i = 0; i < rows; i++) a[i * cols + c] = r[(r0 + i) * n + r1 + c] * inv;
   }
   const backend = like.backend;
-  const ta = tensor(a, { backend, shape: [count, rest] });
-  const te = tensor(err.subarray(0, count * out), { backend, shape: [count, out] });
-  const prod = matmul(ta, te, { transA: true });
-  const delta = await prod.data();
-  ta.dispose(), te.dispose(), prod.dispose();
-  const base = i2 * out;
-  for (let k = 0; k < delta.length; k++) w[base + k] -= delta[k];
+  const ta = tensor(a, { backend, shape: [rows, cols] });
+  const td = tensor(delta.subarray(e0 * out, (e0 + rows) * out), { backend, shape: [rows, out] });
+  const prod = matmul(ta, td, { transA: true });
+  const spread = await prod.data();
+  ta.dispose(), td.dispose(), prod.dispose();
+  const base = t0 * out;
+  for (let k = 0; k < spread.length; k++) target[base + k] += spread[k];
 }
 
-/** U of (H + λI)⁻¹ with λ raised ×10 on each failure, as {@link GptqOptions.dampRetries} says. */
-function dampedInverseFactor(
+/** R of H + λI = R·Rᵀ with λ raised ×10 on each failure, as {@link GptqOptions.dampRetries} says. */
+function dampedFactor(
   h: Float64Array,
   n: number,
   dampPercent: number,
   dampRetries: number,
   name: string,
   onMessage?: (text: string) => void,
-): { u: Float64Array; damp: number; retries: number } {
+): { r: Float64Array; damp: number; retries: number } {
   let meanDiag = 0;
   for (let d = 0; d < n; d++) meanDiag += h[d * n + d];
   meanDiag /= n;
@@ -209,7 +234,7 @@ function dampedInverseFactor(
     damped.set(h);
     for (let d = 0; d < n; d++) damped[d * n + d] += damp;
     try {
-      return { u: inverseCholeskyUpper(damped, n), damp, retries };
+      return { r: reverseCholesky(damped, n), damp, retries };
     } catch (e) {
       if (!(e instanceof NotPositiveDefiniteError)) throw e;
       if (retries >= dampRetries || !(meanDiag > 0)) {

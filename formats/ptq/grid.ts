@@ -40,7 +40,7 @@ import {
 import { NF4_BLOCK, nf4CodeOf, nf4ValueBits } from "../nf4.ts";
 import { NVFP4_BLOCK, nvfp4BlockScaleBits, nvfp4TensorScaleBits } from "../nvfp4.ts";
 import { decodeBits, ELEMENT_FORMATS, encodeBits } from "../element.ts";
-import { intToBits, orderKey, SIGN_BIT } from "../scaling.ts";
+import { intToBits, nearestEven, orderKey, SIGN_BIT } from "../scaling.ts";
 import { pow2Bits } from "../scales.ts";
 import { parseFormat } from "../registry.ts";
 import { sharingText, type WeightQuantSpec } from "./weight_spec.ts";
@@ -86,7 +86,19 @@ interface IntParams {
   readonly scale: Uint32Array;
   readonly inv: Uint32Array;
   readonly zp: Int32Array;
+  /** The same scales and reciprocals as f32 values. */
+  readonly scaleF: Float32Array;
+  readonly invF: Float32Array;
+  /** 1 where the scale is finite and not 0 and its reciprocal finite: the plain arithmetic path applies. */
+  readonly ordinary: Uint8Array;
 }
+
+/** Whether a scale and its reciprocal (f32 bits) are finite and the scale is not 0 (int.ts's `ordinaryScale`). */
+function ordinaryScale(scale: number, inv: number): boolean {
+  return (scale & 0x7fffffff) !== 0 && (scale & 0x7fffffff) < 0x7f800000 && (inv & 0x7fffffff) < 0x7f800000;
+}
+
+const f32 = (bits: Uint32Array) => new Float32Array(bits.slice().buffer);
 
 function intGrid(name: string, groupRows: number, columns: number): ScalarGrid<IntParams> | null {
   const spec = parseIntFormat(name);
@@ -111,17 +123,27 @@ function intGrid(name: string, groupRows: number, columns: number): ScalarGrid<I
         }
       }
       const scale = new Uint32Array(columns), inv = new Uint32Array(columns), zp = new Int32Array(columns);
+      const ordinary = new Uint8Array(columns);
       for (let c = 0; c < columns; c++) {
         const s = intScaleBits(hi[c], lo[c], amax[c], spec.signed, qmax, levelsRecip);
         scale[c] = s.scale, inv[c] = s.inv, zp[c] = s.zp;
+        ordinary[c] = ordinaryScale(s.scale, s.inv) ? 1 : 0;
       }
-      return { scale, inv, zp };
+      return { scale, inv, zp, scaleF: f32(scale), invF: f32(inv), ordinary };
     },
     quantizeRow(p, src, row, out, outRow) {
       const sb = u32(src), ob = u32(out), so = row * columns, oo = outRow * columns;
+      const { scaleF, invF, zp, ordinary } = p;
       for (let c = 0; c < columns; c++) {
-        const q = intCodeOf(sb[so + c], p.scale[c], p.inv[c], p.zp[c], qmin, qmax, 0, 0);
-        ob[oo + c] = intValueBits(q, p.zp[c], p.scale[c]);
+        if (ordinary[c]) {
+          // As int.ts's kernel: a finite scale keeps every product finite, and fround of an f32 product is the
+          // correctly rounded product (f32MulBits' bits).
+          const q = Math.min(qmax, Math.max(qmin, nearestEven(Math.fround(src[so + c] * invF[c])) + zp[c]));
+          out[oo + c] = Math.fround((q - zp[c]) * scaleF[c]);
+          continue;
+        }
+        const q = intCodeOf(sb[so + c], p.scale[c], p.inv[c], zp[c], qmin, qmax, 0, 0);
+        ob[oo + c] = intValueBits(q, zp[c], p.scale[c]);
       }
     },
   };

@@ -49,8 +49,8 @@ export class HessianAccumulator {
     if (rows === 0) return;
     const total = this.#samples + sequences;
     const keep = this.#samples / total, scale = 2 / total;
-    const h = this.#h;
-    for (let i = 0; i < h.length; i++) h[i] *= keep;
+    const h = this.#h; // only the upper triangle is kept up to date; hessian() mirrors it
+    for (let i = 0; i < n; i++) for (let j = i; j < n; j++) h[i * n + j] *= keep;
     this.#samples = total;
     const flat = reshape(x, [rows, n]);
     try {
@@ -63,11 +63,7 @@ export class HessianAccumulator {
         for (const t of [block, left, right]) if (t !== flat) t.dispose();
         for (let i = b0; i < b1; i++) {
           const gi = (i - b0) * width - b0, hi = i * n;
-          for (let j = i; j < n; j++) {
-            const v = scale * g[gi + j];
-            h[hi + j] += v;
-            if (j !== i) h[j * n + i] += v;
-          }
+          for (let j = i; j < n; j++) h[hi + j] += scale * g[gi + j];
         }
       }
     } finally {
@@ -77,6 +73,8 @@ export class HessianAccumulator {
 
   /** A copy of H ([in·in], row-major, f64). */
   hessian(): Float64Array {
-    return this.#h.slice();
+    const n = this.inFeatures, h = this.#h.slice();
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) h[j * n + i] = h[i * n + j];
+    return h;
   }
 }

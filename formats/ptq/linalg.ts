@@ -48,9 +48,29 @@ function dot(x: Float64Array, xo: number, y: Float64Array, yo: number, len: numb
   return (s0 + s1) + (s2 + s3);
 }
 
-/** y[yo + k] += c·x[xo + k] for k < len. */
-function axpy(c: number, x: Float64Array, xo: number, y: Float64Array, yo: number, len: number): void {
-  for (let k = 0; k < len; k++) y[yo + k] += c * x[xo + k];
+/**
+ * Four dot products at once, sharing the loads of y: out[m] = Σ_k x[xo + m·xs + k]·y[yo + k] for m < 4, k < len
+ * (fixed order: each sum runs k upwards).
+ */
+function dot4(
+  x: Float64Array,
+  xo: number,
+  xs: number,
+  y: Float64Array,
+  yo: number,
+  len: number,
+  out: Float64Array,
+): void {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  const x1 = xo + xs, x2 = x1 + xs, x3 = x2 + xs;
+  for (let k = 0; k < len; k++) {
+    const v = y[yo + k];
+    s0 += x[xo + k] * v;
+    s1 += x[x1 + k] * v;
+    s2 += x[x2 + k] * v;
+    s3 += x[x3 + k] * v;
+  }
+  out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
 }
 
 /**
@@ -87,22 +107,30 @@ export function transpose(a: Float64Array, n: number): Float64Array {
 
 /**
  * The inverse of an upper triangular `r` (upper triangular too), by back
- * substitution one row at a time: row i = (e_i − Σ_{k>i} r_ik·row k)/r_ii.
+ * substitution: X_ij = −(Σ_{i<k≤j} r_ik·X_kj)/r_ii for j > i, rows from the
+ * last up. X is built transposed, so each sum is a dot product of two
+ * contiguous row pieces.
  */
 export function invertUpper(r: Float64Array, n: number): Float64Array {
   checkSquare(r, n, "invertUpper");
-  const x = new Float64Array(n * n);
+  const y = new Float64Array(n * n), sums = new Float64Array(4); // y = Xᵀ (lower)
   for (let i = n - 1; i >= 0; i--) {
-    const ri = i * n;
-    for (let k = i + 1; k < n; k++) {
-      const c = r[ri + k];
-      if (c !== 0) axpy(c, x, k * n + k, x, ri + k, n - k);
+    const ri = i * n, inv = 1 / r[ri + i], from = i + 1;
+    y[ri + i] = inv;
+    let j = i + 1;
+    for (; j + 3 < n; j += 4) {
+      // Rows j..j+3 of y over k in (i, j]: a common part of length j − i, then the extra terms of the longer ones.
+      const len = j - i;
+      dot4(y, j * n + from, n, r, ri + from, len, sums);
+      for (let m = 1; m < 4; m++) {
+        const yo = (j + m) * n;
+        for (let k = j + 1; k <= j + m; k++) sums[m] += y[yo + k] * r[ri + k];
+      }
+      for (let m = 0; m < 4; m++) y[(j + m) * n + i] = -sums[m] * inv;
     }
-    const inv = 1 / r[ri + i];
-    for (let j = i + 1; j < n; j++) x[ri + j] *= -inv;
-    x[ri + i] = inv;
+    for (; j < n; j++) y[j * n + i] = -dot(y, j * n + from, r, ri + from, j - i) * inv;
   }
-  return x;
+  return transpose(y, n);
 }
 
 /**
@@ -132,17 +160,19 @@ export function choleskyInverse(l: Float64Array, n: number): Float64Array {
  */
 export function reverseCholesky(a: Float64Array, n: number): Float64Array {
   checkSquare(a, n, "reverseCholesky");
-  const r = new Float64Array(n * n);
+  const r = new Float64Array(n * n), sums = new Float64Array(4);
   for (let i = n - 1; i >= 0; i--) {
-    const ri = i * n, tail = n - i - 1;
-    const pivot = a[ri + i] - dot(r, ri + i + 1, r, ri + i + 1, tail);
+    const ri = i * n, tail = n - i - 1, from = ri + i + 1;
+    const pivot = a[ri + i] - dot(r, from, r, from, tail);
     if (!(pivot > 0) || !Number.isFinite(pivot)) throw new NotPositiveDefiniteError(i, pivot);
     const d = Math.sqrt(pivot);
     r[ri + i] = d;
-    for (let j = 0; j < i; j++) {
-      const rj = j * n;
-      r[rj + i] = (a[rj + i] - dot(r, rj + i + 1, r, ri + i + 1, tail)) / d;
+    let j = 0;
+    for (; j + 3 < i; j += 4) {
+      dot4(r, j * n + i + 1, n, r, from, tail, sums);
+      for (let k = 0; k < 4; k++) r[(j + k) * n + i] = (a[(j + k) * n + i] - sums[k]) / d;
     }
+    for (; j < i; j++) r[j * n + i] = (a[j * n + i] - dot(r, j * n + i + 1, r, from, tail)) / d;
   }
   return r;
 }
