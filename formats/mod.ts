@@ -32,3 +32,7 @@ export * from "./lsq.ts";
 export * from "./quantized_linear.ts";
 export { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
 export * from "./ptq/weight_spec.ts";
+export * from "./ptq/grid.ts";
+export * from "./ptq/linalg.ts";
+export * from "./ptq/hessian.ts";
+export * from "./ptq/gptq.ts";

@@ -442,3 +442,5 @@ export function mxQuantizer(name: string): MxQuantizer | null {
 
 // For kernels that fetch the codes their own way (formats/quant_tensor.ts reads them bit-packed).
 export { decodeElement as mxDecodeElement, elementWords as mxElementWords, WGSL_HELPERS as MX_WGSL };
+// For per-group quantizers on the host (formats/ptq/grid.ts): the element code and MXINT8's grid.
+export { encodeElement as mxEncodeElement, INT8_NEG_MAX as MXINT8_NEG_MAX_BITS, INT8_QUANT as MXINT8_QUANT };
