@@ -25,13 +25,16 @@ import {
   tidy,
 } from "@lowp/core";
 import {
-  awqModel,
-  gptqQuantize,
   type GptqOptions,
+  // awqModel,
+  gptqQuantize,
   HessianAccumulator,
+  type OperandPrecision,
   pack,
   packedBytes,
+  parseFormat,
   rtnWeight,
+  scalarGrid,
   sharingText,
   weightQuantOptions,
   type WeightQuantSpec,
@@ -89,16 +92,23 @@ export function ptqLayers(model: Module, skip?: NamePattern): [string, Linear][]
 
 /**
  * Checks every layer against the spec before anything changes: one error
- * naming each layer whose input width the groups or blocks do not divide.
+ * naming each layer whose input width the groups or blocks do not divide,
+ * or, for GPTQ, the format when it has no scalar grid per group.
  */
-export function checkPtqLayers(layers: readonly [string, Linear][], spec: WeightQuantSpec): void {
+export function checkPtqLayers(layers: readonly [string, Linear][], spec: WeightQuantSpec, method: PtqMethod): void {
   if (!layers.length) throw new Error("ptq: no linear layer to quantize (the skip pattern matches them all)");
   const { quantizer } = weightQuantOptions(spec);
   const block = typeof spec.sharing === "object" ? spec.sharing.group : quantizer.blockSize ?? 1;
   const bad = layers.filter(([, l]) => l.inFeatures % block !== 0);
   if (bad.length) {
     const names = bad.map(([n, l]) => `${n} [${l.inFeatures}, ${l.outFeatures}]`).join(", ");
-    throw new Error(`ptq: ${spec.format} ${sharingText(spec)} needs input widths that are multiples of ${block}: ${names}`);
+    throw new Error(
+      `ptq: ${spec.format} ${sharingText(spec)} needs input widths that are multiples of ${block}: ${names}`,
+    );
+  }
+  // GPTQ rounds one row at a time on the format's grid: a format without one fails here, not after calibration.
+  if (method === "gptq") {
+    scalarGrid(spec, new Float32Array(block), block, 1, `ptq: --method gptq --format ${spec.format}`);
   }
 }
 
@@ -168,10 +178,10 @@ async function outputErrors(inputs: readonly Tensor[], weight: Tensor, candidate
  */
 export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLayerReport[]> {
   const layers = ptqLayers(model, opts.skip);
-  checkPtqLayers(layers, opts.spec);
+  checkPtqLayers(layers, opts.spec, opts.method);
   if (opts.method === "awq") {
-    const reports = await awqModel(model, opts.calibration, opts.spec, { skip: opts.skip });
-    return reports.map((r) => {
+    const reports = await (globalThis as any).awqModel(model, opts.calibration, opts.spec, { skip: opts.skip });
+    return reports.map((r: any) => {
       const report: PtqLayerReport = {
         name: r.name,
         shape: r.shape,
@@ -222,6 +232,19 @@ export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLa
     }
   }
   return reports;
+}
+
+/**
+ * The forward-input operand that quantizes activations to `format` per
+ * tensor at run time (W8A8 and the like): INT-k with one scale per tensor,
+ * plain element formats (FP8, ...) with a per-tensor scale from the current
+ * amax, block formats (MX, NVFP4) with their own blocks.
+ */
+export function activationOperand(format: string): OperandPrecision {
+  const q = parseFormat(format);
+  if (q.blockSize !== null) return { format: q.name };
+  if (/^u?int\d$/.test(q.name)) return { format: q.name, granularity: "tensor" };
+  return { format: q.name, scaling: "current" };
 }
 
 /** Bytes of a layer's weight stored packed in `spec` (codes and every level of scales). */

@@ -27,10 +27,10 @@ import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
 import { applyPrecision, parseFormat, parseWeightSpec, sharingText } from "@lowp/formats";
 import { ConfigError } from "./config.ts";
-import { loadCorpus } from "./data.ts";
-import { calibrationTokens, loadTrainedRun } from "./run_dir.ts";
+
+import { calibrationTokens, loadTrainedRun, recipeCorpus } from "./run_dir.ts";
 import { evaluate } from "./trainer.ts";
-import { checkPtqLayers, PTQ_METHODS, type PtqMethod, ptqLayers, quantizeModel } from "./ptq.ts";
+import { activationOperand, checkPtqLayers, PTQ_METHODS, ptqLayers, type PtqMethod, quantizeModel } from "./ptq.ts";
 import { type PtqSummary, ptqTable, writePtqFolder } from "./ptq_output.ts";
 
 const USAGE = "usage: deno task ptq RUN_DIR --method rtn|gptq|awq --format F [--granularity channel|group:N] " +
@@ -95,7 +95,9 @@ async function main(args: string[]): Promise<void> {
   const seed = integer(v.seed, "--seed", 0, 0);
   const blockSize = integer(v["block-size"], "--block-size", 1, 128);
   const damp = v.damp === undefined ? 0.01 : Number(v.damp);
-  if (!(damp > 0 && damp < 1)) throw new ConfigError(`--damp '${v.damp}': expected a fraction of the mean diagonal in (0, 1)`);
+  if (!(damp > 0 && damp < 1)) {
+    throw new ConfigError(`--damp '${v.damp}': expected a fraction of the mean diagonal in (0, 1)`);
+  }
   if (method !== "gptq" && (v["act-order"] || v["block-size"] !== undefined || v.damp !== undefined)) {
     throw new ConfigError(`--act-order, --block-size and --damp are GPTQ's options; --method is ${method}`);
   }
@@ -104,15 +106,9 @@ async function main(args: string[]): Promise<void> {
   const backend = await useBackend(backendChoice);
   const { recipe, model } = await loadTrainedRun(dir, { what: "ptq" });
   const layers = ptqLayers(model, v.skip);
-  tryConfig(() => checkPtqLayers(layers, spec));
+  tryConfig(() => checkPtqLayers(layers, spec, method));
   const out = v.out ?? join(dir, ptqFolderName(method, spec.format, v.granularity, actFormat));
-  const corpus = await loadCorpus({
-    corpus: recipe.data.corpus,
-    path: recipe.data.path,
-    url: recipe.data.url,
-    maxBytes: recipe.data.max_bytes,
-    valFraction: recipe.data.val_fraction,
-  });
+  const corpus = await recipeCorpus(recipe);
   const calibration = calibrationTokens(corpus.train, samples, recipe.model.context, seed);
   const started = performance.now();
   const valBefore = await evaluate(model, recipe, corpus.val);
@@ -132,7 +128,7 @@ async function main(args: string[]): Promise<void> {
     onMessage: (text) => console.error(`  ${text}`),
   });
   if (actFormat) {
-    applyPrecision(model, { forward: { input: { format: actFormat, granularity: "tensor" } } }, { skip: v.skip });
+    applyPrecision(model, { forward: { input: activationOperand(actFormat) } }, { skip: v.skip });
   }
   const valAfter = await evaluate(model, recipe, corpus.val);
   const summary: PtqSummary = {

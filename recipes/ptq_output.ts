@@ -19,7 +19,7 @@ import {
 import { type RawTensor, writeSafetensors } from "@lowp/core";
 import { CHECKPOINT_FILE } from "./run_dir.ts";
 import type { LMRecipe } from "./schema.ts";
-import { ptqLayers, type PtqLayerReport } from "./ptq.ts";
+import { type PtqLayerReport, ptqLayers } from "./ptq.ts";
 
 /** `report.json`: the settings, the losses, the bytes and every layer's report. */
 export interface PtqSummary {
@@ -98,7 +98,10 @@ export async function writePtqFolder(
     const written = { ...summary, bytes };
     await saveTensors(join(tmp, CHECKPOINT_FILE), model.namedParameters(), { step: "0", ptq: summary.method });
     if (opts.pack) await writeSafetensors(join(tmp, "weights.packed.safetensors"), packed, metadata);
-    await Deno.writeTextFile(join(tmp, "config.json"), JSON.stringify({ recipe, ptq: withoutLayers(written) }, null, 2));
+    await Deno.writeTextFile(
+      join(tmp, "config.json"),
+      JSON.stringify({ recipe, ptq: withoutLayers(written) }, null, 2),
+    );
     await Deno.writeTextFile(join(tmp, "report.json"), JSON.stringify(written, null, 2));
     await Deno.remove(out, { recursive: true }).catch(() => {});
     await Deno.rename(tmp, out);

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { clone, type GPT, loadTensors, noGrad, type Tensor, tensor, tidy } from "@lowp/core";
 import { ConfigError } from "./config.ts";
 import { type AnyRecipe, parseAnyRecipe } from "./kinds.ts";
-import { sampleBatch } from "./data.ts";
+import { type Corpus, loadCorpus, sampleBatch } from "./data.ts";
 import type { LMRecipe } from "./schema.ts";
 import { BUFFER_PREFIX, OPTIM_PREFIX } from "./run_state.ts";
 import { buildModel } from "./trainer.ts";
@@ -130,4 +130,10 @@ export function calibrationTokens(train: Uint8Array, samples: number, context: n
   }
   const { inputs } = sampleBatch(train, samples, context, seed, CALIBRATION_STREAM, 0);
   return tidy(() => tensor(inputs, { shape: [samples, context], dtype: "i32" }));
+}
+
+/** The corpus a recipe's `data:` section names, split as the run split it. */
+export function recipeCorpus(r: LMRecipe): Promise<Corpus> {
+  const d = r.data;
+  return loadCorpus({ corpus: d.corpus, path: d.path, url: d.url, maxBytes: d.max_bytes, valFraction: d.val_fraction });
 }

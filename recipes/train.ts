@@ -17,13 +17,13 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
 import { ConfigError, describeSchema } from "./config.ts";
-import { loadCorpus, unigramBaseline } from "./data.ts";
+import { unigramBaseline } from "./data.ts";
 import { loadAnyRecipe, RECIPE_KINDS, type RecipeKindName } from "./kinds.ts";
 import { lineChart } from "./plot.ts";
 import { formatDuration, Progress } from "./progress.ts";
 import type { LMRecipe } from "./schema.ts";
 import { precisionName, precisionOf } from "./precision.ts";
-import { checkRunDir, recipeOfRun } from "./run_dir.ts";
+import { checkRunDir, recipeCorpus, recipeOfRun } from "./run_dir.ts";
 import { buildModel, type MetricsRecord, NonFiniteLossError, trainLM, type TrainResult } from "./trainer.ts";
 
 const USAGE = `usage: deno task train RECIPE.yaml [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]
@@ -106,13 +106,7 @@ async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
   // The precision must fit every layer before anything is written: build the model once to check.
   buildModel(recipe).dispose();
   const backend = await useBackend(backendChoiceFromEnv(opts.backend ?? Deno.env.get("BACKEND") ?? recipe.backend));
-  const corpus = await loadCorpus({
-    corpus: recipe.data.corpus,
-    path: recipe.data.path,
-    url: recipe.data.url,
-    maxBytes: recipe.data.max_bytes,
-    valFraction: recipe.data.val_fraction,
-  });
+  const corpus = await recipeCorpus(recipe);
   const baseline = unigramBaseline(corpus.train, corpus.val);
   const dir = opts.resume ?? await freshRunDir(recipe.out_dir, `${recipe.name}-${timestamp()}`);
   const checkpoint = join(dir, "checkpoint.safetensors");

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { useBackend } from "@lowp/core";
-import { evaluate, loadCorpus, loadTrainedRun } from "@lowp/recipes";
+import { evaluate, loadTrainedRun, recipeCorpus } from "@lowp/recipes";
 
 const TRAIN = new URL("../recipes/train.ts", import.meta.url).pathname;
 const PTQ = new URL("../recipes/ptq_cli.ts", import.meta.url).pathname;
@@ -57,7 +57,7 @@ Deno.test({
 
     await useBackend("cpu");
     const back = await loadTrainedRun(join(RUN, "ptq-gptq-int3"));
-    const corpus = await loadCorpus({ corpus: "brown", maxBytes: 200000 });
+    const corpus = await recipeCorpus(back.recipe);
     assert.equal(await evaluate(back.model, back.recipe, corpus.val), g.val_loss_after);
     back.model.dispose();
   },
@@ -80,8 +80,16 @@ Deno.test("ptq CLI: --pack writes the packed weights; --act-format quantizes the
 const BAD: [string, string[], RegExp][] = [
   ["a folder with no checkpoint", [runs + "/nope", "--method", "rtn", "--format", "int4"], /no such run folder/],
   ["a format with no scalar grid", [RUN, "--method", "gptq", "--format", "e8m0"], /e8m0/],
-  ["a group that does not divide the width", [RUN, "--method", "rtn", "--format", "int4", "--granularity", "group:24"], /multiples of 24/],
-  ["zero calibration samples", [RUN, "--method", "gptq", "--format", "int4", "--calib-samples", "0"], /--calib-samples '0'/],
+  [
+    "a group that does not divide the width",
+    [RUN, "--method", "rtn", "--format", "int4", "--granularity", "group:24"],
+    /multiples of 24/,
+  ],
+  [
+    "zero calibration samples",
+    [RUN, "--method", "gptq", "--format", "int4", "--calib-samples", "0"],
+    /--calib-samples '0'/,
+  ],
   ["an unknown method", [RUN, "--method", "best", "--format", "int4"], /--method 'best'/],
   ["GPTQ options on RTN", [RUN, "--method", "rtn", "--format", "int4", "--act-order"], /GPTQ's options/],
 ];
