@@ -14,3 +14,4 @@ export * from "./plot.ts";
 export * from "./precision.ts";
 export * from "./run_state.ts";
 export * from "./run_dir.ts";
+export * from "./finetune.ts";
