@@ -15,3 +15,4 @@ export * from "./precision.ts";
 export * from "./run_state.ts";
 export * from "./run_dir.ts";
 export * from "./finetune.ts";
+export * from "./merge.ts";

@@ -15,6 +15,7 @@ import {
   type LMRecipe,
   loadCorpus,
   loadTrainedRun,
+  mergeRun,
   type MetricsRecord,
   parseRecipe,
   resolveFinetune,
@@ -115,6 +116,18 @@ Deno.test("finetune qlora (CLI): summary counts adapters and bytes; the run load
   const mergedLoss = await evaluate(merged.model, merged.recipe, (await brown()).val);
   assert.ok(Math.abs(mergedLoss - summary.final_val_loss) < 1e-5, `${mergedLoss} vs ${summary.final_val_loss}`);
   merged.model.dispose();
+
+  // `deno task merge`: a plain run folder; re-quantizing the merged weights moves them (the QLoRA pitfall).
+  const report = await mergeRun(dir, { requantize: "nf4-dq" });
+  assert.equal(report.val_loss_adapters, summary.final_val_loss);
+  assert.ok(Math.abs(report.val_loss_merged - report.val_loss_adapters) < 1e-5);
+  assert.ok(report.weight_change! > 1e-3 && report.val_loss_requantized !== report.val_loss_merged);
+  const plain = await loadTrainedRun(report.out);
+  assert.ok(!plain.model.namedParameters().some(([n]) => n.includes("lora_")));
+  assert.equal(await evaluate(plain.model, plain.recipe, (await brown()).val), report.val_loss_requantized);
+  plain.model.dispose();
+  await assert.rejects(mergeRun(dir, { requantize: "nf4-dq" }), /merged-nf4-dq exists already/);
+  await assert.rejects(mergeRun(baseRun), /the run has no adapters \(finetune\.method none\); nothing to merge/);
 });
 
 for (const method of ["lora", "qlora", "full"] as const) {
