@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   applyLora,
   backward,
+  generate,
   GPT,
   type GPTConfig,
   Linear,
@@ -93,6 +94,10 @@ Deno.test("applyQLora: the f32 weights are removed, the packed base computes wha
   // Same adapters, same base values, same GEMMs (dequantized in the backward too): identical gradients.
   const [got, want] = [await adapterGrads(model), await adapterGrads(twin)];
   got.forEach((g, k) => assert.deepEqual(g, want[k], `adapter gradient ${k}`));
+  // Decoding with the KV cache runs the same op: greedy tokens equal those of re-running the whole sequence.
+  const cached = await generate(model, IDS, { maxNewTokens: 6 });
+  assert.deepEqual(cached, await generate(model, IDS, { maxNewTokens: 6, useCache: false }));
+  assert.deepEqual(cached, await generate(twin, IDS, { maxNewTokens: 6 }));
   model.dispose();
   twin.dispose();
 });

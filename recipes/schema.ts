@@ -54,7 +54,8 @@ export const LM_SCHEMA = {
     type: "string",
     default: "lm",
     choices: ["lm"],
-    doc: "what the recipe trains: lm (next-byte language model); sft, grpo and finetune are planned",
+    doc: "what the recipe trains: lm (next-byte language model; finetune: starts it from another run); sft and " +
+      "grpo are planned",
   },
   name: { type: "string", doc: "run name; the run folder is <out_dir>/<name>-<timestamp>" },
   seed: { type: "int", default: 0, min: 0, max: 4294967295, doc: "seed for init and data order" },

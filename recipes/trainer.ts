@@ -259,9 +259,7 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
     await hooks.onMetrics?.(m);
   };
   const started = performance.now();
-  const before = hooks.resumeFrom
-    ? await resume(hooks.resumeFrom, model, opt, r, baseDigest)
-    : { step: 0, seconds: 0 };
+  const before = hooks.resumeFrom ? await resume(hooks.resumeFrom, model, opt, r, baseDigest) : { step: 0, seconds: 0 };
   // A fine-tune records where it starts: the validation loss of its model before the first step.
   if (baseDigest && !hooks.resumeFrom) await emit({ step: 0, val_loss: await evaluate(model, r, corpus.val) });
   const seconds = () => before.seconds + (performance.now() - started) / 1000;

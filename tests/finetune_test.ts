@@ -130,11 +130,19 @@ Deno.test("finetune qlora (CLI): summary counts adapters and bytes; the run load
   await assert.rejects(mergeRun(baseRun), /the run has no adapters \(finetune\.method none\); nothing to merge/);
 });
 
-for (const method of ["lora", "qlora", "full"] as const) {
-  Deno.test(`finetune ${method}: stopped at a checkpoint and resumed gives the same losses (cpu)`, async () => {
+const RESUMED: [string, Record<string, string>][] = [
+  ["lora", { "finetune.method": "lora" }],
+  ["qlora", { "finetune.method": "qlora" }],
+  ["full", { "finetune.method": "full" }],
+  ["full + qat-int8 (QAT fine-tuning)", { "finetune.method": "full", precision: "qat-int8" }],
+  ["lora + qat-int8", { "finetune.method": "lora", precision: "qat-int8" }],
+];
+
+for (const [what, overrides] of RESUMED) {
+  Deno.test(`finetune ${what}: stopped at a checkpoint and resumed gives the same losses (cpu)`, async () => {
     await useBackend("cpu");
-    const r = await ftRecipe({ "finetune.method": method });
-    const path = join(tmp, `resume-${method}.safetensors`);
+    const r = await ftRecipe(overrides);
+    const path = join(tmp, `resume-${what.replace(/\W+/g, "-")}.safetensors`);
     const straight = await trainLM(r, await brown());
     let calls = 0;
     const first = await trainLM(r, await brown(), { checkpointPath: path, shouldStop: () => calls++ >= 3 });
