@@ -18,7 +18,7 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { type GPT, Linear, saveTensors, useBackend } from "@lowp/core";
+import { type GPT, type Linear, saveTensors, useBackend } from "@lowp/core";
 import { mergeAdapters, parseFormat } from "@lowp/formats";
 import { ConfigError } from "./config.ts";
 import { type Corpus, loadCorpus } from "./data.ts";
