@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   applyLora,
   backward,
+  cpuBackend,
   generate,
   GPT,
   type GPTConfig,
@@ -201,4 +202,17 @@ Deno.test("QLoRA on WebGPU: the same base bits; logits and adapter gradients wit
   } finally {
     await useBackend("cpu");
   }
+});
+
+Deno.test("QLoRA: training steps keep the live buffer count flat; dispose() frees the packed bases", () => {
+  const cpu = cpuBackend();
+  const start = cpu.liveCount();
+  const model = new GPT(CFG, { seed: 0 });
+  applyQLora(model, LORA);
+  sgdSteps(model, 1, 0.1);
+  const before = cpu.liveCount();
+  sgdSteps(model, 20, 0.1);
+  assert.equal(cpu.liveCount(), before, "live storages after 20 steps");
+  model.dispose();
+  assert.equal(cpu.liveCount(), start, "live storages after dispose");
 });
