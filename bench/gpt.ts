@@ -6,9 +6,9 @@
  *
  * @module
  */
-import { applyPrecision, type LinearPrecision } from "@lowp/formats";
+import { applyPrecision, frozenStateBytes, type LinearPrecision } from "@lowp/formats";
 import { type Backend, GPT } from "@lowp/core";
-import { AdamW, trainStep } from "@lowp/optim";
+import { AdamW, optimizerMemory, trainStep } from "@lowp/optim";
 
 /** The benchmarked architecture (shared with the PyTorch peer in peers.py). */
 export const TINY_GPT = { vocab: 256, dModel: 128, nLayers: 4, nHeads: 4, context: 64, batch: 16 } as const;
@@ -41,6 +41,12 @@ export interface StepResult {
   params: number;
   /** WebGPU dispatches per step (WebGPU only). */
   dispatchesPerStep?: number;
+  /** Trainable parameters (all of them unless `adapt` froze some). */
+  trainableParams: number;
+  /** Bytes of frozen state: frozen f32 parameters and packed bases (formats' `frozenStateBytes`). */
+  frozenBytes: number;
+  /** Bytes of trainable weights and optimizer state (optim's `optimizerMemory`, after the timed steps). */
+  trainableBytes: number;
 }
 
 /** Deterministic byte-like tokens for step `i` (contents do not affect speed). */
@@ -56,18 +62,21 @@ function batch(i: number): { x: Int32Array; y: Int32Array } {
 
 /**
  * Times training steps of the tiny GPT on `backend` (which must be the active backend) under a precision (a preset
- * name or a record).
+ * name or a record); `adapt` changes the model before the optimizer is built over its trainable parameters.
  */
 export async function benchGptStep(
   backend: Backend,
   timing: StepTiming,
   precision: string | LinearPrecision = "f32",
+  adapt?: (model: GPT) => void,
 ): Promise<StepResult> {
   const { vocab, dModel, nLayers, nHeads, context, batch: b } = TINY_GPT;
   const model = new GPT({ vocabSize: vocab, contextLength: context, dModel, nLayers, nHeads }, { seed: 1234 });
   if (precision !== "f32") applyPrecision(model, precision);
+  adapt?.(model); // e.g. LoRA / QLoRA adapters, which freeze the rest
   let stepIndex = 0;
-  const opt = new AdamW(model.namedParameters(), { betas: TINY_OPT.betas, weightDecay: TINY_OPT.weightDecay });
+  const trainable = model.namedParameters({ trainable: true });
+  const opt = new AdamW(trainable, { betas: TINY_OPT.betas, weightDecay: TINY_OPT.weightDecay });
   const shape = [b, context];
   const ctx = (backend as Backend & { context?: { dispatchCount: number } }).context;
   try {
@@ -110,6 +119,9 @@ export async function benchGptStep(
       steps: n,
       finalLoss,
       params: model.parameterCount(),
+      trainableParams: model.parameterCount({ trainable: true }),
+      frozenBytes: frozenStateBytes(model),
+      trainableBytes: (({ weightBytes, stateBytes }) => weightBytes + stateBytes)(optimizerMemory(opt, trainable)),
     };
     if (ctx) result.dispatchesPerStep = dispatches / n;
     return result;

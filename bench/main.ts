@@ -33,6 +33,12 @@
  *   `qat-int4+lsq`, the QAT presets with learned steps), each timed right after an f32 step measured the same way,
  *   `pairs` times: `step_time_vs_f32` is the median of the pairs' ratios, `ms_per_step` and `f32_ms_per_step` the
  *   medians of each side.
+ * - `{"bench": "qlora_train_step", "r": 8, "alpha": 16, "value", "full_value", "tokens_per_s_vs_full", "state_bytes",
+ *   "full_state_bytes", "state_bytes_vs_full", ...}`: a QLoRA training step of the same tiny GPT (every linear weight
+ *   frozen in nf4-dq, adapters r 8, α 16 on all linear layers, AdamW on the adapters only) against full fine-tuning
+ *   (AdamW on every weight), timed in `pairs` interleaved pairs as the precision lines (medians; the ratio is
+ *   full step time / QLoRA step time, > 1: QLoRA is faster). Bytes of state: `frozen_bytes` (f32 frozen parameters
+ *   and the packed bases) + `trainable_bytes` (f32 trainable weights and AdamW's moments) for each side.
  * - `{"bench": "fake_quant", "format", "elements", "shape", "value", "unit": "elements/s", ...}`: `quantDequant`
  *   throughput of e4m3, mxfp4, nvfp4, nf4 and int4 (`granularity: "group:128"`) on a [2048, 2048] tensor
  *   ([512, 512] on a software adapter, said in `note`), timed like matmul_f32 (bench/fake_quant.ts); the torch
@@ -63,7 +69,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Backend, cpuBackend, useBackend, webgpuBackend } from "@lowp/core";
-import { type LinearPrecision, PRECISION_NAMES, PRECISION_PRESETS, withLearnedSteps } from "@lowp/formats";
+import { applyQLora, type LinearPrecision, PRECISION_NAMES, PRECISION_PRESETS, withLearnedSteps } from "@lowp/formats";
 import { defaultWorkerCount } from "@lowp/kernels";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
@@ -120,6 +126,8 @@ const GPT_SIZE = `d${TINY_GPT.dModel}-L${TINY_GPT.nLayers}-H${TINY_GPT.nHeads}-T
 const GPT_TOKENS_PER_STEP = TINY_GPT.batch * TINY_GPT.context;
 /** f32/preset pairs timed per precision line. */
 const PAIRS = 3;
+/** QLoRA as the finding-3 recipes run it: nf4-dq base, r 8, α 16 on every linear layer. */
+const QLORA = { r: 8, alpha: 16 } as const;
 
 type Kind = "cpu" | "software" | "hardware";
 
@@ -280,6 +288,7 @@ for (const { backend, kind } of targets) {
     emit({ ...head, bench: "gpt_train_step", size: GPT_SIZE, error: messageOf(e) });
   }
   await benchPrecisions(backend, head);
+  await benchQLora(backend, head);
 
   await benchFakeQuant(backend, kind, head, MATMUL, peerLines);
   await benchPackedDequant(backend, kind, head, MATMUL);
@@ -324,5 +333,50 @@ async function benchPrecisions(backend: Backend, head: Line): Promise<void> {
     } catch (e) {
       emit({ ...line, error: messageOf(e) });
     }
+  }
+}
+
+/**
+ * The `qlora_train_step` line: a QLoRA training step against full fine-tuning of the same model (f32 AdamW on
+ * every weight), timed in interleaved pairs like the precision lines, with the bytes of state of each.
+ */
+async function benchQLora(backend: Backend, head: Line): Promise<void> {
+  progress(`${backend.name} QLoRA training step vs full fine-tuning (${elapsed()})`);
+  const line: Line = { ...head, bench: "qlora_train_step", size: GPT_SIZE, r: QLORA.r, alpha: QLORA.alpha };
+  try {
+    const timing = { ...STEPS, targetS: STEPS.targetS / PAIRS };
+    const pairs: { full: Awaited<ReturnType<typeof benchGptStep>>; qlora: Awaited<ReturnType<typeof benchGptStep>> }[] =
+      [];
+    for (let i = 0; i < PAIRS; i++) {
+      const full = await benchGptStep(backend, timing);
+      pairs.push({ full, qlora: await benchGptStep(backend, timing, "f32", (m) => applyQLora(m, QLORA)) });
+    }
+    const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const ms = mid(pairs.map((p) => p.qlora.msPerStep)), fullMs = mid(pairs.map((p) => p.full.msPerStep));
+    const { full, qlora } = pairs[pairs.length - 1];
+    const bytes = qlora.frozenBytes + qlora.trainableBytes, fullBytes = full.frozenBytes + full.trainableBytes;
+    emit({
+      ...line,
+      value: round((GPT_TOKENS_PER_STEP * 1000) / ms),
+      unit: "tokens/s",
+      full_value: round((GPT_TOKENS_PER_STEP * 1000) / fullMs),
+      tokens_per_s_vs_full: round(mid(pairs.map((p) => p.full.msPerStep / p.qlora.msPerStep)), 3),
+      ms_per_step: round(ms),
+      full_ms_per_step: round(fullMs),
+      pairs: PAIRS,
+      steps: qlora.steps,
+      trainable_params: qlora.trainableParams,
+      full_trainable_params: full.trainableParams,
+      frozen_bytes: qlora.frozenBytes,
+      trainable_bytes: qlora.trainableBytes,
+      state_bytes: bytes,
+      full_frozen_bytes: full.frozenBytes,
+      full_trainable_bytes: full.trainableBytes,
+      full_state_bytes: fullBytes,
+      state_bytes_vs_full: round(bytes / fullBytes, 4),
+      final_loss: round(qlora.finalLoss, 6),
+    });
+  } catch (e) {
+    emit({ ...line, error: messageOf(e) });
   }
 }

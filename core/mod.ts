@@ -33,5 +33,6 @@ export * from "./nn/module.ts";
 export * from "./nn/layers.ts";
 export * from "./nn/gpt.ts";
 export * from "./nn/kv_cache.ts";
+export * from "./nn/lora.ts";
 export * from "./nn/generate.ts";
 export * from "./checkpoint.ts";

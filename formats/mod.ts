@@ -30,6 +30,7 @@ export * from "./quest.ts";
 export * from "./precision.ts";
 export * from "./lsq.ts";
 export * from "./quantized_linear.ts";
+export * from "./qlora.ts";
 export { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
 export * from "./ptq/weight_spec.ts";
 export * from "./ptq/grid.ts";

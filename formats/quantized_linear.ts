@@ -58,6 +58,7 @@ import {
   randomKey,
   record,
   reshape,
+  setBaseOp,
   sumTo,
   type Tensor,
   tensor,
@@ -484,6 +485,10 @@ export function applyPrecision(
   ) as [string, Linear][];
   // One line per (role, problem), naming the layers it concerns.
   const problems = new Map<string, string[]>();
+  const packed = layers.filter(([, layer]) => layer.parameter("weight") === undefined).map(([name]) => name);
+  if (packed.length) {
+    problems.set("the weight is frozen packed (a QLoRA base), not an f32 parameter a precision can run on", packed);
+  }
   for (const [name, layer] of layers) {
     for (const [gemmName, role] of OPERAND_ROLES) {
       const op = operandOf(p, gemmName, role);
@@ -504,7 +509,7 @@ export function applyPrecision(
   }
   const op = quantizedLinear(p);
   for (const [, layer] of layers) {
-    layer.op = op;
+    setBaseOp(layer, op); // under a LoRA adapter when the layer has one
     noGrad(() => attachLsq(layer, p));
   }
   return layers.map(([name]) => name);

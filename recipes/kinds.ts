@@ -1,7 +1,8 @@
 /**
  * Recipe kinds: the top-level `kind:` key (default `lm`) selects the schema a
- * recipe is checked against and the trainer that runs it. Only `lm` exists;
- * `sft`, `grpo` and `finetune` are planned.
+ * recipe is checked against and the trainer that runs it. Only `lm` exists
+ * (its `finetune:` section starts a run from another); `sft` and `grpo` are
+ * planned.
  *
  * @module
  */

@@ -14,3 +14,5 @@ export * from "./plot.ts";
 export * from "./precision.ts";
 export * from "./run_state.ts";
 export * from "./run_dir.ts";
+export * from "./finetune.ts";
+export * from "./merge.ts";

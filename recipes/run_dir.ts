@@ -7,12 +7,14 @@
  */
 import { join } from "node:path";
 import { clone, type GPT, loadTensors, noGrad, type Tensor, tensor, tidy } from "@lowp/core";
+import { mergeAdapters } from "@lowp/formats";
 import { ConfigError } from "./config.ts";
 import { type AnyRecipe, parseAnyRecipe } from "./kinds.ts";
 import { type Corpus, loadCorpus, sampleBatch } from "./data.ts";
 import type { LMRecipe } from "./schema.ts";
 import { BUFFER_PREFIX, OPTIM_PREFIX } from "./run_state.ts";
 import { buildModel } from "./trainer.ts";
+import { buildFinetuneModel, checkBaseDigest, isFinetune } from "./finetune.ts";
 
 /** The checkpoint file of a run folder. */
 export const CHECKPOINT_FILE = "checkpoint.safetensors";
@@ -83,16 +85,28 @@ export interface TrainedRun {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
+/** Options of {@link loadTrainedRun}. */
+export interface LoadRunOptions {
+  /** Names the option that gave the folder in errors (`--resume`, `finetune.from`, ...; default `run`). */
+  readonly what?: string;
+  /** Keep the run's `precision:` (default: dropped, the model is plain f32). */
+  readonly keepPrecision?: boolean;
+  /**
+   * A fine-tuned run's LoRA / QLoRA adapters are folded into the base (`mergeAdapters`, f32: a QLoRA base is
+   * dequantized), so the model has plain parameter names; default: the adapters stay.
+   */
+  readonly merge?: boolean;
+}
+
 /**
  * Loads a run folder's recipe and checkpoint into a fresh model. The model
  * is plain f32 (the run's `precision:` dropped) unless `keepPrecision`:
- * post-training methods and fine-tuning choose their own. Throws one error
- * naming the folder and the first tensor that does not fit the recipe.
+ * post-training methods and fine-tuning choose their own. A fine-tuned run
+ * is rebuilt from its `finetune.from` run (recipes/finetune.ts) and comes
+ * with its adapters unless `merge`. Throws one error naming the folder and
+ * the first tensor that does not fit the recipe.
  */
-export async function loadTrainedRun(
-  dir: string,
-  opts: { what?: string; keepPrecision?: boolean } = {},
-): Promise<TrainedRun> {
+export async function loadTrainedRun(dir: string, opts: LoadRunOptions = {}): Promise<TrainedRun> {
   const what = opts.what ?? "run";
   await checkRunDir(dir, what);
   const any = await recipeOfRun(dir);
@@ -101,12 +115,18 @@ export async function loadTrainedRun(
     ? any
     : { ...any, precision: { preset: "f32", skip: "", lsq: false, ste: "", roles: {} } };
   const path = join(dir, CHECKPOINT_FILE);
-  const { tensors, metadata } = await loadTensors(path);
-  const model = buildModel(recipe);
+  const built = isFinetune(recipe) ? await buildFinetuneModel(recipe) : { model: buildModel(recipe), baseDigest: null };
+  const model = built.model;
+  const { tensors, metadata } = await loadTensors(path).catch((e) => {
+    model.dispose();
+    throw e;
+  });
   try {
     const mismatch = firstMismatch(model.namedParameters(), tensors);
     if (mismatch) throw new ConfigError(`${path}: checkpoint does not match the run's recipe: ${mismatch}`);
+    if (built.baseDigest) checkBaseDigest(metadata, built.baseDigest, path);
     for (const [name, p] of model.namedParameters()) p.assign(noGrad(() => clone(tensors.get(name)!)).keep());
+    if (opts.merge) mergeAdapters(model);
   } catch (e) {
     model.dispose();
     throw e;

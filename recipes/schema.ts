@@ -7,7 +7,7 @@
  */
 import { parseFormat } from "@lowp/formats";
 import { ConfigError, type FieldSpec, givenKeys, type RecipeOf, type Schema } from "./config.ts";
-import { isLsqFormat, OPERAND_ROLES, PRECISION_NAMES, PRECISION_PRESETS } from "@lowp/formats";
+import { isLsqFormat, OPERAND_ROLES, parseFloatFormat, PRECISION_NAMES, PRECISION_PRESETS } from "@lowp/formats";
 
 /**
  * A recipe key that names a number format (`e4m3`, `mxfp4`, `int4`, ...):
@@ -54,7 +54,8 @@ export const LM_SCHEMA = {
     type: "string",
     default: "lm",
     choices: ["lm"],
-    doc: "what the recipe trains: lm (next-byte language model); sft, grpo and finetune are planned",
+    doc: "what the recipe trains: lm (next-byte language model; finetune: starts it from another run); sft and " +
+      "grpo are planned",
   },
   name: { type: "string", doc: "run name; the run folder is <out_dir>/<name>-<timestamp>" },
   seed: { type: "int", default: 0, min: 0, max: 4294967295, doc: "seed for init and data order" },
@@ -140,6 +141,29 @@ export const LM_SCHEMA = {
       eval_every: { type: "int", default: 100, min: 1, doc: "validation every N steps (and at the end)" },
       eval_batches: { type: "int", default: 8, min: 1, doc: "validation batches per evaluation" },
       checkpoint_every: { type: "int", default: 0, min: 0, doc: "checkpoint every N steps (0: only at the end)" },
+    },
+  },
+  finetune: {
+    type: "section",
+    doc: "start from another run's checkpoint (its model section comes from that run's recipe): all weights, " +
+      "or LoRA / QLoRA adapters on the frozen base (recipes/finetune.ts)",
+    fields: {
+      from: { type: "string", default: "", doc: "the run folder to start from (empty: train from scratch)" },
+      method: {
+        type: "string",
+        default: "lora",
+        choices: ["full", "lora", "qlora"],
+        doc: "full: train every weight (with a precision preset: QAT fine-tuning); lora: adapters on the f32 " +
+          "base; qlora: adapters on a base frozen in nf4-dq",
+      },
+      r: { type: "int", default: 8, min: 1, doc: "LoRA rank (PEFT's r)" },
+      alpha: { type: "number", default: 16, min: 0, doc: "LoRA α: the update is scaled by alpha / r (lora_alpha)" },
+      dropout: { type: "number", default: 0, min: 0, max: 0.99, doc: "dropout on the adapters' input (lora_dropout)" },
+      target_modules: {
+        type: "string",
+        default: "all-linear",
+        doc: "layers that get adapters: all-linear, or name patterns separated by commas (e.g. **.c_attn,**.c_fc)",
+      },
     },
   },
   precision: {
@@ -240,6 +264,11 @@ function hasForwardInt(p: LMRecipe["precision"]): boolean {
   return formats.some((f) => f !== undefined && isLsqFormat(f));
 }
 
+/** Whether the precision section asks for anything but plain f32. */
+function precisionIsSet(p: LMRecipe["precision"]): boolean {
+  return p.preset !== "f32" || p.lsq || p.ste !== "" || Object.keys(p.roles).length > 0;
+}
+
 /**
  * A resolved LM recipe (every default filled in), derived from {@link LM_SCHEMA}: the keys, their types and
  * their meaning (each key's `doc`) are declared there once.
@@ -275,6 +304,29 @@ export function checkLMRecipe(r: LMRecipe, file: string): void {
     problems.push(
       `precision.lsq learns the steps of forward signed int operands, and precision '${r.precision.preset}' has ` +
         "none: use qat-int8 or qat-int4, or give a forward role an int format",
+    );
+  }
+  // A fine-tuning setting away from its default with no run to start from (run configs record the defaults).
+  const defaults = LM_SCHEMA.finetune.fields as Record<string, { default?: unknown }>;
+  const finetuneKeys = Object.entries(r.finetune).filter(([k, v]) => k !== "from" && v !== defaults[k].default)
+    .map(([k]) => `finetune.${k}`);
+  if (!r.finetune.from && finetuneKeys.length) {
+    problems.push(`${finetuneKeys[0]} needs finetune.from, the run to start from (--set finetune.from=runs/...)`);
+  }
+  if (r.finetune.from && r.finetune.method === "qlora" && precisionIsSet(r.precision)) {
+    problems.push(
+      `finetune.method qlora keeps the base weights in nf4-dq, so precision '${r.precision.preset}' cannot run ` +
+        "on them: use method lora or full with a precision",
+    );
+  }
+  const adapters = r.finetune.from && r.finetune.method !== "full";
+  const nearest = (r.train.weight_rounding || "nearest") === "nearest";
+  if (adapters && /^(master|naive)-/.test(r.train.optimizer) && nearest && parseFloatFormat(r.train.weight_format)) {
+    problems.push(
+      `finetune.method ${r.finetune.method} with ${r.train.optimizer}: lora_B starts at zero, and in ` +
+        `${r.train.weight_format} (no scale) with nearest rounding updates below its smallest subnormal round back ` +
+        "to zero, so the adapters stall (measured: master-sgd never moved them); set " +
+        "train.weight_rounding=stochastic, or use eco-* or adamw",
     );
   }
   const quantizedWeights = r.train.optimizer.includes("-");

@@ -24,6 +24,7 @@ import { formatDuration, Progress } from "./progress.ts";
 import type { LMRecipe } from "./schema.ts";
 import { precisionName, precisionOf } from "./precision.ts";
 import { checkRunDir, recipeCorpus, recipeOfRun } from "./run_dir.ts";
+import { buildFinetuneModel, isFinetune, resolveFinetune } from "./finetune.ts";
 import { buildModel, type MetricsRecord, NonFiniteLossError, trainLM, type TrainResult } from "./trainer.ts";
 
 const USAGE = `usage: deno task train RECIPE.yaml [--backend cpu|webgpu|auto] [--set key=value ...] [--resume RUN_DIR]
@@ -81,6 +82,8 @@ interface RunOptions {
   backend?: string;
   /** `--resume RUN_DIR`, if given. */
   resume?: string;
+  /** Where the recipe came from (for messages). */
+  file: string;
 }
 
 /** The metrics records already in `path` (empty when there is none). */
@@ -103,8 +106,11 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 
 /** Trains an LM recipe and writes (or, with `--resume`, continues) its run folder. */
 async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
-  // The precision must fit every layer before anything is written: build the model once to check.
-  buildModel(recipe).dispose();
+  // The precision (and a fine-tune's start and adapters) must fit before anything is written: build once.
+  if (isFinetune(recipe)) {
+    await resolveFinetune(recipe, opts.file);
+    (await buildFinetuneModel(recipe)).model.dispose();
+  } else buildModel(recipe).dispose();
   const backend = await useBackend(backendChoiceFromEnv(opts.backend ?? Deno.env.get("BACKEND") ?? recipe.backend));
   const corpus = await recipeCorpus(recipe);
   const baseline = unigramBaseline(corpus.train, corpus.val);
@@ -200,6 +206,14 @@ async function runLM(recipe: LMRecipe, opts: RunOptions): Promise<void> {
     optimizer: recipe.train.optimizer,
     weight_format: recipe.train.weight_format || "f32",
     bytes_per_parameter: result.bytesPerParameter,
+    ...(isFinetune(recipe)
+      ? {
+        finetune: recipe.finetune,
+        start_val_loss: [...earlier, ...result.metrics].find((m) => m.step === 0 && m.val_loss !== undefined)
+          ?.val_loss,
+      }
+      : {}),
+    ...result.state,
   };
   await Deno.writeTextFile(join(dir, "summary.json"), JSON.stringify(summary, null, 2));
   console.error(
@@ -238,7 +252,8 @@ async function main(args: string[]): Promise<void> {
   const recipe = positionals.length
     ? await loadAnyRecipe(positionals[0], overrides)
     : await recipeOfRun(values.resume!, overrides);
-  await RUNNERS[recipe.kind](recipe, { backend: values.backend, resume: values.resume });
+  const file = positionals[0] ?? join(values.resume!, "config.json");
+  await RUNNERS[recipe.kind](recipe, { backend: values.backend, resume: values.resume, file });
 }
 
 if (import.meta.main) {

@@ -27,6 +27,14 @@ import { precisionName, precisionOf } from "./precision.ts";
 import { diagnoseNonFinite, restoreState, RunSnapshot, stateTensors } from "./run_state.ts";
 import type { LMRecipe } from "./schema.ts";
 import { firstMismatch } from "./run_dir.ts";
+import {
+  BASE_DIGEST_KEY,
+  buildFinetuneModel,
+  checkBaseDigest,
+  isFinetune,
+  type StateReport,
+  stateReport,
+} from "./finetune.ts";
 
 /** One metrics record, as written to `metrics.jsonl`. */
 export interface MetricsRecord {
@@ -103,6 +111,8 @@ export interface TrainResult {
   seconds: number;
   /** Bytes of weights + optimizer state per trainable parameter, as if packed (f32 AdamW: 12). */
   bytesPerParameter: number;
+  /** Trainable and frozen parameters and the bytes of their state (weights + optimizer state). */
+  state: StateReport;
 }
 
 /** Builds the GPT a recipe describes. */
@@ -183,19 +193,28 @@ interface RunPosition {
   seconds: number;
 }
 
-async function saveCheckpoint(path: string, model: GPT, opt: Optimizer, r: LMRecipe, at: RunPosition): Promise<void> {
+async function saveCheckpoint(
+  path: string,
+  model: GPT,
+  opt: Optimizer,
+  r: LMRecipe,
+  at: RunPosition,
+  baseDigest: string,
+): Promise<void> {
   await saveTensors(path, stateTensors(model, opt), {
     step: String(at.step),
     optimizer: r.train.optimizer,
     optimizer_steps: String(opt.steps),
     seconds: String(at.seconds),
+    ...(baseDigest ? { [BASE_DIGEST_KEY]: baseDigest } : {}),
   });
 }
 
-async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe): Promise<RunPosition> {
+async function resume(path: string, model: GPT, opt: Optimizer, r: LMRecipe, baseDigest: string): Promise<RunPosition> {
   const { tensors, metadata } = await loadTensors(path);
   const mismatch = firstMismatch(model.namedParameters(), tensors);
   if (mismatch) throw new Error(`${path}: checkpoint does not match the recipe's model: ${mismatch}`);
+  if (baseDigest) checkBaseDigest(metadata, baseDigest, path);
   if (metadata.optimizer && metadata.optimizer !== r.train.optimizer) {
     throw new Error(
       `${path}: checkpoint was written by ${metadata.optimizer}, the recipe asks for ${r.train.optimizer}`,
@@ -229,7 +248,8 @@ function nextEventTurn(): Promise<void> {
  */
 export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {}): Promise<TrainResult> {
   const t = r.train;
-  const model = buildModel(r);
+  // A fine-tune starts from another run's checkpoint (recipes/finetune.ts); the main path is unchanged.
+  const { model, baseDigest } = isFinetune(r) ? await buildFinetuneModel(r) : { model: buildModel(r), baseDigest: "" };
   const opt = buildOptimizer(r, model);
   const schedule = cosineSchedule({ lr: t.lr, warmup: t.warmup, total: t.steps, minLr: t.min_lr });
   const shape = [t.batch_size, r.model.context];
@@ -239,7 +259,9 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
     await hooks.onMetrics?.(m);
   };
   const started = performance.now();
-  const before = hooks.resumeFrom ? await resume(hooks.resumeFrom, model, opt, r) : { step: 0, seconds: 0 };
+  const before = hooks.resumeFrom ? await resume(hooks.resumeFrom, model, opt, r, baseDigest) : { step: 0, seconds: 0 };
+  // A fine-tune records where it starts: the validation loss of its model before the first step.
+  if (baseDigest && !hooks.resumeFrom) await emit({ step: 0, val_loss: await evaluate(model, r, corpus.val) });
   const seconds = () => before.seconds + (performance.now() - started) / 1000;
   let step = before.step;
   await hooks.onStart?.(step);
@@ -283,7 +305,7 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
         await emit({ step, val_loss: await evaluate(model, r, corpus.val) });
       }
       if (hooks.checkpointPath && t.checkpoint_every && step % t.checkpoint_every === 0) {
-        await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: seconds() });
+        await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: seconds() }, baseDigest);
       }
       hooks.onStep?.(step, latest);
       if (hooks.shouldStop) await nextEventTurn();
@@ -321,7 +343,7 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
       const keep = previous ?? current;
       if (!hooks.checkpointPath) return new NonFiniteLossError(current.step + 1, where, null);
       keep.restore(model, opt);
-      await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step: keep.step, seconds: seconds() });
+      await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step: keep.step, seconds: seconds() }, baseDigest);
       return new NonFiniteLossError(current.step + 1, where, { path: hooks.checkpointPath, step: keep.step });
     } finally {
       previous?.dispose();
@@ -333,7 +355,10 @@ export async function trainLM(r: LMRecipe, corpus: Corpus, hooks: TrainHooks = {
   // Resuming a finished run takes no step: its final validation loss is already on record.
   if (step !== before.step || !hooks.resumeFrom) await emit({ step, val_loss: finalValLoss });
   const total = seconds();
-  if (hooks.checkpointPath) await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: total });
+  if (hooks.checkpointPath) {
+    await saveCheckpoint(hooks.checkpointPath, model, opt, r, { step, seconds: total }, baseDigest);
+  }
   const bytesPerParameter = optimizerMemory(opt, model.namedParameters({ trainable: true })).bytesPerParameter;
-  return { model, metrics, finalValLoss, steps: step, seconds: total, bytesPerParameter };
+  const state = stateReport(model, opt);
+  return { model, metrics, finalValLoss, steps: step, seconds: total, bytesPerParameter, state };
 }

@@ -13,6 +13,7 @@
  * @module
  */
 import { full, randn, type RandomKey } from "../creation.ts";
+import type { Disposable } from "../runtime.ts";
 import type { Tensor } from "../tensor.ts";
 import type { KVCache } from "./kv_cache.ts";
 
@@ -96,6 +97,7 @@ export abstract class Module {
   readonly #buffers = new Map<string, Tensor>();
   readonly #children = new Map<string, Module>();
   readonly #hooks = new Set<ForwardHook>();
+  readonly #owned = new Set<Disposable>();
 
   /** This module's full dotted name ("" for the root). */
   readonly name: string;
@@ -354,10 +356,21 @@ export abstract class Module {
     }
   }
 
-  /** Frees all parameters and buffers. */
+  /**
+   * Makes this module release `resource` when the module tree is disposed: state that is neither a parameter
+   * nor a buffer, e.g. a frozen base weight held packed by a package above `core`. Returns a function that
+   * hands it back (no longer released with the module).
+   */
+  own(resource: Disposable): () => void {
+    this.#owned.add(resource);
+    return () => this.#owned.delete(resource);
+  }
+
+  /** Frees all parameters, buffers and owned resources of this module and its descendants. */
   dispose(): void {
     for (const p of this.parameters()) p.dispose();
     for (const [, b] of this.namedBuffers()) b.dispose();
+    for (const [, m] of this.namedModules()) for (const r of m.#owned) r.dispose();
   }
 }
 
