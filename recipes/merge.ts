@@ -21,8 +21,8 @@ import { join } from "node:path";
 import { type GPT, type Linear, saveTensors, useBackend } from "@lowp/core";
 import { mergeAdapters, parseFormat } from "@lowp/formats";
 import { ConfigError } from "./config.ts";
-import { type Corpus, loadCorpus } from "./data.ts";
-import { checkRunDir, loadTrainedRun, recipeOfRun } from "./run_dir.ts";
+import type { Corpus } from "./data.ts";
+import { checkRunDir, loadTrainedRun, recipeCorpus, recipeOfRun } from "./run_dir.ts";
 import { LM_SCHEMA, type LMRecipe } from "./schema.ts";
 import { evaluate } from "./trainer.ts";
 
@@ -84,13 +84,7 @@ export async function mergeRun(dir: string, opts: MergeRunOptions = {}): Promise
   }
   const out = opts.out ?? join(dir, opts.requantize ? `merged-${opts.requantize}` : "merged");
   if (await Deno.stat(out).then(() => true, () => false)) throw new ConfigError(`merge: ${out} exists already`);
-  const corpus: Corpus = await loadCorpus({
-    corpus: recipe.data.corpus,
-    path: recipe.data.path,
-    url: recipe.data.url,
-    maxBytes: recipe.data.max_bytes,
-    valFraction: recipe.data.val_fraction,
-  });
+  const corpus: Corpus = await recipeCorpus(recipe);
   const load = () => loadTrainedRun(dir, { what: "merge", keepPrecision: true });
   const { model, metadata } = await load();
   const valAdapters = await evaluate(model, recipe, corpus.val);

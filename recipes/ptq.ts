@@ -9,7 +9,7 @@
  * @module
  */
 import {
-  GPT,
+  type GPT,
   Linear,
   matchesName,
   matmul,
