@@ -95,11 +95,11 @@ export function choleskyLower(a: Float64Array, n: number): Float64Array {
 
 /** The upper Cholesky factor U of `a` (A = Uᵀ·U, U = Lᵀ): `torch.linalg.cholesky(a, upper=True)`. */
 export function choleskyUpper(a: Float64Array, n: number): Float64Array {
-  return transpose(choleskyLower(a, n), n);
+  return transposeMatrix(choleskyLower(a, n), n);
 }
 
 /** The transpose of an n×n matrix. */
-export function transpose(a: Float64Array, n: number): Float64Array {
+export function transposeMatrix(a: Float64Array, n: number): Float64Array {
   const t = new Float64Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) t[j * n + i] = a[i * n + j];
   return t;
@@ -130,7 +130,7 @@ export function invertUpper(r: Float64Array, n: number): Float64Array {
     }
     for (; j < n; j++) y[j * n + i] = -dot(y, j * n + from, r, ri + from, j - i) * inv;
   }
-  return transpose(y, n);
+  return transposeMatrix(y, n);
 }
 
 /**
@@ -138,7 +138,7 @@ export function invertUpper(r: Float64Array, n: number): Float64Array {
  * computed as L⁻ᵀ·L⁻¹ (symmetric, both triangles filled).
  */
 export function choleskyInverse(l: Float64Array, n: number): Float64Array {
-  const x = invertUpper(transpose(l, n), n); // X = L⁻ᵀ, upper
+  const x = invertUpper(transposeMatrix(l, n), n); // X = L⁻ᵀ, upper
   const out = new Float64Array(n * n);
   // (L⁻ᵀ·L⁻¹)_ij = Σ_k X_ik·X_jk over k ≥ max(i, j): a dot product of row tails.
   for (let i = 0; i < n; i++) {
