@@ -10,6 +10,7 @@ import { type Backend, cpuBackend, matmul, randn, type Tensor, tensor } from "@l
 import { gpuBackendOrSkip } from "../../tests/helpers.ts";
 import { gptqQuantize } from "./gptq.ts";
 import { scalarGrid } from "./grid.ts";
+import { hessianLayerError } from "./layer_error.ts";
 import { inverseCholeskyUpperReference } from "./linalg.ts";
 import { HessianAccumulator } from "./hessian.ts";
 import { parseWeightSpec, rtnWeight, type WeightQuantSpec } from "./weight_spec.ts";
@@ -311,5 +312,18 @@ Deno.test("GPTQ through R equals the reference's loop through U = chol(H⁻¹) w
     }
     r.weight.dispose();
   }
+  weight.dispose();
+});
+
+Deno.test("the layer error from the Hessian equals ‖X·W − X·Ŵ‖²/‖X·W‖² on the inputs", async () => {
+  const x = await inputs(cpu, 13), h = await hessianOf(cpu, x);
+  const weight = layerWeight(cpu, 13), w = await data(weight);
+  for (const spec of [parseWeightSpec("int3", "channel"), parseWeightSpec("nf4")]) {
+    const r = await gptqQuantize(weight, h, spec);
+    const direct = layerError(x, w, await data(r.weight)), fromH = await hessianLayerError(weight, r.weight, h);
+    assert.ok(Math.abs(fromH - direct) < 1e-3 * direct, `${spec.format}: ${fromH} vs ${direct}`);
+    r.weight.dispose();
+  }
+  assert.equal(await hessianLayerError(weight, weight, h), 0);
   weight.dispose();
 });
