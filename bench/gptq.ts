@@ -82,7 +82,9 @@ export async function benchGptq(
       for (let r = 0; r < reps; r++) runs.push(await runOnce(formats, weight, batches, n));
       const total = runs.map((r) => r.hessian + r.quantize);
       const value = median(total);
-      const peer = peers.find((p) => p.bench === "gptq" && p.backend === "torch-cpu" && p.size === size);
+      const peer = backend.name === "cpu"
+        ? peers.find((p) => p.bench === "gptq" && p.backend === "torch-cpu" && p.size === size)
+        : undefined;
       const vs = typeof peer?.value === "number"
         ? { torch_value: peer.value, vs_torch: round(peer.value / value, 3), torch_peer: "torch-cpu" }
         : {};

@@ -47,6 +47,12 @@
  * - `{"bench": "packed_dequant", "format", "options", "value", "quant_dequant", "ratio_vs_quant_dequant",
  *   "packed_bytes", "f32_bytes", ...}`: `QuantTensor.dequantize()` (reading packed codes) vs `quantDequant` of
  *   the same tensor in the same run, elements/s, shapes and timing as fake_quant (bench/packed_dequant.ts).
+ * - `{"bench": "gptq", "size": "512x512"|"2048x2048", "calibration": "128 sequences x 32 tokens", "value", "unit":
+ *   "s", "hessian_s", "quantize_s", "torch_value", "vs_torch", ...}`: Hessian accumulation (8 batches of 16
+ *   sequences) plus `gptqQuantize` (int4 per channel, blocks of 128, 1% dampening) of one layer, median of `reps`
+ *   runs, against the reference algorithm (IST-DASLab/gptq) in PyTorch run by peers.py with the same threads
+ *   (`vs_torch` = torch seconds / ours; > 1 is faster). `--quick` runs 512 only; a software WebGPU adapter
+ *   gets a `skipped` line (bench/gptq.ts).
  * - Peers, when `python3` has them (bench/peers.py): `"backend": "numpy"`, `"torch-cpu"`, `"torch-cuda"` (TF32
  *   off) with the same timing scheme. Our lines then carry `ratio_vs_torch` (ours / torch; > 1 is faster) with
  *   `torch_peer` naming the peer compared against (torch-cuda for a hardware adapter, torch-cpu for the CPU
@@ -73,6 +79,7 @@ import { applyQLora, type LinearPrecision, PRECISION_NAMES, PRECISION_PRESETS, w
 import { defaultWorkerCount } from "@lowp/kernels";
 import { benchGptStep, TINY_GPT, TINY_OPT } from "./gpt.ts";
 import { benchFakeQuant, fakeQuantPeerConfig } from "./fake_quant.ts";
+import { benchGptq, gptqPeerConfig } from "./gptq.ts";
 import { benchPackedDequant } from "./packed_dequant.ts";
 import { benchMatmul, type MatmulTiming } from "./matmul.ts";
 import { runPeers } from "./peers.ts";
@@ -122,6 +129,9 @@ const MATMUL: MatmulTiming = quick
 const STEPS = quick
   ? { steps: fixedSteps, targetS: 8, minSteps: 2, maxSteps: 50 }
   : { steps: fixedSteps, targetS: 30, minSteps: 5, maxSteps: 300 };
+/** GPTQ layer sizes and timed runs per size. */
+const GPTQ_SIZES = quick ? [512] : [512, 2048];
+const GPTQ_REPS = quick ? 1 : 3;
 const GPT_SIZE = `d${TINY_GPT.dModel}-L${TINY_GPT.nLayers}-H${TINY_GPT.nHeads}-T${TINY_GPT.context}-B${TINY_GPT.batch}`;
 const GPT_TOKENS_PER_STEP = TINY_GPT.batch * TINY_GPT.context;
 /** f32/preset pairs timed per precision line. */
@@ -190,7 +200,7 @@ if (values["no-peers"]) {
       min_steps: STEPS.minSteps,
       max_steps: STEPS.maxSteps,
     },
-  }, { fake_quant: fakeQuantPeerConfig(MATMUL) }));
+  }, { fake_quant: fakeQuantPeerConfig(MATMUL), gptq: gptqPeerConfig(GPTQ_SIZES, GPTQ_REPS) }));
   for (const line of lines) {
     emit(line);
     peerLines.push(line);
@@ -292,6 +302,9 @@ for (const { backend, kind } of targets) {
 
   await benchFakeQuant(backend, kind, head, MATMUL, peerLines);
   await benchPackedDequant(backend, kind, head, MATMUL);
+  if (kind === "software") {
+    emit({ ...head, bench: "gptq", skipped: "software WebGPU adapter (slow): GPTQ runs on the CPU backend and GPUs" });
+  } else await benchGptq(backend, head, GPTQ_SIZES, GPTQ_REPS, peerLines);
 }
 progress(`done in ${elapsed()}`);
 

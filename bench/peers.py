@@ -1,5 +1,6 @@
 """Peer measurements for bench/main.ts: numpy and PyTorch matmul, PyTorch tiny-GPT training step,
-PyTorch fake quantization (quantize-dequantize with plain tensor ops, as bench/fake_quant.ts times ours).
+PyTorch fake quantization (quantize-dequantize with plain tensor ops, as bench/fake_quant.ts times ours),
+the reference GPTQ algorithm in PyTorch (IST-DASLab/gptq, as bench/gptq.ts times ours).
 
 Run by bench/peers.ts as `<python> bench/peers.py '<json config>'` (it picks the Python that has torch).
 Prints JSON lines on stdout (the TS side adds the machine field) and progress on stderr. Uses whatever
@@ -347,6 +348,107 @@ def bench_fake_quant(torch, device, backend, adapter, sync, extra):
             emit(**head, error=str(e))
 
 
+def gptq_reference(torch, W, H, blocksize=128, percdamp=0.01, bits=4):
+    """IST-DASLab/gptq `fasterquant` (gptq.py) with its `Quantizer` (quant.py): symmetric, per channel, no
+    groups, no act-order; W is [out, in] (torch's Linear layout), f32 throughout. Returns Q and the Losses sum."""
+    maxq = 2**bits - 1
+    W = W.clone().float()
+    columns = W.shape[1]
+    # Quantizer.find_params(W, weight=True), sym=True, perchannel=True
+    zeros = torch.zeros(W.shape[0])
+    xmin = torch.minimum(W.min(1)[0], zeros)
+    xmax = torch.maximum(W.max(1)[0], zeros)
+    xmax = torch.maximum(torch.abs(xmin), xmax)
+    tmp = xmin < 0
+    if torch.any(tmp):
+        xmin[tmp] = -xmax[tmp]
+    tmp = (xmin == 0) & (xmax == 0)
+    xmin[tmp] = -1
+    xmax[tmp] = +1
+    scale = ((xmax - xmin) / maxq).unsqueeze(1)
+    zero = torch.full_like(scale, (maxq + 1) / 2)
+
+    def quantize(x):
+        q = torch.clamp(torch.round(x / scale) + zero, 0, maxq)
+        return scale * (q - zero)
+
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    Losses = torch.zeros_like(W)
+    Q = torch.zeros_like(W)
+    damp = percdamp * torch.mean(torch.diag(H))
+    diag = torch.arange(columns)
+    H[diag, diag] += damp
+    H = torch.linalg.cholesky(H)
+    H = torch.cholesky_inverse(H)
+    H = torch.linalg.cholesky(H, upper=True)
+    Hinv = H
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        count = i2 - i1
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Losses1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(count):
+            w = W1[:, i]
+            d = Hinv1[i, i]
+            q = quantize(w.unsqueeze(1)).flatten()
+            Q1[:, i] = q
+            Losses1[:, i] = (w - q) ** 2 / d**2
+            err1 = (w - q) / d
+            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err1
+        Q[:, i1:i2] = Q1
+        Losses[:, i1:i2] = Losses1 / 2
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    return Q, torch.sum(Losses).item()
+
+
+def bench_gptq(torch, backend, adapter, extra):
+    """Seconds of the reference Hessian accumulation (`add_batch`, batches of `batch` sequences) plus
+    `fasterquant` for an n x n layer; median of `reps` runs after one warm-up, as bench/gptq.ts."""
+    cfg = CFG.get("gptq") or {}
+    if not cfg.get("run", False):
+        return
+    seqs, tokens, batch, reps = cfg["sequences"], cfg["tokens"], cfg["batch"], cfg["reps"]
+    for n in cfg["sizes"]:
+        head = {"bench": "gptq", "backend": backend, "adapter": adapter, "size": f"{n}x{n}",
+                "calibration": f"{seqs} sequences x {tokens} tokens", "format": "int4 channel", **extra}
+        log(f"{backend} gptq {n}x{n}")
+        try:
+            gen = torch.Generator().manual_seed(21)
+            W = torch.randn(n, n, generator=gen)
+            batches = [torch.randn(batch, tokens, n, generator=gen) for _ in range(seqs // batch)]
+
+            def once():
+                t0 = time.perf_counter()
+                H = torch.zeros(n, n)
+                nsamples = 0
+                for inp in batches:  # GPTQ.add_batch for a Linear layer
+                    tmp = inp.shape[0]
+                    inp = inp.reshape((-1, inp.shape[-1])).t()
+                    H *= nsamples / (nsamples + tmp)
+                    nsamples += tmp
+                    inp = math.sqrt(2 / nsamples) * inp.float()
+                    H += inp.matmul(inp.t())
+                t1 = time.perf_counter()
+                gptq_reference(torch, W, H)
+                return t1 - t0, time.perf_counter() - t1
+
+            with torch.no_grad():
+                once()
+                runs = [once() for _ in range(reps)]
+            emit(**head, value=rnd(median([a + b for a, b in runs])), unit="s",
+                 hessian_s=rnd(median([a for a, _ in runs])), quantize_s=rnd(median([b for _, b in runs])),
+                 reps=reps)
+        except Exception as e:  # noqa: BLE001
+            emit(**head, error=str(e))
+
+
 def torch_peer():
     if CFG.get("torch_missing"):
         emit(bench="peers", peer="torch", skipped=CFG["torch_missing"])
@@ -392,6 +494,8 @@ def torch_peer():
             except Exception as e:  # noqa: BLE001
                 emit(**head, error=str(e))
         bench_fake_quant(torch, device, backend, adapter, sync, cpu)
+        if device == "cpu":
+            bench_gptq(torch, backend, adapter, cpu)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ Deno.test("runPeers: every CPU peer line says its threads, and a missing torch i
     gpt: { run: false, size: "", arch: {}, opt: {}, target_s: 0, min_steps: 0, max_steps: 0 },
     threads: 3,
     fake_quant: { run: false },
+    gptq: { run: true, sizes: [64], sequences: 4, tokens: 8, batch: 2, reps: 1 },
   };
   const lines = await runPeers(config, 120);
   if (lines.length === 1 && lines[0].skipped) return console.error(`peers: skipped (${lines[0].skipped})`);
@@ -65,4 +66,9 @@ Deno.test("runPeers: every CPU peer line says its threads, and a missing torch i
   const torch = lines.filter((l) => l.backend === "torch-cpu");
   const torchSkip = lines.find((l) => l.bench === "peers" && l.peer === "torch");
   assert.ok(torch.length > 0 || typeof torchSkip?.skipped === "string", JSON.stringify(lines));
+  if (torch.length > 0) {
+    const gptq = torch.find((l) => l.bench === "gptq");
+    assert.equal(gptq?.size, "64x64", JSON.stringify(lines));
+    assert.ok(typeof gptq?.value === "number" && gptq.value > 0, JSON.stringify(gptq));
+  }
 });

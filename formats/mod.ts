@@ -37,3 +37,4 @@ export * from "./ptq/grid.ts";
 export * from "./ptq/linalg.ts";
 export * from "./ptq/hessian.ts";
 export * from "./ptq/gptq.ts";
+export * from "./ptq/layer_error.ts";

@@ -130,9 +130,7 @@ export async function gptqQuantize(
     }
   }
   const order = opts.actOrder ? descendingDiagonal(h, n) : null;
-  const staticParams = order && g < n
-    ? Array.from({ length: n / g }, (_, k) => grid.fit(w, k * g, g))
-    : null;
+  const staticParams = order && g < n ? Array.from({ length: n / g }, (_, k) => grid.fit(w, k * g, g)) : null;
   const hw = order ? permuteSymmetric(h, n, order) : h;
   const ww = order ? permuteRows(w, out, order) : w;
   const { r, damp, retries } = dampedFactor(hw, n, dampPercent, dampRetries, name, opts.onMessage);

@@ -10,6 +10,7 @@ import { type Backend, cpuBackend, matmul, randn, type Tensor, tensor } from "@l
 import { gpuBackendOrSkip } from "../../tests/helpers.ts";
 import { gptqQuantize } from "./gptq.ts";
 import { scalarGrid } from "./grid.ts";
+import { hessianLayerError } from "./layer_error.ts";
 import { inverseCholeskyUpperReference } from "./linalg.ts";
 import { HessianAccumulator } from "./hessian.ts";
 import { parseWeightSpec, rtnWeight, type WeightQuantSpec } from "./weight_spec.ts";
@@ -30,7 +31,7 @@ async function inputs(backend: Backend, seed: number, scale = (_k: number) => 1)
 }
 
 /** A random weight [IN, OUT] with N(0, 0.05²) entries. */
-async function layerWeight(backend: Backend, seed: number): Promise<Tensor> {
+function layerWeight(backend: Backend, seed: number): Tensor {
   return randn([IN, OUT], { seed, stream: 4 }, 0.05, { backend });
 }
 
@@ -67,7 +68,7 @@ const data = async (t: Tensor) => new Float32Array(await t.data());
 /** Layer errors of RTN and GPTQ (with `actOrder`) for `spec` on the layer of `seed`. */
 async function compare(spec: WeightQuantSpec, seed: number, scale?: (k: number) => number) {
   const x = await inputs(cpu, seed, scale), h = await hessianOf(cpu, x);
-  const weight = await layerWeight(cpu, seed);
+  const weight = layerWeight(cpu, seed);
   const w = await data(weight), rtn = rtnWeight(weight, spec);
   const plain = await gptqQuantize(weight, h, spec);
   const ordered = await gptqQuantize(weight, h, spec, { actOrder: true });
@@ -103,8 +104,10 @@ Deno.test("act-order (static groups) lowers the error on inputs with very uneven
 Deno.test("with H = I, no dampening and no act-order, GPTQ equals rtnWeight bit for bit", async () => {
   const eye = new Float64Array(IN * IN);
   for (let d = 0; d < IN; d++) eye[d * IN + d] = 1;
-  const weight = await layerWeight(cpu, 2);
-  for (const [format, granularity] of [["int4", "group:32"], ["uint3", "channel"], ["mxfp4"], ["nvfp4"], ["nf4"], ["e4m3"]]) {
+  const weight = layerWeight(cpu, 2);
+  for (
+    const [format, granularity] of [["int4", "group:32"], ["uint3", "channel"], ["mxfp4"], ["nvfp4"], ["nf4"], ["e4m3"]]
+  ) {
     const spec = parseWeightSpec(format, granularity);
     const rtn = rtnWeight(weight, spec);
     for (const dampPercent of [0, 0.01]) {
@@ -129,7 +132,7 @@ Deno.test("a dead input channel (H_dd = 0) gets a zero weight row and the rest s
   for (let r = 0; r < SEQ * T; r++) for (const d of dead) x[r * IN + d] = 0;
   const h = await hessianOf(cpu, x);
   for (const d of dead) assert.equal(h[d * IN + d], 0);
-  const weight = await layerWeight(cpu, 3), w = await data(weight);
+  const weight = layerWeight(cpu, 3), w = await data(weight);
   const spec = parseWeightSpec("int4", "channel");
   for (const actOrder of [false, true]) {
     const r = await gptqQuantize(weight, h, spec, { actOrder, name: "h.0.mlp.c_proj" });
@@ -167,7 +170,7 @@ Deno.test("a Hessian still not positive definite after every dampening retry is 
 });
 
 Deno.test("bad input: groups not dividing the width, a format without a grid, shapes, non-finite H", async () => {
-  const weight = await layerWeight(cpu, 1), eye = new Float64Array(IN * IN);
+  const weight = layerWeight(cpu, 1), eye = new Float64Array(IN * IN);
   for (let d = 0; d < IN; d++) eye[d * IN + d] = 1;
   const opts = { name: "h.2.mlp.c_fc" };
   await assert.rejects(
@@ -219,7 +222,7 @@ Deno.test("webgpu: GPTQ matches the CPU backend within the matmul tolerance", as
   const run = async (backend: Backend) => {
     const x = await inputs(cpu, 6); // the same inputs on both: generated on the CPU
     const h = await hessianOf(backend, x);
-    const weight = tensor(await data(await layerWeight(cpu, 6)), { backend, shape: [IN, OUT] });
+    const weight = tensor(await data(layerWeight(cpu, 6)), { backend, shape: [IN, OUT] });
     const r = await gptqQuantize(weight, h, spec, { actOrder: true });
     const q = await data(r.weight);
     const out = { h, q, error: layerError(x, await data(weight), q), columnError: r.columnError };
@@ -228,7 +231,9 @@ Deno.test("webgpu: GPTQ matches the CPU backend within the matmul tolerance", as
   };
   const a = await run(cpu), b = await run(gpu);
   let hd = 0, hm = 0, same = 0;
-  for (let i = 0; i < a.h.length; i++) hd = Math.max(hd, Math.abs(a.h[i] - b.h[i])), hm = Math.max(hm, Math.abs(a.h[i]));
+  for (let i = 0; i < a.h.length; i++) {
+    hd = Math.max(hd, Math.abs(a.h[i] - b.h[i])), hm = Math.max(hm, Math.abs(a.h[i]));
+  }
   for (let i = 0; i < a.q.length; i++) if (a.q[i] === b.q[i]) same++;
   console.log(`webgpu vs cpu: H rel ${hd / hm}, same values ${same}/${a.q.length}, error ${b.error} vs ${a.error}`);
   assert.ok(hd / hm < 1e-5, `Hessian relative difference ${hd / hm}`);
@@ -282,7 +287,7 @@ function referenceGptq(w: Float32Array, h: Float64Array, spec: WeightQuantSpec, 
 
 Deno.test("GPTQ through R equals the reference's loop through U = chol(H⁻¹) within rounding", async () => {
   const x = await inputs(cpu, 12), h = await hessianOf(cpu, x);
-  const weight = await layerWeight(cpu, 12), w = await data(weight);
+  const weight = layerWeight(cpu, 12), w = await data(weight);
   const cases: [string, string | undefined, number][] = [
     ["int4", "channel", IN],
     ["int3", "group:32", IN],
@@ -307,5 +312,18 @@ Deno.test("GPTQ through R equals the reference's loop through U = chol(H⁻¹) w
     }
     r.weight.dispose();
   }
+  weight.dispose();
+});
+
+Deno.test("the layer error from the Hessian equals ‖X·W − X·Ŵ‖²/‖X·W‖² on the inputs", async () => {
+  const x = await inputs(cpu, 13), h = await hessianOf(cpu, x);
+  const weight = layerWeight(cpu, 13), w = await data(weight);
+  for (const spec of [parseWeightSpec("int3", "channel"), parseWeightSpec("nf4")]) {
+    const r = await gptqQuantize(weight, h, spec);
+    const direct = layerError(x, w, await data(r.weight)), fromH = await hessianLayerError(weight, r.weight, h);
+    assert.ok(Math.abs(fromH - direct) < 1e-3 * direct, `${spec.format}: ${fromH} vs ${direct}`);
+    r.weight.dispose();
+  }
+  assert.equal(await hessianLayerError(weight, weight, h), 0);
   weight.dispose();
 });

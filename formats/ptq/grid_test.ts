@@ -90,13 +90,15 @@ Deno.test("grid round-to-nearest equals rtnWeight bit for bit for every format w
 
 Deno.test("formats without a scalar grid per group give one error naming the format", () => {
   const w = new Float32Array(IN * OUT);
-  for (const [format, why] of [
-    ["e8m0", /scale format/],
-    ["ue4m3", /scale format/],
-    ["ue5m3", /scale format/],
-    ["flex16+5", /history/],
-    ["nf4-dq", /double quantization/],
-  ] as const) {
+  for (
+    const [format, why] of [
+      ["e8m0", /scale format/],
+      ["ue4m3", /scale format/],
+      ["ue5m3", /scale format/],
+      ["flex16+5", /history/],
+      ["nf4-dq", /double quantization/],
+    ] as const
+  ) {
     assert.throws(
       () => scalarGrid({ format, sharing: format === "nf4-dq" ? "block" : "none" }, w, IN, OUT, "h.0.mlp.c_fc"),
       (e: Error) =>

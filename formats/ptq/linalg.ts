@@ -49,6 +49,31 @@ function dot(x: Float64Array, xo: number, y: Float64Array, yo: number, len: numb
 }
 
 /**
+ * Eight dot products at once: rows m < 4 of x (`xs` apart from `xo`) with the pieces of y at `y0` (out[m])
+ * and at `y1` (out[4 + m]), each over k < len upwards.
+ */
+function dot4x2(
+  x: Float64Array,
+  xo: number,
+  xs: number,
+  y: Float64Array,
+  y0: number,
+  y1: number,
+  len: number,
+  out: Float64Array,
+): void {
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+  const x1 = xo + xs, x2 = x1 + xs, x3 = x2 + xs;
+  for (let k = 0; k < len; k++) {
+    const u = y[y0 + k], v = y[y1 + k];
+    const e0 = x[xo + k], e1 = x[x1 + k], e2 = x[x2 + k], e3 = x[x3 + k];
+    a0 += e0 * u, a1 += e1 * u, a2 += e2 * u, a3 += e3 * u;
+    b0 += e0 * v, b1 += e1 * v, b2 += e2 * v, b3 += e3 * v;
+  }
+  out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = b0, out[5] = b1, out[6] = b2, out[7] = b3;
+}
+
+/**
  * Four dot products at once, sharing the loads of y: out[m] = Σ_k x[xo + m·xs + k]·y[yo + k] for m < 4, k < len
  * (fixed order: each sum runs k upwards).
  */
@@ -95,11 +120,11 @@ export function choleskyLower(a: Float64Array, n: number): Float64Array {
 
 /** The upper Cholesky factor U of `a` (A = Uᵀ·U, U = Lᵀ): `torch.linalg.cholesky(a, upper=True)`. */
 export function choleskyUpper(a: Float64Array, n: number): Float64Array {
-  return transpose(choleskyLower(a, n), n);
+  return transposeMatrix(choleskyLower(a, n), n);
 }
 
 /** The transpose of an n×n matrix. */
-export function transpose(a: Float64Array, n: number): Float64Array {
+export function transposeMatrix(a: Float64Array, n: number): Float64Array {
   const t = new Float64Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) t[j * n + i] = a[i * n + j];
   return t;
@@ -130,7 +155,7 @@ export function invertUpper(r: Float64Array, n: number): Float64Array {
     }
     for (; j < n; j++) y[j * n + i] = -dot(y, j * n + from, r, ri + from, j - i) * inv;
   }
-  return transpose(y, n);
+  return transposeMatrix(y, n);
 }
 
 /**
@@ -138,7 +163,7 @@ export function invertUpper(r: Float64Array, n: number): Float64Array {
  * computed as L⁻ᵀ·L⁻¹ (symmetric, both triangles filled).
  */
 export function choleskyInverse(l: Float64Array, n: number): Float64Array {
-  const x = invertUpper(transpose(l, n), n); // X = L⁻ᵀ, upper
+  const x = invertUpper(transposeMatrix(l, n), n); // X = L⁻ᵀ, upper
   const out = new Float64Array(n * n);
   // (L⁻ᵀ·L⁻¹)_ij = Σ_k X_ik·X_jk over k ≥ max(i, j): a dot product of row tails.
   for (let i = 0; i < n; i++) {
@@ -160,21 +185,41 @@ export function choleskyInverse(l: Float64Array, n: number): Float64Array {
  */
 export function reverseCholesky(a: Float64Array, n: number): Float64Array {
   checkSquare(a, n, "reverseCholesky");
-  const r = new Float64Array(n * n), sums = new Float64Array(4);
-  for (let i = n - 1; i >= 0; i--) {
-    const ri = i * n, tail = n - i - 1, from = ri + i + 1;
-    const pivot = a[ri + i] - dot(r, from, r, from, tail);
-    if (!(pivot > 0) || !Number.isFinite(pivot)) throw new NotPositiveDefiniteError(i, pivot);
-    const d = Math.sqrt(pivot);
-    r[ri + i] = d;
+  const r = new Float64Array(n * n), sums = new Float64Array(8);
+  let i = n - 1;
+  // Two columns at a time (i and p = i − 1): each row j < p needs the dot products of its tail after i with
+  // rows i and p, so one pass over the tail serves both (then column p adds its term at k = i).
+  for (; i >= 1; i -= 2) {
+    const p = i - 1, ri = i * n, rp = p * n, from = i + 1, tail = n - from;
+    const di = pivotRoot(a[ri + i] - dot(r, ri + from, r, ri + from, tail), i);
+    r[ri + i] = di;
+    const rpi = (a[rp + i] - dot(r, rp + from, r, ri + from, tail)) / di;
+    r[rp + i] = rpi;
+    const dp = pivotRoot(a[rp + p] - rpi * rpi - dot(r, rp + from, r, rp + from, tail), p);
+    r[rp + p] = dp;
     let j = 0;
-    for (; j + 3 < i; j += 4) {
-      dot4(r, j * n + i + 1, n, r, from, tail, sums);
-      for (let k = 0; k < 4; k++) r[(j + k) * n + i] = (a[(j + k) * n + i] - sums[k]) / d;
+    for (; j + 3 < p; j += 4) {
+      dot4x2(r, j * n + from, n, r, ri + from, rp + from, tail, sums);
+      for (let m = 0; m < 4; m++) {
+        const rj = (j + m) * n, rji = (a[rj + i] - sums[m]) / di;
+        r[rj + i] = rji;
+        r[rj + p] = (a[rj + p] - (sums[4 + m] + rji * rpi)) / dp;
+      }
     }
-    for (; j < i; j++) r[j * n + i] = (a[j * n + i] - dot(r, j * n + i + 1, r, from, tail)) / d;
+    for (; j < p; j++) {
+      const rj = j * n, rji = (a[rj + i] - dot(r, rj + from, r, ri + from, tail)) / di;
+      r[rj + i] = rji;
+      r[rj + p] = (a[rj + p] - (dot(r, rj + from, r, rp + from, tail) + rji * rpi)) / dp;
+    }
   }
+  if (i === 0) r[0] = pivotRoot(a[0] - dot(r, 1, r, 1, n - 1), 0);
   return r;
+}
+
+/** √pivot, or {@link NotPositiveDefiniteError} for pivot `index` when it is not positive and finite. */
+function pivotRoot(pivot: number, index: number): number {
+  if (!(pivot > 0) || !Number.isFinite(pivot)) throw new NotPositiveDefiniteError(index, pivot);
+  return Math.sqrt(pivot);
 }
 
 /**
