@@ -95,7 +95,8 @@ export const F1_BITS = [2, 3, 4, 8] as const;
  * the training's 8 (64 steps), AdamW at a constant rate equal to the one training ended at (`min_lr`, 3e-4).
  * A first full run at 1e-3 (a third of the peak) made the f32 fine-tune itself 0.047 worse than the checkpoint
  * (seed 0: 2.4552 vs 2.4083): it knocked the converged model out of its minimum, so every QAT arm measured that
- * damage rather than quantization. The rate was changed on that control's evidence (the first run is in the finding's notes).
+ * damage rather than quantization. The rate was changed on that control's evidence (the first run's numbers are
+ * in F1's notes).
  */
 export const F1_FINE_TUNE: FineTuneOptions = { samples: CALIBRATION_SAMPLES, epochs: 4 };
 

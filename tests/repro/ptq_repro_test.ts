@@ -3,8 +3,20 @@ import { type GPT, useBackend } from "@lowp/core";
 import { type Corpus, evaluate, LM_SCHEMA, type LMRecipe, parseRecipe, trainLM } from "@lowp/recipes";
 import { fitRidge, leaveOneGroupOut, type Observation, rSquared } from "./fit.ts";
 import { kurtosis, landscapeFeatures, rademacher } from "./landscape.ts";
-import { copyModel, inputStats, linearInputStats, linearLayers, plantOutliers, rtnLinears } from "./ptq_tools.ts";
-import { bitsPerWeight } from "./findings_ptq.ts";
+import {
+  calibrationBatch,
+  copyModel,
+  fineTune,
+  inputStats,
+  linearInputStats,
+  linearLayers,
+  plantOutliers,
+  rtnLinears,
+} from "./ptq_tools.ts";
+import { calibrationTokens } from "@lowp/recipes";
+import { bitsPerWeight, F2_FORMATS } from "./findings_ptq.ts";
+import { FINDINGS } from "./findings.ts";
+import { type ArmResult, isDerived } from "./finding.ts";
 import { parseWeightSpec } from "@lowp/formats";
 
 /** A tiny trained model on a synthetic corpus (a few steps, so its weights are not at init). */
@@ -52,6 +64,29 @@ Deno.test("repro ptq tools: copies are independent; planted outliers keep the fu
     assert.deepEqual(await weightsOf(model), before);
     assert.equal(linearLayers(planted).length, 4);
     planted.dispose();
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("repro fine-tune: deterministic, trains the copy only, on the sequences PTQ calibrates on", async () => {
+  const { model, recipe, corpus } = await tinyRun();
+  try {
+    const before = await weightsOf(model);
+    const tuned = await Promise.all([0, 1].map(async () => {
+      const copy = copyModel(model, recipe);
+      await fineTune(copy, recipe, corpus, { samples: 8, epochs: 3, lr: 0.01 });
+      const w = await weightsOf(copy);
+      copy.dispose();
+      return w;
+    }));
+    assert.deepEqual(tuned[0], tuned[1], "same seed, same fine-tune");
+    assert.notDeepEqual(tuned[0], before);
+    assert.deepEqual(await weightsOf(model), before);
+    // QAT trains on exactly the sequences PTQ calibrates on.
+    const tokens = calibrationTokens(corpus.train, 8, 16, recipe.seed);
+    assert.deepEqual(await tokens.data(), calibrationBatch(corpus.train, 8, 16, recipe.seed).inputs);
+    tokens.dispose();
   } finally {
     model.dispose();
   }
@@ -107,4 +142,48 @@ Deno.test("repro F2 bits: element bits plus the block scale's share", () => {
   assert.equal(bitsPerWeight("int3"), 3);
   assert.equal(bitsPerWeight("mxfp4"), 4.25);
   assert.equal(bitsPerWeight("nvfp4"), 4.5);
+});
+
+Deno.test("repro F2: the claim fits a law the features carry (R² ≈ 1) and rejects one they do not; the chart", () => {
+  const f2 = FINDINGS.find((f) => f.id === "F2")!;
+  const derived = f2.arms.filter(isDerived);
+  /** Fake results: Δloss = 10^(−bits/2 + law(trace)), traces differing by checkpoint and seed. */
+  const results = (law: (logTrace: number, k: number) => number) => {
+    const r = new Map<string, ArmResult>();
+    for (const a of f2.arms) {
+      const base = { arm: a.name, valLoss: [2.5, 2.6, 2.7], tokensPerS: [1, 1, 1], bytesPerParameter: 12, curve: [] };
+      if (!isDerived(a)) {
+        r.set(a.name, { ...base, mode: "full" });
+        continue;
+      }
+      const k = derived.indexOf(a);
+      const traces = [0, 1, 2].map((s) => 10 ** (1 + 0.3 * k + 0.1 * s));
+      const metrics: Record<string, number[]> = {
+        trace: traces,
+        top_eigenvalue: traces.map((t) => t / 10 + (k % 2)),
+        weight_kurtosis: [3 + k * 0.01, 3.2, 3.1],
+        d_model: [64, 64, 64],
+        steps: [50, 50, 50],
+      };
+      for (const f of F2_FORMATS) {
+        const key = `dloss:${f.format}`;
+        metrics[key] = traces.map((t, s) => 10 ** (-bitsPerWeight(f.format) / 2 + law(Math.log10(t), k * 3 + s)));
+      }
+      r.set(a.name, { ...base, mode: "full", from: a.from, metrics });
+    }
+    return r;
+  };
+  const claim = f2.claims[0];
+  const lawful = results((lt) => 0.8 * lt);
+  const check = claim.check(lawful);
+  assert.ok(check.held, check.detail);
+  assert.match(check.detail, /held-out R² (0\.9\d\d|1\.000) /);
+  // The same targets shuffled across checkpoints: the bits still explain part, the landscape nothing.
+  const scrambled = claim.check(results((_, i) => ((i * 7919) % 13) / 4));
+  assert.ok(!scrambled.held, scrambled.detail);
+  const appendix = f2.appendix!(lawful);
+  assert.match(appendix.markdown, /\| f2-d64-short \| 64 \| 50 \| 2\.6000 \|/);
+  const svg = appendix.charts!.get("F2-fit")!;
+  assert.equal(svg.match(/<circle/g)?.length, derived.length * 3 * F2_FORMATS.length, "one dot per observation");
+  assert.equal(svg.match(/<polyline/g)?.length, 1, "the y = x line");
 });
