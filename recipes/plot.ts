@@ -12,6 +12,8 @@ export interface Series {
   points: readonly (readonly [number, number])[];
   /** Stroke colour (CSS). */
   color: string;
+  /** `line` (default) joins the points; `points` marks each with a dot (a scatter plot). */
+  style?: "line" | "points";
 }
 
 /** Options for {@link lineChart}. */
@@ -69,15 +71,23 @@ export function lineChart(series: readonly Series[], opts: ChartOptions): string
     parts.push(`<text x="${L - 6}" y="${sy(y) + 4}" text-anchor="end">${y.toFixed(2)}</text>`);
   }
   for (const x of ticks(x0, x1)) {
-    parts.push(`<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${Math.round(x)}</text>`);
+    const label = x1 - x0 >= 10 ? String(Math.round(x)) : x.toFixed(2); // steps are integers; a narrow axis is not
+    parts.push(`<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${label}</text>`);
   }
   for (const h of opts.hlines ?? []) {
     parts.push(`<line x1="${L}" x2="${W - R}" y1="${sy(h.y)}" y2="${sy(h.y)}" stroke="#999" stroke-dasharray="5,4"/>`);
     parts.push(`<text x="${W - R - 4}" y="${sy(h.y) - 4}" text-anchor="end" fill="#666">${esc(h.label)}</text>`);
   }
   series.forEach((s, i) => {
-    const d = s.points.filter((p) => Number.isFinite(p[1])).map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`);
-    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${d.join(" ")}"/>`);
+    const shown = s.points.filter((p) => Number.isFinite(p[1]));
+    if (s.style === "points") {
+      for (const p of shown) {
+        parts.push(`<circle cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="3.5" fill="${s.color}"/>`);
+      }
+    } else {
+      const d = shown.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`);
+      parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${d.join(" ")}"/>`);
+    }
     parts.push(`<rect x="${W - R - 150}" y="${T + 8 + i * 18}" width="12" height="3" fill="${s.color}"/>`);
     parts.push(`<text x="${W - R - 132}" y="${T + 13 + i * 18}">${esc(s.label)}</text>`);
   });

@@ -9,6 +9,7 @@
  * @module
  */
 import { type Arm, type Claim, type Finding, gap, noiseBar, PAIRED_GAP_SD, versus } from "./finding.ts";
+import { F1, F2, F6 } from "./findings_ptq.ts";
 
 /** The base recipe every arm starts from (YAML), per mode. */
 export const BASE_RECIPES: Readonly<Record<"quick" | "full", string>> = {
@@ -223,4 +224,4 @@ const PRESETS: Finding = {
 };
 
 /** Every finding, in report order. */
-export const FINDINGS: readonly Finding[] = [F4, F5, F7, PRESETS];
+export const FINDINGS: readonly Finding[] = [F1, F2, F4, F5, F6, F7, PRESETS];

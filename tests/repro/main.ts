@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { useBackend } from "@lowp/core";
 import type { Finding } from "./finding.ts";
 import { FINDINGS } from "./findings.ts";
-import { findingCharts, jsonLines, outcomes, readResults, reportMarkdown } from "./report.ts";
+import { appendixOf, findingCharts, jsonLines, outcomes, readResults, reportMarkdown } from "./report.ts";
 import { jobsOf, runJob, shardOf, type SuiteOptions } from "./runner.ts";
 
 const USAGE = `usage: deno task repro [--quick] [--only ID] [--seeds N] [--backend cpu|webgpu|auto] [--json]
@@ -86,12 +86,13 @@ async function main(args: string[]): Promise<number> {
     await useBackend((values.backend ?? Deno.env.get("BACKEND") ?? "cpu") as "cpu" | "webgpu" | "auto");
     const started = performance.now();
     for (const [i, job] of jobs.entries()) {
-      const s = await runJob(job, opts, out);
-      const elapsed = ((performance.now() - started) / 1000).toFixed(0);
-      console.error(
-        `[repro ${i + 1}/${jobs.length}] ${job.arm.name} seed ${job.seed}: val loss ${s.final_val_loss.toFixed(4)} ` +
-          `(${s.seconds.toFixed(1)} s; ${elapsed} s so far)`,
-      );
+      await runJob(job, opts, out, (s) => {
+        const elapsed = ((performance.now() - started) / 1000).toFixed(0);
+        console.error(
+          `[repro ${i + 1}/${jobs.length}] ${s.arm}${s.from ? ` (from ${s.from})` : ""} seed ${job.seed}: val loss ` +
+            `${s.final_val_loss.toFixed(4)} (${s.seconds.toFixed(1)} s; ${elapsed} s so far)`,
+        );
+      });
     }
     header = `Mode ${mode}, ${seeds} seed(s)${values.corpus ? `, corpus ${values.corpus}` : ", Brown corpus"}` +
       `${values.shard ? `, shard ${values.shard}` : ""}; base recipes in tests/repro/findings.ts.`;
@@ -108,6 +109,11 @@ async function main(args: string[]): Promise<number> {
   await Deno.mkdir(out, { recursive: true });
   await Deno.writeTextFile(join(out, "REPORT.md"), reportMarkdown(findings, results, claims, header));
   for (const [id, svg] of findingCharts(findings, results)) await Deno.writeTextFile(join(out, `${id}.svg`), svg);
+  for (const f of findings) {
+    for (const [stem, svg] of appendixOf(f, results)?.charts ?? []) {
+      await Deno.writeTextFile(join(out, `${stem}.svg`), svg);
+    }
+  }
   if (values.json) { for (const line of jsonLines(findings, results, claims)) console.log(line); }
   const sharded = values.shard !== undefined;
   const wrong = claims.filter((c) => !(sharded && c.outcome === "missing arms") && c.outcome !== c.expected);

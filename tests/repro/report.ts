@@ -2,14 +2,15 @@
  * The suite's report, built only from run folders (so `--merge` of shards
  * gives the same report as one unsharded run): per finding a table (arm, final
  * val loss with its spread over seeds, tokens/s, bytes per parameter), its
- * claims with the outcome and the recorded expectation, and one SVG per
- * finding with the arms' validation-loss curves overlaid.
+ * claims with the outcome and the recorded expectation, a finding's own
+ * appendix (tables, fitted models, charts), and one SVG per finding with the
+ * trained arms' validation-loss curves overlaid (derived arms have none).
  *
  * @module
  */
 import { join } from "node:path";
 import { lineChart, type MetricsRecord, type Series } from "@lowp/recipes";
-import { type ArmResult, type Finding, mean, type Outcome } from "./finding.ts";
+import { type Appendix, type ArmResult, type Finding, isDerived, mean, type Outcome } from "./finding.ts";
 import type { RunSummary } from "./runner.ts";
 
 /** One claim's outcome. */
@@ -45,8 +46,9 @@ export async function readResults(dirs: readonly string[]): Promise<Map<string, 
       } catch {
         continue; // an arm that did not finish has no summary
       }
-      const metrics = (await Deno.readTextFile(join(dir, entry.name, "metrics.jsonl"))).split("\n")
-        .filter((l) => l.trim()).map((l) => JSON.parse(l) as MetricsRecord);
+      // A derived arm has no training curve.
+      const lines = summary.from ? "" : await Deno.readTextFile(join(dir, entry.name, "metrics.jsonl"));
+      const metrics = lines.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as MetricsRecord);
       const curve = metrics.flatMap((m) => m.val_loss === undefined ? [] : [[m.step, m.val_loss] as [number, number]]);
       runs.set(summary.arm, [...(runs.get(summary.arm) ?? []), { summary, curve }]);
     }
@@ -54,13 +56,19 @@ export async function readResults(dirs: readonly string[]): Promise<Map<string, 
   const results = new Map<string, ArmResult>();
   for (const [arm, list] of runs) {
     list.sort((a, b) => a.summary.seed - b.summary.seed);
+    const first = list[0].summary;
+    const keys = [...new Set(list.flatMap((r) => Object.keys(r.summary.metrics ?? {})))].sort();
     results.set(arm, {
       arm,
       valLoss: list.map((r) => r.summary.final_val_loss),
       tokensPerS: list.map((r) => r.summary.tokens_per_s),
-      bytesPerParameter: list[0].summary.bytes_per_parameter,
+      bytesPerParameter: first.bytes_per_parameter,
       curve: list[0].curve,
-      mode: list[0].summary.mode === "full" ? "full" : "quick",
+      mode: first.mode === "full" ? "full" : "quick",
+      ...(first.from === undefined ? {} : {
+        from: first.from,
+        metrics: Object.fromEntries(keys.map((k) => [k, list.map((r) => r.summary.metrics?.[k] ?? NaN)])),
+      }),
     });
   }
   return results;
@@ -103,12 +111,15 @@ export function reportMarkdown(
     lines.push("| arm | final val loss | tokens/s | bytes/param |", "| --- | --- | --- | --- |");
     for (const a of f.arms) {
       const r = results.get(a.name);
+      const name = isDerived(a) ? `${a.name} (from ${a.from})` : a.name;
       lines.push(
-        r
-          ? `| ${a.name} | ${spreadText(r.valLoss)} | ${Math.round(mean(r.tokensPerS))} | ${
+        !r
+          ? `| ${name} | not run | | |`
+          : r.from !== undefined
+          ? `| ${name} | ${spreadText(r.valLoss)} | — | — |`
+          : `| ${name} | ${spreadText(r.valLoss)} | ${Math.round(mean(r.tokensPerS))} | ${
             fmt(r.bytesPerParameter, 2)
-          } |`
-          : `| ${a.name} | not run | | |`,
+          } |`,
       );
     }
     for (const c of claims.filter((c) => c.finding === f.id)) {
@@ -116,9 +127,20 @@ export function reportMarkdown(
       lines.push("", `- **${c.id}**: ${c.text}. Outcome: **${c.outcome}**, ${agrees}. ${c.detail}.`);
       lines.push(`  Thresholds: ${c.basis}.${c.note ? ` Note: ${c.note}` : ""}`);
     }
+    const appendix = appendixOf(f, results);
+    if (appendix) lines.push("", appendix.markdown);
     lines.push("");
   }
   return lines.join("\n");
+}
+
+/**
+ * A finding's appendix on these results, or null when it has none or when an arm it reads did not run (a shard's
+ * partial results).
+ */
+export function appendixOf(f: Finding, results: ReadonlyMap<string, ArmResult>): Appendix | null {
+  if (!f.appendix || f.arms.some((a) => !results.has(a.name))) return null;
+  return f.appendix(results);
 }
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"];
@@ -132,7 +154,7 @@ export function findingCharts(
   for (const f of findings) {
     const series: Series[] = f.arms.flatMap((a, i) => {
       const r = results.get(a.name);
-      return r ? [{ label: a.name, color: COLORS[i % COLORS.length], points: r.curve }] : [];
+      return r?.curve.length ? [{ label: a.name, color: COLORS[i % COLORS.length], points: r.curve }] : [];
     });
     if (series.length) {
       charts.set(f.id, lineChart(series, { title: `${f.id}: validation loss`, xLabel: "step", yLabel: "nats/byte" }));
@@ -155,8 +177,9 @@ export function jsonLines(
         arm: name,
         val_loss: r.valLoss,
         val_loss_mean: mean(r.valLoss),
-        tokens_per_s: mean(r.tokensPerS),
-        bytes_per_parameter: r.bytesPerParameter,
+        ...(r.from === undefined
+          ? { tokens_per_s: mean(r.tokensPerS), bytes_per_parameter: r.bytesPerParameter }
+          : { from: r.from, metrics: r.metrics }),
       })]
       : [];
   });
