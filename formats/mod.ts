@@ -32,3 +32,5 @@ export * from "./lsq.ts";
 export * from "./quantized_linear.ts";
 export { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
 export * from "./ptq/weight_spec.ts";
+export * from "./ptq/awq.ts";
+export * from "./ptq/awq_model.ts";
