@@ -29,18 +29,20 @@
  * a non-finite weight is an error naming the layer; a scale that is not
  * finite becomes 1, as in AutoAWQ; all-zero groups get a zero clip and
  * quantize to zero; a candidate whose error is not finite is never chosen,
- * and when no α has a finite error the scales are 1 (`alpha: null`, plain
- * RTN before clipping).
+ * and when no α has a finite error, or no token was counted, the scales are
+ * 1 (`alpha: null`, plain RTN before clipping).
  *
  * @module
  */
 import { add, concat, div, matmul, mul, noGrad, reshape, sub, sum, type Tensor, tensor, tidy } from "@lowp/core";
+import type { Backend } from "@lowp/kernels";
 import { parseFormat } from "../registry.ts";
 import { rtnWeight, type WeightQuantSpec } from "./weight_spec.ts";
 
 /** Calibration statistics of a layer input: the Gram matrix and the mean magnitude per channel. */
 export class AwqInputStats {
   #gram: Tensor | null = null;
+  #backend: Backend | undefined;
   readonly #absSum: Float64Array;
   /** Tokens (rows) counted. */
   tokens = 0;
@@ -61,6 +63,7 @@ export class AwqInputStats {
     if (x.shape.at(-1) !== this.width || x.dtype !== "f32") {
       throw new Error(`${this.name}: calibration input ${x.describe()} must be f32 [..., ${this.width}]`);
     }
+    this.#backend ??= x.backend;
     const w = this.width, rows = x.size / w;
     const data = (await x.data()) as Float32Array;
     const bad: number[] = [];
@@ -93,7 +96,10 @@ export class AwqInputStats {
   /** H = XᵀX [width, width] over the counted tokens (zeros when none). */
   get gram(): Tensor {
     if (!this.#gram) {
-      this.#gram = tensor(new Float32Array(this.width * this.width), { shape: [this.width, this.width] }).keep();
+      this.#gram = tensor(new Float32Array(this.width * this.width), {
+        shape: [this.width, this.width],
+        backend: this.#backend,
+      }).keep();
     }
     return this.#gram;
   }
@@ -138,7 +144,7 @@ export interface AwqOptions {
 export interface AwqLayerResult {
   /** Per input channel scale s: the layer computes `(x / s) · weight`. */
   readonly scales: Float32Array;
-  /** The α chosen, or null when no α gave a finite error (then s = 1). */
+  /** The α chosen, or null when no α gave a finite error or no token was counted (then s = 1). */
   readonly alpha: number | null;
   /** Per (group, output column) clip max of the scaled weight, row-major [groups, out] (concatenated columns). */
   readonly clip: Float32Array;
@@ -258,6 +264,7 @@ export async function awqSearchScales(
     cols.push(w.shape[1]);
   }
   if (rows % group !== 0) rtnWeight(weights[0], spec, name); // throws the format's message
+  if (!stats.tokens) return { scales: new Float32Array(rows).fill(1), alpha: null, errors: [] }; // no data: no scaling
   const xMean = stats.absMean;
   const wMean = opts.duoScaling ?? true ? weightMean(datas, cols, rows, group) : null;
   const nGrid = opts.nGrid ?? 20;

@@ -300,6 +300,7 @@ export async function awqModel(
   const batch = opts.batchSize ?? 32, sequential = opts.sequential ?? true, quantize = opts.quantize ?? true;
   const skipped = (name: string) => opts.skip !== undefined && matchesName(opts.skip, name);
   const reports: AwqLayerReport[] = [];
+  if (model.cfg.nLayers === 0) return reports;
   let inputs = firstBlockInputs(model, calibration, batch);
   try {
     for (let i = 0; i < model.cfg.nLayers; i++) {

@@ -17,6 +17,7 @@ import {
 } from "@lowp/core";
 import { AWQ_INPUT_SCALE, type AwqLayerReport, awqModel, restoreAwqInputScales, rtnWeight } from "@lowp/formats";
 import type { WeightQuantSpec } from "@lowp/formats";
+import { assertClose, gpuBackendOrSkip } from "../../tests/helpers.ts";
 
 await useBackend("cpu");
 
@@ -107,32 +108,30 @@ Deno.test("awqModel: the folded f32 model (quantize: false) computes the same lo
   }
 });
 
-Deno.test("awqModel: on a GPT with outlier channels AWQ's int4/int3 logit error is below RTN's", async () => {
+Deno.test("awqModel: on a GPT with outlier channels AWQ's int4/int3 logit error is below RTN's (GPT-2 and Llama blocks)", async () => {
   // Random-init GPTs (d 64, 2 blocks) with planted outliers, 8 x 32 calibration tokens. Measured logit relative
   // error AWQ vs RTN: int4 group:32 5.37e-3 vs 1.98e-2 (seed 0), 5.22e-3 vs 1.71e-2 (seed 1), ratios 0.27, 0.31;
   // int3 group:32 2.39e-2 vs 4.83e-2, 2.30e-2 vs 4.91e-2, ratios 0.49, 0.47. Seeds 2, 3: int4 0.27, 0.25; int3 0.55,
-  // 0.45. Bound: 0.8.
-  const cases: [WeightQuantSpec, number][] = [[INT4_G32, 0.8], [{ format: "int3", sharing: { group: 32 } }, 0.8]];
-  for (const [spec, bound] of cases) {
+  // 0.45. Llama-style (RMSNorm, SwiGLU, RoPE) int4 group:32: 2.66e-3 vs 9.37e-3, 2.60e-3 vs 1.17e-2 (0.28, 0.22).
+  // Bound: 0.8.
+  const cases: [GPTConfig, WeightQuantSpec, number][] = [
+    [GELU, INT4_G32, 0.8],
+    [GELU, { format: "int3", sharing: { group: 32 } }, 0.8],
+    [LLAMA, INT4_G32, 0.8],
+  ];
+  for (const [cfg, spec, bound] of cases) {
     for (const seed of [0, 1]) {
-      const calib = await tokens(8, 32, GELU.vocabSize, 10 + seed), x = await tokens(8, 32, GELU.vocabSize, 20 + seed);
-      const ref = logits(outlierGPT(GELU, seed), x);
-      const rtn = outlierGPT(GELU, seed);
+      const calib = await tokens(8, 32, cfg.vocabSize, 10 + seed), x = await tokens(8, 32, cfg.vocabSize, 20 + seed);
+      const ref = logits(outlierGPT(cfg, seed), x);
+      const rtn = outlierGPT(cfg, seed);
       rtnModel(rtn, spec);
-      const awq = outlierGPT(GELU, seed);
+      const awq = outlierGPT(cfg, seed);
       const seen: AwqLayerReport[] = [];
       const reports = await awqModel(awq, calib, spec, { onLayer: (r) => seen.push(r) });
       assert.deepEqual(seen, reports);
-      assert.deepEqual(reports.map((r) => r.name.replace(/^transformer\.h\.\d\./, "")), [
-        "attn.c_attn",
-        "attn.c_proj",
-        "mlp.c_fc",
-        "mlp.c_proj",
-        "attn.c_attn",
-        "attn.c_proj",
-        "mlp.c_fc",
-        "mlp.c_proj",
-      ]);
+      const mlp = cfg.mlp === "swiglu" ? ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"] : ["mlp.c_fc", "mlp.c_proj"];
+      const local = ["attn.c_attn", "attn.c_proj", ...mlp];
+      assert.deepEqual(reports.map((r) => r.name), [0, 1].flatMap((i) => local.map((n) => `transformer.h.${i}.${n}`)));
       const eRtn = await relDiff(logits(rtn, x), ref), eAwq = await relDiff(logits(awq, x), ref);
       assert.ok(eAwq < bound * eRtn, `${spec.format} seed ${seed}: AWQ ${eAwq} vs RTN ${eRtn}`);
       const lossOf = async (m: GPT) => await noGrad(() => crossEntropy(m.forward(x), x)).item();
@@ -157,4 +156,32 @@ Deno.test("awqModel: skip keeps matching layers in f32; bad calibration is one c
   const b = await (ref.getModule("transformer.h.0.mlp.c_fc") as Linear).weight.data();
   assert.deepEqual(a, b);
   await assert.rejects(() => awqModel(model, tensor([[1, 2]]), INT4_G32), /calibration .* must be i32/);
+});
+
+Deno.test("awqModel: WebGPU finds the same alphas and weights as the CPU", async () => {
+  // The scales come from the model's activations, which the backends compute within the float tolerance, so the
+  // weights agree within it too (awq_test.ts checks identical bits given identical inputs).
+  const gpu = await gpuBackendOrSkip();
+  if (!gpu) return;
+  const cfg: GPTConfig = { vocabSize: 32, contextLength: 16, dModel: 32, nLayers: 1, nHeads: 2 };
+  const calib = await tokens(4, 16, cfg.vocabSize, 7);
+  const cpuModel = outlierGPT(cfg, 3);
+  const cpuReports = await awqModel(cpuModel, calib, INT4_G32);
+  await useBackend("webgpu");
+  try {
+    const gpuModel = outlierGPT(cfg, 3);
+    const gpuReports = await awqModel(
+      gpuModel,
+      tensor(await calib.data(), { shape: calib.shape, dtype: "i32" }),
+      INT4_G32,
+    );
+    assert.deepEqual(gpuReports.map((r) => r.alpha), cpuReports.map((r) => r.alpha));
+    const gpuParams = new Map(gpuModel.namedParameters());
+    for (const [name, p] of cpuModel.namedParameters()) {
+      if (!name.endsWith(".weight") || !/\.(c_attn|c_proj|c_fc)\./.test(name)) continue;
+      assertClose(await gpuParams.get(name)!.data(), await p.data(), { rtol: 1e-5, atol: 1e-9 }, `${name} on webgpu`);
+    }
+  } finally {
+    await useBackend("cpu");
+  }
 });

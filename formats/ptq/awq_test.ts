@@ -95,11 +95,17 @@ Deno.test("awqLayer: all-zero groups, dead input channels and non-finite tokens 
     assert.equal(r.clip[3], 0, "zero group's clip max is 0");
     stats.dispose();
   }
-  // Every token non-finite: no statistics, s = 1 (no alpha has a finite advantage), still finite.
+  // Every token non-finite: no statistics, so s = 1 (alpha null): RTN plus a clip search that sees no error.
   const bad = new AwqInputStats(inF, "all.bad");
   await bad.add(tensor(new Float32Array(4 * inF).fill(NaN), { shape: [4, inF] }));
   const r = await awqLayer(tensor(w, { shape: [inF, outF] }), bad, INT4_G32);
-  assert.ok((await r.weight.data()).every(Number.isFinite));
+  assert.equal(r.alpha, null);
+  assert.ok(r.scales.every((s) => s === 1));
+  assertSameBits(
+    await bitsOf(r.weight),
+    await bitsOf(rtnWeight(tensor(w, { shape: [inF, outF] }), INT4_G32)),
+    "no data",
+  );
   assert.equal(r.relError, 0); // ‖XW‖ = 0 with no tokens
   // A non-finite weight is an error naming the layer and where.
   w[17 * outF + 2] = NaN;
