@@ -17,11 +17,13 @@
  *    the model's buffers; {@link restoreAwqInputScales} re-attaches it after
  *    loading). SwiGLU: `up_proj` → `down_proj`, folded into up_proj's columns.
  *
- * Differences from the references, on purpose: the scale search measures
- * each layer's own output (the references measure the attention or MLP
- * block's output for groups 1 and 3); the clip search skips Q and K and
- * clips V's columns of the fused c_attn (the references skip q/k by name);
- * and by default the calibration inputs of block i come from the already
+ * The scale search of groups 1 and 3 measures the attention or MLP block's
+ * output, as the references' `module2inspect` (`objective: "layer"`: the
+ * layers' own outputs); groups 2 and 4 measure the layer's output.
+ * Differences from the references, on purpose: the clip search skips Q and
+ * K and clips V's columns of the fused c_attn (the references skip q/k by
+ * name, so a fused GPT-2 c_attn is either clipped whole or not at all); and
+ * by default the calibration inputs of block i come from the already
  * quantized blocks before it (`sequential`), whereas llm-awq and AutoAWQ
  * feed every block the full-precision model's activations
  * (`sequential: false` does that).
