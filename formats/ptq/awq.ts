@@ -19,7 +19,8 @@
  *    quantize` would give on the clamped weight.
  *
  * Weights are [in, out]; groups and blocks run along the input axis (see
- * `weight_spec.ts`). Output errors are computed from the Gram matrix
+ * `weight_spec.ts`); for per-channel and unscaled formats a "group" is a whole
+ * column (llm-awq's `q_group_size <= 0`). Output errors are computed from the Gram matrix
  * `H = XᵀX` (`‖X·Δ‖² = Σ Δ ⊙ (H·Δ)`, a backend matmul), so a search costs
  * in²·out per candidate whatever the number of calibration tokens, and the
  * clip search can use every token (the reference subsamples 512).

@@ -325,6 +325,14 @@ export async function awqModel(
           const removers = names.map((n) =>
             linears.get(n)!.onForward((name, input) => seen.push([name, input.keep()]))
           );
+          for (const n of inspected) {
+            removers.push(
+              model.getModule(n).onForward((_, input, output) => {
+                // Aliases: the block's input is also its first linear's input, which is disposed after its statistics.
+                pairs.get(n)!.push([input.alias().keep(), output.alias().keep()]);
+              }),
+            );
+          }
           try {
             const y = noGrad(() => tidy(() => block.call(x))).keep();
             if (sequential) y.dispose();
@@ -340,7 +348,8 @@ export async function awqModel(
         for (const group of groups) {
           const active = group.layers.filter((n) => !skipped(n));
           if (!active.length) continue;
-          const captured = group.inspect ? pairs.get(group.inspect) : undefined;
+          const captured = group.inspect && inspected.length ? pairs.get(group.inspect) : undefined;
+          if (captured && !captured.length) throw new Error(`awqModel: no output of ${group.inspect} was captured`);
           const outputError = captured
             ? (approx: readonly Tensor[]) =>
               moduleError(model.getModule(group.inspect!), active.map((n) => linears.get(n)!), captured, approx)
