@@ -38,3 +38,5 @@ export * from "./ptq/linalg.ts";
 export * from "./ptq/hessian.ts";
 export * from "./ptq/gptq.ts";
 export * from "./ptq/layer_error.ts";
+export * from "./ptq/awq.ts";
+export * from "./ptq/awq_model.ts";
