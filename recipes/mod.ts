@@ -16,3 +16,5 @@ export * from "./run_state.ts";
 export * from "./run_dir.ts";
 export * from "./finetune.ts";
 export * from "./merge.ts";
+export * from "./ptq.ts";
+export * from "./ptq_output.ts";

@@ -25,8 +25,8 @@ import {
   tidy,
 } from "@lowp/core";
 import {
+  awqModel,
   type GptqOptions,
-  // awqModel,
   gptqQuantize,
   HessianAccumulator,
   type OperandPrecision,
@@ -79,8 +79,8 @@ export interface PtqLayerReport {
   readonly seconds: number;
   /** GPTQ: the dampening λ used (after any retries). */
   readonly damp?: number;
-  /** AWQ: the chosen α of the layer's scales. */
-  readonly alpha?: number;
+  /** AWQ: the chosen α of the layer's scales (null: no α gave a finite error, so no scaling). */
+  readonly alpha?: number | null;
 }
 
 /** The linear layers PTQ quantizes, in forward order, with `skip` left out. */
@@ -179,22 +179,27 @@ async function outputErrors(inputs: readonly Tensor[], weight: Tensor, candidate
 export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLayerReport[]> {
   const layers = ptqLayers(model, opts.skip);
   checkPtqLayers(layers, opts.spec, opts.method);
-  if (opts.method === "awq") {
-    const reports = await (globalThis as any).awqModel(model, opts.calibration, opts.spec, { skip: opts.skip });
-    return reports.map((r: any) => {
-      const report: PtqLayerReport = {
-        name: r.name,
-        shape: r.shape,
-        relError: r.relError,
-        rtnRelError: r.rtnRelError,
-        seconds: r.seconds ?? 0,
-        alpha: r.alpha,
-      };
-      opts.onLayer?.(report);
-      return report;
-    });
-  }
   const reports: PtqLayerReport[] = [];
+  if (opts.method === "awq") {
+    let started = performance.now();
+    return await awqModel(model, opts.calibration, opts.spec, {
+      skip: opts.skip,
+      batchSize: opts.batchSize,
+      onLayer: (r) => {
+        const report: PtqLayerReport = {
+          name: r.name,
+          shape: [...r.shape],
+          relError: r.relError,
+          rtnRelError: r.rtnRelError,
+          seconds: (performance.now() - started) / 1000,
+          alpha: r.alpha,
+        };
+        started = performance.now();
+        reports.push(report);
+        opts.onLayer?.(report);
+      },
+    }).then(() => reports);
+  }
   for (const [name, layer] of layers) {
     const started = performance.now();
     const inputs = layerInputs(model, layer, opts.calibration, opts.batchSize);

@@ -12,7 +12,10 @@
  * evaluates the validation loss before and after. Writes
  * `RUN_DIR/ptq-<method>-<format>[-g<N>][-a<act>]/` (or `--out`): a run folder
  * of its own (`config.json` and `checkpoint.safetensors` with the quantized
- * weights as f32, so `finetune.from` and another `ptq` can start from it),
+ * weights as f32 and AWQ's input scales as buffers, so `finetune.from` and
+ * another `ptq` can start from it; with `--act-format` its recipe's
+ * `precision:` quantizes the activations, which `loadTrainedRun(dir,
+ * { keepPrecision: true })` applies),
  * `report.json`, and with `--pack` `weights.packed.safetensors` (the linear
  * weights as packed codes and scales, the layout of `deno task quantize
  * --pack`; other tensors f32). Prints a per-layer table (layer-wise error
@@ -25,7 +28,9 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
-import { applyPrecision, parseFormat, parseWeightSpec, sharingText } from "@lowp/formats";
+import { applyPrecision, parseFormat, parseWeightSpec, restoreAwqInputScales, sharingText } from "@lowp/formats";
+import type { LMRecipe } from "./schema.ts";
+import type { PrecisionSection } from "./precision.ts";
 import { ConfigError } from "./config.ts";
 
 import { calibrationTokens, loadTrainedRun, recipeCorpus } from "./run_dir.ts";
@@ -129,6 +134,7 @@ async function main(args: string[]): Promise<void> {
   });
   if (actFormat) {
     applyPrecision(model, { forward: { input: activationOperand(actFormat) } }, { skip: v.skip });
+    restoreAwqInputScales(model); // AWQ's input scales wrap the new op again
   }
   const valAfter = await evaluate(model, recipe, corpus.val);
   const summary: PtqSummary = {
@@ -148,10 +154,19 @@ async function main(args: string[]): Promise<void> {
     layers: reports,
     bytes: { f32: 0, quantized: 0 },
   };
-  const written = await writePtqFolder(out, recipe, model, summary, { spec, pack: v.pack, skip: v.skip });
+  // The folder's recipe runs the activations as quantized here: `loadTrainedRun(out, { keepPrecision: true })`.
+  const saved: LMRecipe = actFormat ? { ...recipe, precision: activationPrecision(actFormat, v.skip) } : recipe;
+  const written = await writePtqFolder(out, saved, model, summary, { spec, pack: v.pack, skip: v.skip });
   calibration.dispose();
   model.dispose();
   console.log(v.json ? JSON.stringify(written) : ptqTable(written));
+}
+
+/** A `precision:` section quantizing every linear layer's input to `format` per tensor, as `--act-format` does. */
+function activationPrecision(format: string, skip = ""): PrecisionSection {
+  // Only the keys the operand needs: the folder's config.json is parsed again, with defaults, when it is read.
+  const roles = { "forward.input": activationOperand(format) } as unknown as PrecisionSection["roles"];
+  return { preset: "f32", skip, lsq: false, ste: "", roles };
 }
 
 function tryConfig<T>(f: () => T): T {

@@ -18,6 +18,7 @@ import {
 } from "@lowp/formats";
 import { type RawTensor, writeSafetensors } from "@lowp/core";
 import { CHECKPOINT_FILE } from "./run_dir.ts";
+import { BUFFER_PREFIX } from "./run_state.ts";
 import type { LMRecipe } from "./schema.ts";
 import { type PtqLayerReport, ptqLayers } from "./ptq.ts";
 
@@ -96,7 +97,11 @@ export async function writePtqFolder(
       }
     }
     const written = { ...summary, bytes };
-    await saveTensors(join(tmp, CHECKPOINT_FILE), model.namedParameters(), { step: "0", ptq: summary.method });
+    const buffers = model.namedBuffers().map(([n, t]): [string, Tensor] => [BUFFER_PREFIX + n, t]);
+    await saveTensors(join(tmp, CHECKPOINT_FILE), [...model.namedParameters(), ...buffers], {
+      step: "0",
+      ptq: summary.method,
+    });
     if (opts.pack) await writeSafetensors(join(tmp, "weights.packed.safetensors"), packed, metadata);
     await Deno.writeTextFile(
       join(tmp, "config.json"),

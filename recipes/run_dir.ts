@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import { clone, type GPT, loadTensors, noGrad, type Tensor, tensor, tidy } from "@lowp/core";
-import { mergeAdapters } from "@lowp/formats";
+import { AWQ_INPUT_SCALE, mergeAdapters, restoreAwqInputScales } from "@lowp/formats";
 import { ConfigError } from "./config.ts";
 import { type AnyRecipe, parseAnyRecipe } from "./kinds.ts";
 import { type Corpus, loadCorpus, sampleBatch } from "./data.ts";
@@ -126,6 +126,12 @@ export async function loadTrainedRun(dir: string, opts: LoadRunOptions = {}): Pr
     if (mismatch) throw new ConfigError(`${path}: checkpoint does not match the run's recipe: ${mismatch}`);
     if (built.baseDigest) checkBaseDigest(metadata, built.baseDigest, path);
     for (const [name, p] of model.namedParameters()) p.assign(noGrad(() => clone(tensors.get(name)!)).keep());
+    // Buffers: all of them with the run's precision (e.g. delayed scaling's histories); AWQ's input scales always.
+    for (const [name, t] of tensors) {
+      if (!name.startsWith(BUFFER_PREFIX) || !(opts.keepPrecision || name.endsWith(`.${AWQ_INPUT_SCALE}`))) continue;
+      model.setBuffer(name.slice(BUFFER_PREFIX.length), noGrad(() => clone(t)));
+    }
+    restoreAwqInputScales(model);
     if (opts.merge) mergeAdapters(model);
   } catch (e) {
     model.dispose();

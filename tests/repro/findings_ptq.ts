@@ -17,7 +17,7 @@ import {
   parseWeightSpec,
   type WeightQuantSpec,
 } from "@lowp/formats";
-import { calibrationTokens, evaluate } from "@lowp/recipes";
+import { calibrationTokens, evaluate, quantizeModel } from "@lowp/recipes";
 import {
   type ArmResult,
   type BaseRun,
@@ -108,12 +108,14 @@ export const F1_FINE_TUNE: FineTuneOptions = { samples: CALIBRATION_SAMPLES, epo
 export type PtqMethod = (model: GPT, spec: WeightQuantSpec, calibration: Tensor, base: BaseRun) => Promise<void>;
 
 /**
- * The PTQ methods F1 compares, by name: each gives the arms `<method>-int2` … `<method>-int8`. GPTQ plugs in
- * here as `gptq: (model, spec, calibration) => quantizeModel(model, { method: "gptq", spec, calibration })` from
- * recipes/ptq.ts, with its claims (QAT ≤ GPTQ ≤ RTN at 2–3 bits) added to F1's.
+ * The PTQ methods F1 compares, by name: each gives the arms `<method>-int2` … `<method>-int8`. GPTQ runs as
+ * `deno task ptq --method gptq` does (recipes/ptq.ts: sequential, block size 128, 1% dampening, no act-order).
  */
 export const PTQ_METHODS: Readonly<Record<string, PtqMethod>> = {
   rtn: (model, spec) => Promise.resolve(rtnLinears(model, spec)),
+  gptq: async (model, spec, calibration) => {
+    await quantizeModel(model, { method: "gptq", spec, calibration });
+  },
 };
 
 const intSpec = (bits: number) => parseWeightSpec(`int${bits}`, `group:${F1_GROUP}`);
