@@ -15,7 +15,8 @@
  * weights as f32, so `finetune.from` and another `ptq` can start from it),
  * `report.json`, and with `--pack` `weights.packed.safetensors` (the linear
  * weights as packed codes and scales, the layout of `deno task quantize
- * --pack`; other tensors f32). Prints a per-layer table (layer-wise error
+ * --pack`: the method's own codes and scales, so `restore` gives the
+ * checkpoint's weights bit for bit; other tensors f32; not yet for AWQ). Prints a per-layer table (layer-wise error
  * `‖XW − XŴ‖²/‖XW‖²` against RTN's on the same inputs) and the totals, or
  * `--json` one object. Bad input is one `error: ...` line, exit code 1, and
  * nothing is written; the folder appears only complete.
@@ -25,7 +26,15 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
-import { applyPrecision, parseFormat, parseWeightSpec, sharingText } from "@lowp/formats";
+import {
+  applyPrecision,
+  pack,
+  type PackedTensor,
+  parseFormat,
+  parseWeightSpec,
+  type Quantized,
+  sharingText,
+} from "@lowp/formats";
 import { ConfigError } from "./config.ts";
 
 import { calibrationTokens, loadTrainedRun, recipeCorpus } from "./run_dir.ts";
@@ -101,6 +110,7 @@ async function main(args: string[]): Promise<void> {
   if (method !== "gptq" && (v["act-order"] || v["block-size"] !== undefined || v.damp !== undefined)) {
     throw new ConfigError(`--act-order, --block-size and --damp are GPTQ's options; --method is ${method}`);
   }
+  if (v.pack && method === "awq") throw new ConfigError("--pack with awq: not supported yet");
   const backendChoice = tryConfig(() => backendChoiceFromEnv(v.backend ?? Deno.env.get("BACKEND")));
 
   const backend = await useBackend(backendChoice);
@@ -117,6 +127,7 @@ async function main(args: string[]): Promise<void> {
       `${samples} calibration sequences of ${recipe.model.context} bytes | ${backend.name} (${backend.adapter}) | ` +
       `val loss before ${valBefore.toFixed(4)}`,
   );
+  const records = new Map<string, PackedTensor>(); // what --pack stores, and the bytes
   const reports = await quantizeModel(model, {
     method,
     spec,
@@ -126,6 +137,11 @@ async function main(args: string[]): Promise<void> {
     onLayer: (r) =>
       console.error(`  ${r.name}: rel err ${r.relError.toExponential(3)} (rtn ${r.rtnRelError.toExponential(3)})`),
     onMessage: (text) => console.error(`  ${text}`),
+    ...(method === "awq" ? {} : {
+      onRecord: async (layer: string, record: Quantized) => {
+        records.set(`${layer}.weight`, await pack(record));
+      },
+    }),
   });
   if (actFormat) {
     applyPrecision(model, { forward: { input: activationOperand(actFormat) } }, { skip: v.skip });
@@ -148,7 +164,12 @@ async function main(args: string[]): Promise<void> {
     layers: reports,
     bytes: { f32: 0, quantized: 0 },
   };
-  const written = await writePtqFolder(out, recipe, model, summary, { spec, pack: v.pack, skip: v.skip });
+  const written = await writePtqFolder(out, recipe, model, summary, {
+    spec,
+    pack: v.pack,
+    skip: v.skip,
+    records,
+  });
   calibration.dispose();
   model.dispose();
   console.log(v.json ? JSON.stringify(written) : ptqTable(written));
