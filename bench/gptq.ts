@@ -55,6 +55,7 @@ async function runOnce(
   await r.weight.data();
   const t2 = performance.now();
   r.weight.dispose();
+  for (const part of r.quantized.parts) part.codes.dispose();
   return { hessian: (t1 - t0) / 1000, quantize: (t2 - t1) / 1000 };
 }
 

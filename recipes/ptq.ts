@@ -4,7 +4,12 @@
  * al. 2023). Layers are quantized in forward order, each from the inputs the
  * already quantized model gives it (the reference tools' sequential mode),
  * and each reports its layer-wise error `‖XW − XŴ‖² / ‖XW‖²` on those inputs
- * next to RTN's on the same inputs.
+ * next to RTN's on the same inputs. Each layer's weight also comes out in the
+ * format's storage layout (`PtqOptions.onRecord`, what `--pack` stores): RTN's
+ * is the format's `quantize` of the original weight, GPTQ's its own codes and
+ * group parameters (`GptqResult.quantized`), AWQ's the format's `quantize` of
+ * the clamped, scaled weight it rounded; re-quantizing the values would fit
+ * new group parameters and move some of them.
  *
  * @module
  */
@@ -33,6 +38,7 @@ import {
   pack,
   packedBytes,
   parseFormat,
+  type Quantized,
   rtnWeight,
   scalarGrid,
   sharingText,
@@ -63,6 +69,13 @@ export interface PtqOptions {
   readonly onLayer?: (report: PtqLayerReport) => void;
   /** Messages worth a line (dampening retries). */
   readonly onMessage?: (text: string) => void;
+  /**
+   * Receives each quantized layer's weight in the format's storage layout (`layer` is the layer's name), whose
+   * `dequantize` is the layer's new weight bit for bit (except NaN in a format with no NaN code, as the
+   * format's own `quantize`). Its tensors are disposed once the returned promise settles: pack them within.
+   * Not available for AWQ yet (an error says so).
+   */
+  readonly onRecord?: (layer: string, record: Quantized) => void | Promise<void>;
 }
 
 /** What one layer's quantization gave. */
@@ -185,6 +198,7 @@ export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLa
     return await awqModel(model, opts.calibration, opts.spec, {
       skip: opts.skip,
       batchSize: opts.batchSize,
+      onRecord: opts.onRecord,
       onLayer: (r) => {
         const report: PtqLayerReport = {
           name: r.name,
@@ -207,7 +221,7 @@ export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLa
     try {
       const rtn = noGrad(() => rtnWeight(layer.weight, opts.spec, name)).keep();
       made.push(rtn);
-      let quantized = rtn, damp: number | undefined;
+      let quantized = rtn, damp: number | undefined, record: Quantized | null = null;
       if (opts.method === "gptq") {
         const hessian = new HessianAccumulator(layer.inFeatures);
         for (const x of inputs) await hessian.add(x);
@@ -217,9 +231,16 @@ export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLa
           onMessage: opts.onMessage,
         });
         quantized = result.weight.keep();
-        made.push(quantized);
+        made.push(quantized, ...result.quantized.parts.map((p) => p.codes));
         damp = result.damp;
+        record = result.quantized;
+      } else if (opts.onRecord) {
+        // RTN's storage: the format's quantize of the original weight, whose dequantization is `rtn`.
+        const { quantizer, options } = weightQuantOptions(opts.spec);
+        record = quantizer.quantize(layer.weight, options);
+        made.push(...record.parts.map((p) => p.codes));
       }
+      if (record) await opts.onRecord?.(name, record);
       const [relError, rtnRelError] = await outputErrors(inputs, layer.weight, [quantized, rtn]);
       noGrad(() => layer.weight.assign(quantized));
       const report: PtqLayerReport = {

@@ -18,7 +18,8 @@
  * { keepPrecision: true })` applies),
  * `report.json`, and with `--pack` `weights.packed.safetensors` (the linear
  * weights as packed codes and scales, the layout of `deno task quantize
- * --pack`; other tensors f32). Prints a per-layer table (layer-wise error
+ * --pack`: the method's own codes and scales, so `restore` gives the
+ * checkpoint's weights bit for bit; other tensors f32). Prints a per-layer table (layer-wise error
  * `‖XW − XŴ‖²/‖XW‖²` against RTN's on the same inputs) and the totals, or
  * `--json` one object. Bad input is one `error: ...` line, exit code 1, and
  * nothing is written; the folder appears only complete.
@@ -28,7 +29,16 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
-import { applyPrecision, parseFormat, parseWeightSpec, restoreAwqInputScales, sharingText } from "@lowp/formats";
+import {
+  applyPrecision,
+  pack,
+  type PackedTensor,
+  parseFormat,
+  parseWeightSpec,
+  type Quantized,
+  restoreAwqInputScales,
+  sharingText,
+} from "@lowp/formats";
 import type { LMRecipe } from "./schema.ts";
 import type { PrecisionSection } from "./precision.ts";
 import { ConfigError } from "./config.ts";
@@ -122,6 +132,7 @@ async function main(args: string[]): Promise<void> {
       `${samples} calibration sequences of ${recipe.model.context} bytes | ${backend.name} (${backend.adapter}) | ` +
       `val loss before ${valBefore.toFixed(4)}`,
   );
+  const records = new Map<string, PackedTensor>(); // what --pack stores, and the bytes
   const reports = await quantizeModel(model, {
     method,
     spec,
@@ -131,6 +142,9 @@ async function main(args: string[]): Promise<void> {
     onLayer: (r) =>
       console.error(`  ${r.name}: rel err ${r.relError.toExponential(3)} (rtn ${r.rtnRelError.toExponential(3)})`),
     onMessage: (text) => console.error(`  ${text}`),
+    onRecord: async (layer: string, record: Quantized) => {
+      records.set(`${layer}.weight`, await pack(record));
+    },
   });
   if (actFormat) {
     applyPrecision(model, { forward: { input: activationOperand(actFormat) } }, { skip: v.skip });
@@ -156,7 +170,7 @@ async function main(args: string[]): Promise<void> {
   };
   // The folder's recipe runs the activations as quantized here: `loadTrainedRun(out, { keepPrecision: true })`.
   const saved: LMRecipe = actFormat ? { ...recipe, precision: activationPrecision(actFormat, v.skip) } : recipe;
-  const written = await writePtqFolder(out, saved, model, summary, { spec, pack: v.pack, skip: v.skip });
+  const written = await writePtqFolder(out, saved, model, summary, { spec, pack: v.pack, skip: v.skip, records });
   calibration.dispose();
   model.dispose();
   console.log(v.json ? JSON.stringify(written) : ptqTable(written));

@@ -8,19 +8,18 @@
 import { join } from "node:path";
 import { type GPT, type NamePattern, saveTensors, type Tensor } from "@lowp/core";
 import {
-  pack,
   PACKED_LAYOUT,
   PACKED_LAYOUT_KEY,
   packedBytes,
   packedEntries,
-  weightQuantOptions,
+  type PackedTensor,
   type WeightQuantSpec,
 } from "@lowp/formats";
 import { type RawTensor, writeSafetensors } from "@lowp/core";
 import { CHECKPOINT_FILE } from "./run_dir.ts";
 import { BUFFER_PREFIX } from "./run_state.ts";
 import type { LMRecipe } from "./schema.ts";
-import { type PtqLayerReport, ptqLayers } from "./ptq.ts";
+import { packedWeightBytes, type PtqLayerReport, ptqLayers } from "./ptq.ts";
 
 /** `report.json`: the settings, the losses, the bytes and every layer's report. */
 export interface PtqSummary {
@@ -56,17 +55,35 @@ export interface PtqSummary {
   bytes: { f32: number; quantized: number };
 }
 
+/** What {@link writePtqFolder} stores besides the model. */
+export interface PtqFolderOptions {
+  /** The weight format (bytes of a layer without a record are those of its layout in this format). */
+  spec: WeightQuantSpec;
+  /** Write `weights.packed.safetensors` from `records`. */
+  pack: boolean;
+  /** Linear layers left in f32. */
+  skip?: NamePattern;
+  /**
+   * Each quantized layer's packed storage by parameter name (`h.0.mlp.c_fc.weight`), as the method made it
+   * (`PtqOptions.onRecord`): what `--pack` writes and the bytes count. Required for every layer with `pack`.
+   */
+  records?: ReadonlyMap<string, PackedTensor>;
+}
+
 /**
  * Writes the output folder through a temporary folder and a rename, so it
  * appears only complete (an existing folder of that name is replaced then).
- * Fills in `bytes` and returns the summary written.
+ * Fills in `bytes` (from the records; a layer without one counts the bytes of
+ * its layout in the format, which depend only on shapes and bits) and returns
+ * the summary written. With `pack`, the packed file holds the records as
+ * they are: never a re-quantization of the model's weights.
  */
 export async function writePtqFolder(
   out: string,
   recipe: LMRecipe,
   model: GPT,
   summary: PtqSummary,
-  opts: { spec: WeightQuantSpec; pack: boolean; skip?: NamePattern },
+  opts: PtqFolderOptions,
 ): Promise<PtqSummary> {
   const tmp = `${out}.tmp-${Deno.pid}`;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
@@ -81,23 +98,19 @@ export async function writePtqFolder(
         if (opts.pack) packed.set(name, await rawF32(t));
         continue;
       }
-      const { quantizer, options } = weightQuantOptions(opts.spec);
-      const q = quantizer.quantize(t, options);
-      try {
-        const p = await pack(q);
-        bytes.f32 += 4 * t.size;
-        bytes.quantized += packedBytes(p);
-        if (opts.pack) {
-          const entries = packedEntries(name, p);
-          for (const [key, raw] of entries.tensors) packed.set(key, raw);
-          metadata[entries.metadata[0]] = entries.metadata[1];
-        }
-      } finally {
-        for (const part of q.parts) part.codes.dispose();
-      }
+      const p = opts.records?.get(name);
+      bytes.f32 += 4 * t.size;
+      bytes.quantized += p ? packedBytes(p) : await packedWeightBytes(t, opts.spec);
+      if (!opts.pack) continue;
+      if (!p) throw new Error(`ptq --pack: no stored record of ${name}`);
+      const entries = packedEntries(name, p);
+      for (const [key, raw] of entries.tensors) packed.set(key, raw);
+      metadata[entries.metadata[0]] = entries.metadata[1];
     }
     const written = { ...summary, bytes };
+    // Buffers (AWQ's input scales) go into both files under the checkpoint's names.
     const buffers = model.namedBuffers().map(([n, t]): [string, Tensor] => [BUFFER_PREFIX + n, t]);
+    if (opts.pack) { for (const [name, t] of buffers) packed.set(name, await rawF32(t)); }
     await saveTensors(join(tmp, CHECKPOINT_FILE), [...model.namedParameters(), ...buffers], {
       step: "0",
       ptq: summary.method,

@@ -1,11 +1,14 @@
 /**
  * `deno task ptq` end to end on a tiny trained run: the output folder is a
  * run folder that loads back to the reported loss, GPTQ beats RTN layer by
- * layer, and bad input fails with one line and writes nothing.
+ * layer, `--pack` stores the method's own codes and scales (restored bit for
+ * bit to the checkpoint's weights), and bad input fails with one line and
+ * writes nothing.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { useBackend } from "@lowp/core";
+import { readSafetensors, useBackend } from "@lowp/core";
+import { packedBytes, restore, unpackFile } from "@lowp/formats";
 import { evaluate, loadTrainedRun, recipeCorpus } from "@lowp/recipes";
 
 const TRAIN = new URL("../recipes/train.ts", import.meta.url).pathname;
@@ -63,7 +66,27 @@ Deno.test({
   },
 });
 
-Deno.test("ptq CLI: --pack writes the packed weights; --act-format quantizes the inputs", async () => {
+/**
+ * Checks `dir`'s packed file against its checkpoint: `restore` gives every tensor bit for bit (the linear
+ * weights from their codes and scales), and the reported bytes are those of the packed records.
+ */
+async function packedMatchesCheckpoint(dir: string, summary: { bytes: { quantized: number } }, layers: number) {
+  const path = join(dir, "weights.packed.safetensors");
+  const { packed } = unpackFile(await readSafetensors(path), path);
+  assert.equal(packed.size, layers);
+  assert.equal([...packed.values()].reduce((sum, p) => sum + packedBytes(p), 0), summary.bytes.quantized);
+  await useBackend("cpu");
+  const [restored, checkpoint] = [await restore(path), await readSafetensors(join(dir, "checkpoint.safetensors"))];
+  assert.deepEqual([...restored.tensors.keys()].sort(), [...checkpoint.tensors.keys()].sort());
+  for (const [name, want] of checkpoint.tensors) {
+    const got = restored.tensors.get(name)!;
+    assert.deepEqual(got.shape, want.shape, name);
+    const bad = want.data.findIndex((b, i) => b !== got.data[i]);
+    assert.equal(bad, -1, `${dir}: ${name} differs at byte ${bad}${packed.has(name) ? " (packed)" : ""}`);
+  }
+}
+
+Deno.test("ptq CLI: --pack stores RTN's codes; restore gives the checkpoint bit for bit; --act-format quantizes the inputs", async () => {
   const res = await deno(PTQ, [
     RUN,
     ...["--method", "rtn", "--format", "int8", "--act-format", "e4m3", "--calib-samples", "8", "--pack", "--json"],
@@ -75,6 +98,25 @@ Deno.test("ptq CLI: --pack writes the packed weights; --act-format quantizes the
   const packed = await Deno.stat(join(dir, "weights.packed.safetensors"));
   const plain = await Deno.stat(join(dir, "checkpoint.safetensors"));
   assert.ok(packed.size < plain.size, `${packed.size} vs ${plain.size}`);
+  await packedMatchesCheckpoint(dir, s, 8);
+});
+
+Deno.test("ptq CLI: --pack stores GPTQ's and AWQ's own codes and scales; restore gives the checkpoint bit for bit", async () => {
+  // GPTQ: group scales fitted on error-updated rows, act-order; AWQ: clipped, scaled weights with input scales as
+  // buffers. Re-quantizing either checkpoint would move values.
+  const cases = [
+    ["gptq", "uint3", ["--granularity", "group:16", "--act-order"], "-g16"],
+    ["gptq", "nvfp4", [], ""],
+    ["awq", "int4", ["--granularity", "group:16"], "-g16"],
+  ] as const;
+  for (const [method, format, extra, suffix] of cases) {
+    const res = await deno(PTQ, [
+      RUN,
+      ...["--method", method, "--format", format, ...extra, "--calib-samples", "16", "--pack", "--json"],
+    ]);
+    assert.equal(res.code, 0, res.stderr);
+    await packedMatchesCheckpoint(join(RUN, `ptq-${method}-${format}${suffix}`), JSON.parse(res.stdout), 8);
+  }
 });
 
 const BAD: [string, string[], RegExp][] = [

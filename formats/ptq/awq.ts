@@ -310,7 +310,9 @@ function clampGroups(data: Float32Array, rows: number, cols: number, group: numb
 /**
  * The clipping search on a scaled weight `ws` [in, out] (the layer computes
  * `(x / scales) · ws`): per (group, column) the shrink of the max whose group
- * output error is smallest. Returns the clip maxima and `Q(clamp(ws))`.
+ * output error is smallest. Returns the clip maxima, the clamped weight and
+ * `Q(clamp(ws))` (its RTN: the format's `quantize` of `clamped` stores it
+ * exactly). The caller disposes both tensors.
  */
 export async function awqSearchClip(
   ws: Tensor,
@@ -318,7 +320,7 @@ export async function awqSearchClip(
   scales: Float32Array,
   spec: WeightQuantSpec,
   opts: AwqOptions = {},
-): Promise<{ clip: Float32Array; weight: Tensor }> {
+): Promise<{ clip: Float32Array; weight: Tensor; clamped: Tensor }> {
   const name = opts.name ?? stats.name;
   const [rows, cols] = ws.shape;
   const group = awqGroupSize(spec, rows), groups = rows / group;
@@ -371,16 +373,9 @@ export async function awqSearchClip(
     }
     hb.dispose();
   }
-  const weight = noGrad(() =>
-    tidy(() =>
-      rtnWeight(
-        tensor(clampGroups(data, rows, cols, group, best), { shape: [rows, cols], backend: ws.backend }),
-        spec,
-        name,
-      )
-    )
-  );
-  return { clip: best, weight };
+  const clamped = tensor(clampGroups(data, rows, cols, group, best), { shape: [rows, cols], backend: ws.backend });
+  const weight = noGrad(() => rtnWeight(clamped, spec, name));
+  return { clip: best, weight, clamped };
 }
 
 /**
@@ -426,6 +421,7 @@ export async function awqLayer(
       const local: [number, number] = [Math.max(0, from - offset), Math.max(0, Math.min(cols, to - offset))];
       const ws = noGrad(() => mul(w, col));
       const r = await awqSearchClip(ws, stats, scales, spec, { ...opts, name, clipColumns: local });
+      r.clamped.dispose();
       quantized.push(r.weight);
       clips.push(r.clip);
       const delta = noGrad(() => sub(ws, r.weight));

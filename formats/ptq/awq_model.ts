@@ -56,7 +56,8 @@ import {
   tidy,
 } from "@lowp/core";
 import { AwqInputStats, type AwqOptions, awqSearchClip, awqSearchScales, relativeOutputError } from "./awq.ts";
-import { rtnWeight, type WeightQuantSpec } from "./weight_spec.ts";
+import { rtnWeight, weightQuantOptions, type WeightQuantSpec } from "./weight_spec.ts";
+import type { Quantized } from "../spec.ts";
 
 /** Name of the buffer holding the per-channel input divisor of a linear layer with no foldable op before it. */
 export const AWQ_INPUT_SCALE = "awq_input_scale";
@@ -96,6 +97,12 @@ export interface AwqModelOptions extends Omit<AwqOptions, "name" | "clipColumns"
   readonly batchSize?: number;
   /** Quantize the weights (default true); false: only search and fold the scales (the f32 model computes the same). */
   readonly quantize?: boolean;
+  /**
+   * Receives each quantized layer's weight in the format's storage layout (codes and scales of the clamped,
+   * scaled weight AWQ rounded; its `dequantize` is the layer's new weight bit for bit), e.g. to pack it. Its
+   * tensors are disposed once the returned promise settles.
+   */
+  readonly onRecord?: (layer: string, record: Quantized) => void | Promise<void>;
 }
 
 /** Where a scaling group's 1/s goes. */
@@ -373,7 +380,21 @@ export async function awqModel(
             const clipColumns: [number, number] = name.endsWith(".attn.c_attn")
               ? [2 * d, 3 * d]
               : [0, layer.outFeatures];
-            const { weight } = await awqSearchClip(layer.weight, st, f.scales, spec, { ...opts, name, clipColumns });
+            const { weight, clamped } = await awqSearchClip(layer.weight, st, f.scales, spec, {
+              ...opts,
+              name,
+              clipColumns,
+            });
+            if (opts.onRecord) {
+              const { quantizer, options } = weightQuantOptions(spec);
+              const record = quantizer.quantize(clamped, options);
+              try {
+                await opts.onRecord(name, record);
+              } finally {
+                for (const part of record.parts) part.codes.dispose();
+              }
+            }
+            clamped.dispose();
             const [hs, rtn] = noGrad(() => {
               const col = tensor(f.scales, { shape: [f.scales.length, 1], backend: weight.backend });
               const h = div(div(st.gram, col), reshape(col, [1, f.scales.length]));

@@ -38,12 +38,18 @@
  * With H = I (dead rows aside), no dampening and no act-order, nothing is
  * spread and the result is `rtnWeight` bit for bit.
  *
+ * `quantized` holds the same weight in the format's storage layout (codes
+ * and the parameters of every group as GPTQ fitted them, see
+ * `ScalarGrid.record`): the format's `dequantize` gives `weight` bit for
+ * bit, and `pack` stores it as `deno task quantize` stores RTN's.
+ *
  * The matmuls (here and in the Hessian) are the only backend work, so the
  * result depends on the backend only within its matmul tolerance.
  *
  * @module
  */
 import { matmul, type Tensor, tensor } from "@lowp/core";
+import type { Quantized } from "../spec.ts";
 import { scalarGrid } from "./grid.ts";
 import { NotPositiveDefiniteError, reverseCholesky } from "./linalg.ts";
 import type { WeightQuantSpec } from "./weight_spec.ts";
@@ -71,6 +77,12 @@ export interface GptqOptions {
 export interface GptqResult {
   /** The quantized-dequantized weight, [in, out] f32, on the input weight's backend. */
   weight: Tensor;
+  /**
+   * The same weight in the format's storage layout (as `quantizer.quantize(w, weightQuantOptions(spec).options)`
+   * lays it out, with GPTQ's own codes and group parameters), on the input weight's backend:
+   * `parseFormat(spec.format).dequantize(quantized)` equals `weight` bit for bit.
+   */
+  quantized: Quantized;
   /** The reference's `Losses` summed per input channel: Σ_out (w − q)²/(2·U_ii²), in the original row order. */
   columnError: Float64Array;
   /** The dampening λ that was used (absolute, added to the diagonal of H). */
@@ -121,6 +133,7 @@ export async function gptqQuantize(
   const grid = scalarGrid(spec, w, n, out, name);
   const g = grid.groupRows;
   const channelParams = g === n ? grid.fit(w, 0, n) : null;
+  const groups: unknown[] = channelParams ? [channelParams] : []; // in the original row order
 
   const h = hessian.slice();
   for (let d = 0; d < n; d++) {
@@ -131,11 +144,12 @@ export async function gptqQuantize(
   }
   const order = opts.actOrder ? descendingDiagonal(h, n) : null;
   const staticParams = order && g < n ? Array.from({ length: n / g }, (_, k) => grid.fit(w, k * g, g)) : null;
+  if (staticParams) groups.push(...staticParams);
   const hw = order ? permuteSymmetric(h, n, order) : h;
   const ww = order ? permuteRows(w, out, order) : w;
   const { r, damp, retries } = dampedFactor(hw, n, dampPercent, dampRetries, name, opts.onMessage);
 
-  const q = new Float32Array(n * out);
+  const q = new Float32Array(n * out), codes = new Uint32Array(n * out);
   const columnError = new Float64Array(n);
   const original = ww.slice(); // w_i in the spread; ww collects the spread of earlier blocks
   const block = new Float32Array(Math.min(blockSize, n) * out), delta = new Float32Array(block.length);
@@ -147,9 +161,9 @@ export async function gptqQuantize(
       const s2 = Math.min(i2, s1 + SUB_BLOCK);
       for (let i = s1; i < s2; i++) {
         if (staticParams) params = staticParams[Math.floor(order![i] / g)];
-        else if (g < n && i % g === 0) params = grid.fit(ww, i, g);
+        else if (g < n && i % g === 0) groups.push(params = grid.fit(ww, i, g));
         const row = i - i1, ro = row * out, io = i * out, ri = i * n, rii = r[ri + i];
-        grid.quantizeRow(params, block, row, q, i);
+        grid.quantizeRow(params, block, row, q, i, codes);
         let loss = 0;
         for (let c = 0; c < out; c++) {
           const diff = block[ro + c] - q[io + c];
@@ -169,9 +183,11 @@ export async function gptqQuantize(
     if (i2 < n) await addSpread(weight, ww, i2, r, n, i1, i2, n, delta, 0, out);
   }
   const result = order ? unpermuteRows(q, out, order) : q;
+  const resultCodes = order ? unpermuteRows(codes, out, order) : codes;
   const errors = order ? unpermute(columnError, order) : columnError;
   return {
     weight: tensor(result, { backend: weight.backend, shape: [n, out] }),
+    quantized: grid.record(groups, resultCodes, weight.backend),
     columnError: errors,
     damp,
     retries,
@@ -278,8 +294,8 @@ function permuteRows(w: Float32Array, out: number, perm: Int32Array): Float32Arr
 }
 
 /** The inverse of {@link permuteRows}. */
-function unpermuteRows(w: Float32Array, out: number, perm: Int32Array): Float32Array {
-  const p = new Float32Array(w.length);
+function unpermuteRows<A extends Float32Array | Uint32Array>(w: A, out: number, perm: Int32Array): A {
+  const p = new (w.constructor as new (n: number) => A)(w.length);
   for (let i = 0; i < perm.length; i++) p.set(w.subarray(i * out, (i + 1) * out), perm[i] * out);
   return p;
 }

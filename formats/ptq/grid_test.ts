@@ -1,14 +1,16 @@
 /**
  * The per-group scalar grids against `rtnWeight`, bit for bit, for every
  * format GPTQ takes (random weights plus edge cases: an all-zero weight, a
- * dead output column, a zero input row, huge and tiny values), and one
- * clear error for each format without a grid per group.
+ * dead output column, a zero input row, huge and tiny values), their stored
+ * records against `quantizer.quantize`, and one clear error for each format
+ * without a grid per group.
  */
 import assert from "node:assert/strict";
 import { cpuBackend, tensor } from "@lowp/core";
 import { philoxWords } from "@lowp/kernels";
 import { gridRtn, scalarGrid } from "./grid.ts";
-import { parseWeightSpec, rtnWeight } from "./weight_spec.ts";
+import { parseWeightSpec, rtnWeight, weightQuantOptions } from "./weight_spec.ts";
+import { sameRecord } from "./record_check.ts";
 
 const cpu = cpuBackend();
 const IN = 128, OUT = 24;
@@ -73,7 +75,7 @@ Deno.test("grid round-to-nearest equals rtnWeight bit for bit for every format w
       const t = tensor(w, { backend: cpu, shape: [IN, OUT] });
       const rtn = rtnWeight(t, spec);
       const want = new Uint32Array(new Float32Array(await rtn.data()).buffer);
-      const got = new Uint32Array(gridRtn(scalarGrid(spec, w, IN, OUT), w, IN).buffer);
+      const got = new Uint32Array(gridRtn(scalarGrid(spec, w, IN, OUT), w, IN).values.buffer);
       const bad = want.findIndex((b, i) => b !== got[i]);
       assert.equal(
         bad,
@@ -84,6 +86,22 @@ Deno.test("grid round-to-nearest equals rtnWeight bit for bit for every format w
       );
       t.dispose();
       rtn.dispose();
+    }
+  }
+});
+
+Deno.test("the grid's record of RTN equals quantizer.quantize: parts, codes, scales and meta", async () => {
+  for (const [format, granularity] of CASES) {
+    const spec = parseWeightSpec(format, granularity);
+    const { quantizer, options } = weightQuantOptions(spec);
+    for (const [what, w] of weights()) {
+      const t = tensor(w, { backend: cpu, shape: [IN, OUT] });
+      const grid = scalarGrid(spec, w, IN, OUT);
+      const rtn = gridRtn(grid, w, IN);
+      const got = grid.record(rtn.groups, rtn.codes, cpu), want = quantizer.quantize(t, options);
+      await sameRecord(got, want, `${format} ${granularity ?? ""} on ${what}`);
+      for (const p of [...got.parts, ...want.parts]) p.codes.dispose();
+      t.dispose();
     }
   }
 });

@@ -11,8 +11,15 @@
  * row tails), in a fixed order: the results do not depend on anything but
  * the input.
  *
+ * {@link reverseCholesky}, the one GPTQ runs, is WebAssembly SIMD (f64x2,
+ * formats/wasm/linalg.wat) where the module compiles, and JS loops in the
+ * same order of operations otherwise (`LOWP_CPU_KERNELS=reference`, a
+ * runtime without SIMD): both give the same bits (linalg_test.ts checks it).
+ *
  * @module
  */
+import { compileKernel, CPU_KERNELS } from "@lowp/kernels";
+import { LINALG_WASM } from "../wasm/linalg_wasm.ts";
 
 /** Thrown when a Cholesky factorisation meets a pivot that is not positive (the matrix is not positive definite). */
 export class NotPositiveDefiniteError extends Error {
@@ -46,31 +53,6 @@ function dot(x: Float64Array, xo: number, y: Float64Array, yo: number, len: numb
   }
   for (; k < len; k++) s0 += x[xo + k] * y[yo + k];
   return (s0 + s1) + (s2 + s3);
-}
-
-/**
- * Eight dot products at once: rows m < 4 of x (`xs` apart from `xo`) with the pieces of y at `y0` (out[m])
- * and at `y1` (out[4 + m]), each over k < len upwards.
- */
-function dot4x2(
-  x: Float64Array,
-  xo: number,
-  xs: number,
-  y: Float64Array,
-  y0: number,
-  y1: number,
-  len: number,
-  out: Float64Array,
-): void {
-  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-  const x1 = xo + xs, x2 = x1 + xs, x3 = x2 + xs;
-  for (let k = 0; k < len; k++) {
-    const u = y[y0 + k], v = y[y1 + k];
-    const e0 = x[xo + k], e1 = x[x1 + k], e2 = x[x2 + k], e3 = x[x3 + k];
-    a0 += e0 * u, a1 += e1 * u, a2 += e2 * u, a3 += e3 * u;
-    b0 += e0 * v, b1 += e1 * v, b2 += e2 * v, b3 += e3 * v;
-  }
-  out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = b0, out[5] = b1, out[6] = b2, out[7] = b3;
 }
 
 /**
@@ -181,9 +163,97 @@ export function choleskyInverse(l: Float64Array, n: number): Float64Array {
  * last pivot up, i.e. the lower factor of A with rows and columns reversed).
  * Column i is filled from row dot products over the columns after i. Only
  * the upper triangle of `a` is read. Throws {@link NotPositiveDefiniteError}
- * (its index counts from the top, as the rows of `a`).
+ * (its index counts from the top, as the rows of `a`). WebAssembly where it
+ * loads, else {@link reverseCholeskyJs}: the same bits.
  */
 export function reverseCholesky(a: Float64Array, n: number): Float64Array {
+  checkSquare(a, n, "reverseCholesky");
+  return wasmLinalg ? reverseCholeskyWasm(wasmLinalg, a, n) : reverseCholeskyJs(a, n);
+}
+
+/** The WebAssembly kernel's exports (formats/wasm/linalg.wat). */
+interface LinalgKernels {
+  memory: WebAssembly.Memory;
+  reverse_cholesky(a: number, n: number, info: number): number;
+}
+
+/** Compiled at import, unless `LOWP_CPU_KERNELS=reference` or the runtime lacks WebAssembly SIMD (JS loops then). */
+const wasmLinalg: LinalgKernels | undefined = (() => {
+  if (CPU_KERNELS === "reference") return undefined;
+  try {
+    const module = compileKernel(LINALG_WASM, "f64 Cholesky kernel (formats/wasm/linalg.wat)");
+    return new WebAssembly.Instance(module, {}).exports as unknown as LinalgKernels;
+  } catch {
+    return undefined; // the JS loops give the same bits
+  }
+})();
+
+/** Whether {@link reverseCholesky} runs in WebAssembly. */
+export const LINALG_WASM_AVAILABLE: boolean = wasmLinalg !== undefined;
+
+/** Bytes before the matrix in the module's memory: a failing pivot and 64 bytes of scratch. */
+const INFO_BYTES = 128;
+const PAGE = 65536;
+
+function reverseCholeskyWasm(k: LinalgKernels, a: Float64Array, n: number): Float64Array {
+  const bytes = INFO_BYTES + 8 * n * n;
+  if (bytes > k.memory.buffer.byteLength) k.memory.grow(Math.ceil((bytes - k.memory.buffer.byteLength) / PAGE));
+  const mem = new Float64Array(k.memory.buffer, INFO_BYTES, n * n);
+  mem.set(a);
+  const failed = k.reverse_cholesky(INFO_BYTES, n, 0);
+  if (failed >= 0) throw new NotPositiveDefiniteError(failed, new Float64Array(k.memory.buffer, 0, 1)[0]);
+  const r = new Float64Array(n * n); // the upper triangle; the lower one stays 0
+  for (let i = 0; i < n; i++) r.set(mem.subarray(i * n + i, (i + 1) * n), i * n + i);
+  return r;
+}
+
+/** Σ x[xo + k]·y[yo + k] for k < len in two lanes (even k, odd k; an odd length's last term to the even lane). */
+function dotPairs(x: Float64Array, xo: number, y: Float64Array, yo: number, len: number): number {
+  let s0 = 0, s1 = 0, k = 0;
+  for (; k + 1 < len; k += 2) {
+    s0 += x[xo + k] * y[yo + k];
+    s1 += x[xo + k + 1] * y[yo + k + 1];
+  }
+  if (k < len) s0 += x[xo + k] * y[yo + k];
+  return s0 + s1;
+}
+
+/** Eight {@link dotPairs} at once: rows m < 4 of x (`xs` apart from `xo`) with y at `y0` (out[m]) and `y1` (out[4 + m]). */
+function dot4x2Pairs(
+  x: Float64Array,
+  xo: number,
+  xs: number,
+  y: Float64Array,
+  y0: number,
+  y1: number,
+  len: number,
+  out: Float64Array,
+): void {
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0; // even lanes
+  let c0 = 0, c1 = 0, c2 = 0, c3 = 0, d0 = 0, d1 = 0, d2 = 0, d3 = 0; // odd lanes
+  const x1 = xo + xs, x2 = x1 + xs, x3 = x2 + xs;
+  let k = 0;
+  for (; k + 1 < len; k += 2) {
+    const u = y[y0 + k], v = y[y1 + k], u1 = y[y0 + k + 1], v1 = y[y1 + k + 1];
+    const e0 = x[xo + k], e1 = x[x1 + k], e2 = x[x2 + k], e3 = x[x3 + k];
+    const f0 = x[xo + k + 1], f1 = x[x1 + k + 1], f2 = x[x2 + k + 1], f3 = x[x3 + k + 1];
+    a0 += e0 * u, a1 += e1 * u, a2 += e2 * u, a3 += e3 * u;
+    b0 += e0 * v, b1 += e1 * v, b2 += e2 * v, b3 += e3 * v;
+    c0 += f0 * u1, c1 += f1 * u1, c2 += f2 * u1, c3 += f3 * u1;
+    d0 += f0 * v1, d1 += f1 * v1, d2 += f2 * v1, d3 += f3 * v1;
+  }
+  if (k < len) {
+    const u = y[y0 + k], v = y[y1 + k];
+    const e0 = x[xo + k], e1 = x[x1 + k], e2 = x[x2 + k], e3 = x[x3 + k];
+    a0 += e0 * u, a1 += e1 * u, a2 += e2 * u, a3 += e3 * u;
+    b0 += e0 * v, b1 += e1 * v, b2 += e2 * v, b3 += e3 * v;
+  }
+  out[0] = a0 + c0, out[1] = a1 + c1, out[2] = a2 + c2, out[3] = a3 + c3;
+  out[4] = b0 + d0, out[5] = b1 + d1, out[6] = b2 + d2, out[7] = b3 + d3;
+}
+
+/** {@link reverseCholesky} in JS loops, in the WebAssembly kernel's order of operations (exported for tests). */
+export function reverseCholeskyJs(a: Float64Array, n: number): Float64Array {
   checkSquare(a, n, "reverseCholesky");
   const r = new Float64Array(n * n), sums = new Float64Array(8);
   let i = n - 1;
@@ -191,15 +261,15 @@ export function reverseCholesky(a: Float64Array, n: number): Float64Array {
   // rows i and p, so one pass over the tail serves both (then column p adds its term at k = i).
   for (; i >= 1; i -= 2) {
     const p = i - 1, ri = i * n, rp = p * n, from = i + 1, tail = n - from;
-    const di = pivotRoot(a[ri + i] - dot(r, ri + from, r, ri + from, tail), i);
+    const di = pivotRoot(a[ri + i] - dotPairs(r, ri + from, r, ri + from, tail), i);
     r[ri + i] = di;
-    const rpi = (a[rp + i] - dot(r, rp + from, r, ri + from, tail)) / di;
+    const rpi = (a[rp + i] - dotPairs(r, rp + from, r, ri + from, tail)) / di;
     r[rp + i] = rpi;
-    const dp = pivotRoot(a[rp + p] - rpi * rpi - dot(r, rp + from, r, rp + from, tail), p);
+    const dp = pivotRoot(a[rp + p] - rpi * rpi - dotPairs(r, rp + from, r, rp + from, tail), p);
     r[rp + p] = dp;
     let j = 0;
     for (; j + 3 < p; j += 4) {
-      dot4x2(r, j * n + from, n, r, ri + from, rp + from, tail, sums);
+      dot4x2Pairs(r, j * n + from, n, r, ri + from, rp + from, tail, sums);
       for (let m = 0; m < 4; m++) {
         const rj = (j + m) * n, rji = (a[rj + i] - sums[m]) / di;
         r[rj + i] = rji;
@@ -207,12 +277,12 @@ export function reverseCholesky(a: Float64Array, n: number): Float64Array {
       }
     }
     for (; j < p; j++) {
-      const rj = j * n, rji = (a[rj + i] - dot(r, rj + from, r, ri + from, tail)) / di;
+      const rj = j * n, rji = (a[rj + i] - dotPairs(r, rj + from, r, ri + from, tail)) / di;
       r[rj + i] = rji;
-      r[rj + p] = (a[rj + p] - (dot(r, rj + from, r, rp + from, tail) + rji * rpi)) / dp;
+      r[rj + p] = (a[rj + p] - (dotPairs(r, rj + from, r, rp + from, tail) + rji * rpi)) / dp;
     }
   }
-  if (i === 0) r[0] = pivotRoot(a[0] - dot(r, 1, r, 1, n - 1), 0);
+  if (i === 0) r[0] = pivotRoot(a[0] - dotPairs(r, 1, r, 1, n - 1), 0);
   return r;
 }
 

@@ -1,7 +1,8 @@
 /**
  * The f64 host linear algebra: factors reproduce their matrix, the fast
  * upper factor of the inverse equals the reference's three-step route, and
- * a matrix that is not positive definite throws naming the pivot (no NaN).
+ * a matrix that is not positive definite throws naming the pivot (no NaN),
+ * and the WebAssembly Cholesky gives the JS loops' bits.
  */
 import assert from "node:assert/strict";
 import {
@@ -10,8 +11,10 @@ import {
   choleskyUpper,
   inverseCholeskyUpper,
   inverseCholeskyUpperReference,
+  LINALG_WASM_AVAILABLE,
   NotPositiveDefiniteError,
   reverseCholesky,
+  reverseCholeskyJs,
 } from "./linalg.ts";
 
 /** A random SPD matrix X·Xᵀ/m + εI from a fixed LCG, n×n. */
@@ -84,4 +87,31 @@ Deno.test("a matrix that is not positive definite throws naming the failing pivo
   const nan = Float64Array.of(NaN, 0, 0, 1);
   assert.throws(() => inverseCholeskyUpper(nan, 2), NotPositiveDefiniteError);
   assert.throws(() => choleskyLower(new Float64Array(3), 2), /expected 2·2 values/);
+});
+
+Deno.test("the WebAssembly reverse Cholesky gives the JS loops' bits, failing pivots included", () => {
+  if (!LINALG_WASM_AVAILABLE) {
+    console.log("skipped: the WebAssembly kernel is off (LOWP_CPU_KERNELS=reference or no SIMD)");
+    return;
+  }
+  // Sizes around the four-row and two-column steps, odd and even tails; a wide range of scales.
+  for (const [n, eps] of [[1, 0.5], [2, 1e-3], [5, 1e-2], [8, 1e-3], [37, 1e-6], [130, 1e-4], [257, 1e-2]] as const) {
+    const a = spd(n, n + 3, eps, 5 + n);
+    for (let i = 0; i < n; i++) a[i * n + i] *= 1 + (i % 5) * 1e3; // uneven channels, as GPTQ's Hessians
+    const [wasm, js] = [reverseCholesky(a, n), reverseCholeskyJs(a, n)];
+    const bad = js.findIndex((v, i) => !Object.is(v, wasm[i]));
+    assert.equal(bad, -1, `n = ${n}: element ${bad} is ${wasm[bad]} in WebAssembly, ${js[bad]} in JS`);
+  }
+  const rankDeficient = spd(40, 10, 0, 3); // rank 10: a pivot fails
+  const failure = (f: typeof reverseCholesky) => {
+    try {
+      f(rankDeficient, 40);
+    } catch (e) {
+      return e instanceof NotPositiveDefiniteError ? [e.index, e.pivot] : e;
+    }
+    return "no error";
+  };
+  const failed = failure(reverseCholesky);
+  assert.ok(Array.isArray(failed), String(failed));
+  assert.deepEqual(failed, failure(reverseCholeskyJs));
 });
