@@ -19,19 +19,11 @@ import { packedBytes, unpackFile } from "./pack.ts";
 import { parseFormat } from "./registry.ts";
 import { restore, tensorStream } from "./quantize_file.ts";
 import type { QuantizeOptions } from "./spec.ts";
+import { runScript } from "../tests/helpers.ts";
 
 const CLI = new URL("./quantize_cli.ts", import.meta.url).pathname;
 
-async function quantize(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", CLI, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
+const quantize = (args: string[]) => runScript(CLI, args);
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "quantize_cli_test" });

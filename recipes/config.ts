@@ -19,6 +19,25 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/**
+ * Runs a command's `main`: an error ends it with `error: MESSAGE` on stderr and exit code 1, the message on one
+ * line unless `multiline` (a {@link ConfigError} is the user's to fix; anything else, a bug, also prints its stack
+ * with `LOWP_DEBUG=1`).
+ */
+export async function runCli(
+  main: (args: string[]) => Promise<void>,
+  opts: { args?: string[]; multiline?: boolean } = {},
+): Promise<void> {
+  try {
+    await main(opts.args ?? Deno.args);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    console.error(`error: ${opts.multiline ? message : message.replace(/\s*\n\s*/g, " ")}`);
+    if (!(e instanceof ConfigError) && Deno.env.get("LOWP_DEBUG")) console.error(e);
+    Deno.exit(1);
+  }
+}
+
 /** An integer key, optionally bounded. */
 export type IntField = { type: "int"; default?: number; min?: number; max?: number; doc: string };
 /** A number key, optionally bounded. */

@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { type GPT, type Linear, saveTensors, useBackend } from "@lowp/core";
 import { mergeAdapters, parseFormat } from "@lowp/formats";
-import { ConfigError } from "./config.ts";
+import { ConfigError, runCli } from "./config.ts";
 import type { Corpus } from "./data.ts";
 import { checkRunDir, loadTrainedRun, recipeCorpus, recipeOfRun } from "./run_dir.ts";
 import { LM_SCHEMA, type LMRecipe } from "./schema.ts";
@@ -162,11 +162,4 @@ async function main(args: string[]): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    console.error(`error: ${e instanceof Error ? e.message : e}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCli(main);

@@ -41,7 +41,7 @@ import {
 } from "@lowp/formats";
 import type { LMRecipe } from "./schema.ts";
 import type { PrecisionSection } from "./precision.ts";
-import { ConfigError } from "./config.ts";
+import { ConfigError, runCli } from "./config.ts";
 
 import { calibrationTokens, loadTrainedRun, recipeCorpus } from "./run_dir.ts";
 import { evaluate } from "./trainer.ts";
@@ -191,13 +191,4 @@ function tryConfig<T>(f: () => T): T {
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    console.error(`error: ${message.replace(/\s*\n\s*/g, " ")}`);
-    if (!(e instanceof ConfigError) && Deno.env.get("LOWP_DEBUG")) console.error(e);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCli(main);

@@ -16,7 +16,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { backendChoiceFromEnv, useBackend } from "@lowp/core";
-import { ConfigError, describeSchema } from "./config.ts";
+import { ConfigError, describeSchema, runCli } from "./config.ts";
 import { unigramBaseline } from "./data.ts";
 import { loadAnyRecipe, RECIPE_KINDS, type RecipeKindName } from "./kinds.ts";
 import { lineChart } from "./plot.ts";
@@ -256,14 +256,4 @@ async function main(args: string[]): Promise<void> {
   await RUNNERS[recipe.kind](recipe, { backend: values.backend, resume: values.resume, file });
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    // Recipe and data problems are the user's to fix: one line, no stack.
-    const message = e instanceof Error ? e.message : String(e);
-    console.error(`error: ${message}`);
-    if (!(e instanceof ConfigError) && Deno.env.get("LOWP_DEBUG")) console.error(e);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCli(main, { multiline: true });

@@ -21,20 +21,13 @@ import {
   resolveFinetune,
   trainLM,
 } from "@lowp/recipes";
+import { runScript } from "./helpers.ts";
 
 const TRAIN = new URL("../recipes/train.ts", import.meta.url).pathname;
 const MODEL = ["model.d_model=64", "model.n_layers=1", "model.n_heads=2", "model.context=16"];
 const SHORT = ["train.batch_size=4", "train.log_every=1", "train.eval_batches=2", "data.max_bytes=200000"];
 
-async function train(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", TRAIN, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
-}
+const train = (args: string[]) => runScript(TRAIN, args);
 
 const sets = (keys: string[]) => keys.flatMap((k) => ["--set", k]);
 const tmp = await Deno.makeTempDir();

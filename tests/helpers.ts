@@ -590,3 +590,15 @@ export function assertSameBits(got: Uint32Array, want: Uint32Array, label: strin
     assert.fail(`${label}: differs at ${bad}: 0x${got[bad].toString(16)}, expected 0x${want[bad].toString(16)}`);
   }
 }
+
+/** Runs `script` with `deno run` (read, write, env) and `args`; returns its exit code, stdout and stderr. */
+export async function runScript(script: string, args: readonly string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", script, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}

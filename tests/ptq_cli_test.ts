@@ -10,24 +10,15 @@ import { join } from "node:path";
 import { readSafetensors, useBackend } from "@lowp/core";
 import { packedBytes, restore, unpackFile } from "@lowp/formats";
 import { evaluate, loadTrainedRun, recipeCorpus } from "@lowp/recipes";
+import { runScript } from "./helpers.ts";
 
 const TRAIN = new URL("../recipes/train.ts", import.meta.url).pathname;
 const PTQ = new URL("../recipes/ptq_cli.ts", import.meta.url).pathname;
 
-async function deno(script: string, args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", script, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
 
 /** A tiny trained run folder (d_model 32, 2 layers, context 16, 30 steps) shared by the tests of this file. */
 const runs = await Deno.makeTempDir();
-const trained = await deno(TRAIN, [
+const trained = await runScript(TRAIN, [
   "recipes/tiny-brown.yaml",
   "--backend=cpu",
   ...["model.d_model=32", "model.n_layers=2", "model.context=16", "train.steps=30", "train.warmup=3"]
@@ -46,9 +37,9 @@ Deno.test({
   name: "ptq CLI: RTN and GPTQ write run folders that load back to the reported loss; GPTQ's layer errors are lower",
   sanitizeResources: false,
   fn: async () => {
-    const rtn = await deno(PTQ, [RUN, "--method", "rtn", "--format", "int3", "--calib-samples", "32", "--json"]);
+    const rtn = await runScript(PTQ, [RUN, "--method", "rtn", "--format", "int3", "--calib-samples", "32", "--json"]);
     assert.equal(rtn.code, 0, rtn.stderr);
-    const gptq = await deno(PTQ, [RUN, "--method", "gptq", "--format", "int3", "--calib-samples", "32", "--json"]);
+    const gptq = await runScript(PTQ, [RUN, "--method", "gptq", "--format", "int3", "--calib-samples", "32", "--json"]);
     assert.equal(gptq.code, 0, gptq.stderr);
     const [r, g] = [JSON.parse(rtn.stdout), JSON.parse(gptq.stdout)];
     assert.equal(r.layers.length, 8); // 2 blocks × (c_attn, attn.c_proj, c_fc, mlp.c_proj)
@@ -87,7 +78,7 @@ async function packedMatchesCheckpoint(dir: string, summary: { bytes: { quantize
 }
 
 Deno.test("ptq CLI: --pack stores RTN's codes; restore gives the checkpoint bit for bit; --act-format quantizes the inputs", async () => {
-  const res = await deno(PTQ, [
+  const res = await runScript(PTQ, [
     RUN,
     ...["--method", "rtn", "--format", "int8", "--act-format", "e4m3", "--calib-samples", "8", "--pack", "--json"],
   ]);
@@ -110,7 +101,7 @@ Deno.test("ptq CLI: --pack stores GPTQ's and AWQ's own codes and scales; restore
     ["awq", "int4", ["--granularity", "group:16"], "-g16"],
   ] as const;
   for (const [method, format, extra, suffix] of cases) {
-    const res = await deno(PTQ, [
+    const res = await runScript(PTQ, [
       RUN,
       ...["--method", method, "--format", format, ...extra, "--calib-samples", "16", "--pack", "--json"],
     ]);
@@ -138,7 +129,7 @@ const BAD: [string, string[], RegExp][] = [
 for (const [what, args, message] of BAD) {
   Deno.test(`ptq CLI: ${what} is one error line and writes nothing`, async () => {
     const before = ptqFolders();
-    const res = await deno(PTQ, args);
+    const res = await runScript(PTQ, args);
     assert.equal(res.code, 1);
     const lines = res.stderr.trim().split("\n");
     assert.equal(lines.length, 1, res.stderr);
@@ -155,7 +146,7 @@ Deno.test("ptq CLI: a checkpoint whose shapes do not match its recipe is named",
     const config = JSON.parse(await Deno.readTextFile(join(copy, "config.json")));
     config.recipe.model.mlp_ratio = 2;
     await Deno.writeTextFile(join(copy, "config.json"), JSON.stringify(config));
-    const res = await deno(PTQ, [copy, "--method", "rtn", "--format", "int4"]);
+    const res = await runScript(PTQ, [copy, "--method", "rtn", "--format", "int4"]);
     assert.equal(res.code, 1);
     assert.match(res.stderr, /^error: .*checkpoint does not match the run's recipe: .*mlp\.c_fc\.weight/);
     assert.deepEqual([...Deno.readDirSync(copy)].map((e) => e.name).sort(), ["checkpoint.safetensors", "config.json"]);
