@@ -195,7 +195,7 @@ export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLa
   const reports: PtqLayerReport[] = [];
   if (opts.method === "awq") {
     let started = performance.now();
-    return await awqModel(model, opts.calibration, opts.spec, {
+    await awqModel(model, opts.calibration, opts.spec, {
       skip: opts.skip,
       batchSize: opts.batchSize,
       onRecord: opts.onRecord,
@@ -205,14 +205,15 @@ export async function quantizeModel(model: GPT, opts: PtqOptions): Promise<PtqLa
           shape: [...r.shape],
           relError: r.relError,
           rtnRelError: r.rtnRelError,
-          seconds: (performance.now() - started) / 1000,
+          seconds: (performance.now() - started) / 1000, // since the last report: a block's search counts once
           alpha: r.alpha,
         };
         started = performance.now();
         reports.push(report);
         opts.onLayer?.(report);
       },
-    }).then(() => reports);
+    });
+    return reports;
   }
   for (const [name, layer] of layers) {
     const started = performance.now();

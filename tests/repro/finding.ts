@@ -17,6 +17,13 @@ export type Mode = "quick" | "full";
 /** A claim's outcome on a run. */
 export type Outcome = "holds" | "not reproduced";
 
+/** Recorded outcomes: holds in both modes. */
+export const HOLDS: Readonly<Record<Mode, Outcome>> = { quick: "holds", full: "holds" };
+/** Recorded outcomes: not reproduced in either mode. */
+export const NOT_REPRODUCED: Readonly<Record<Mode, Outcome>> = { quick: "not reproduced", full: "not reproduced" };
+/** Recorded outcomes: holds only in the quick mode's short run. */
+export const QUICK_ONLY: Readonly<Record<Mode, Outcome>> = { quick: "holds", full: "not reproduced" };
+
 /** A trained arm: a name and the recipe keys it sets (as `--set key=value` would). */
 export interface TrainedArm {
   /** Short name, unique within the finding (a folder name). */

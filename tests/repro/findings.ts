@@ -8,7 +8,18 @@
  *
  * @module
  */
-import { type Arm, type Claim, type Finding, gap, noiseBar, PAIRED_GAP_SD, versus } from "./finding.ts";
+import {
+  type Arm,
+  type Claim,
+  type Finding,
+  gap,
+  HOLDS,
+  noiseBar,
+  NOT_REPRODUCED,
+  PAIRED_GAP_SD,
+  QUICK_ONLY,
+  versus,
+} from "./finding.ts";
 import { F1, F2, F6 } from "./findings_ptq.ts";
 
 /** The base recipe every arm starts from (YAML), per mode. */
@@ -110,9 +121,6 @@ function ecoClaims(
     },
   ];
 }
-
-const HOLDS: Claim["expected"] = { quick: "holds", full: "holds" };
-const NOT_REPRODUCED: Claim["expected"] = { quick: "not reproduced", full: "not reproduced" };
 
 /** Why naive SR does not end worse than ECO here (measured 2026-12-01). */
 const NAIVE_SR_NOTE = "naive SR ends *below* ECO at our scale. Full, paired per seed (naive-sr − eco): " +

@@ -25,10 +25,13 @@ import {
   type DerivedArm,
   type Finding,
   gap,
+  HOLDS,
   mean,
   metricOf,
   type Mode,
   noiseBar,
+  NOT_REPRODUCED,
+  QUICK_ONLY,
   type TrainedArm,
   versus,
 } from "./finding.ts";
@@ -95,8 +98,6 @@ export const QAT_GPTQ_GAP_SD: Readonly<Record<Mode, number>> = { quick: 0.0093, 
 
 /** The basis of F1's GPTQ-vs-QAT claims. */
 export const QAT_GPTQ_BASIS = barBasis("F1's GPTQ − QAT gaps", QAT_GPTQ_GAP_SD);
-
-const HOLDS: Claim["expected"] = { quick: "holds", full: "holds" };
 
 const F32: TrainedArm = { name: "f32", set: {} };
 
@@ -235,9 +236,6 @@ function beats(
     },
   };
 }
-
-const NOT_REPRODUCED: Claim["expected"] = { quick: "not reproduced", full: "not reproduced" };
-const QUICK_ONLY: Claim["expected"] = { quick: "holds", full: "not reproduced" };
 
 /** Why GPTQ does not beat RTN at 3 bits (measured 2026-12-01). */
 const F1_GPTQ_THREE_BIT_NOTE = "RTN at int3 in groups of 32 is already within seed noise of f32 here (full " +
