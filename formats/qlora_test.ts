@@ -8,14 +8,13 @@ import {
   type GPTConfig,
   Linear,
   loraAdapterOf,
-  mul,
   noGrad,
-  sub,
+  type Tensor,
   tensor,
   tidy,
   useBackend,
 } from "@lowp/core";
-import { assertClose, gpuBackendOrSkip } from "../tests/helpers.ts";
+import { assertClose, gpuBackendOrSkip, logitsOf, sgdSteps } from "../tests/helpers.ts";
 import { applyPrecision } from "./quantized_linear.ts";
 import { applyQLora, frozenStateBytes, mergeAdapters, QLORA_FORMAT, quantizedBaseOf } from "./qlora.ts";
 import { parseFormat } from "./registry.ts";
@@ -26,25 +25,8 @@ const CFG: GPTConfig = { vocabSize: 64, contextLength: 16, dModel: 64, nLayers: 
 const IDS = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]];
 const tokens = () => tensor(IDS, { dtype: "i32" });
 const targets = () => tensor(IDS.map((r) => r.map((v) => v + 1)), { dtype: "i32" });
+const batch = (): [Tensor, Tensor] => [tokens(), targets()];
 const LORA = { r: 8, alpha: 16 };
-
-async function logitsOf(model: GPT): Promise<Float32Array> {
-  const y = noGrad(() => model.forward(tokens()));
-  const data = (await y.data()) as Float32Array;
-  y.dispose();
-  return data;
-}
-
-/** SGD steps on the trainable parameters, so B ≠ 0 and the adapters matter. */
-function sgdSteps(model: GPT, steps: number, lr: number): void {
-  for (let i = 0; i < steps; i++) {
-    tidy(() => {
-      backward(model.loss(tokens(), targets(), { step: i, training: true }));
-      for (const [, p] of model.namedParameters({ trainable: true })) noGrad(() => p.assign(sub(p, mul(p.grad!, lr))));
-      model.zeroGrad();
-    });
-  }
-}
 
 /** The f32 model whose linear weights are replaced by their nf4-dq values (what the QLoRA base computes with). */
 function dequantizedTwin(): GPT {
@@ -89,9 +71,9 @@ Deno.test("applyQLora: the f32 weights are removed, the packed base computes wha
 
   const twin = dequantizedTwin();
   applyLora(twin, LORA);
-  assert.deepEqual(await logitsOf(model), await logitsOf(twin));
-  sgdSteps(model, 1, 0.5);
-  sgdSteps(twin, 1, 0.5);
+  assert.deepEqual(await logitsOf(model, tokens()), await logitsOf(twin, tokens()));
+  sgdSteps(model, batch, 1, 0.5);
+  sgdSteps(twin, batch, 1, 0.5);
   // Same adapters, same base values, same GEMMs (dequantized in the backward too): identical gradients.
   const [got, want] = [await adapterGrads(model), await adapterGrads(twin)];
   got.forEach((g, k) => assert.deepEqual(g, want[k], `adapter gradient ${k}`));
@@ -106,8 +88,8 @@ Deno.test("applyQLora: the f32 weights are removed, the packed base computes wha
 Deno.test("mergeAdapters: logits within the matmul tolerance; re-quantizing the merged weights (the QLoRA pitfall) moves them", async () => {
   const adapted = new GPT(CFG, { seed: 0 });
   applyQLora(adapted, LORA);
-  sgdSteps(adapted, 4, 0.5);
-  const want = await logitsOf(adapted);
+  sgdSteps(adapted, batch, 4, 0.5);
+  const want = await logitsOf(adapted, tokens());
   const b = await loraAdapterOf(adapted.getModule("transformer.h.0.mlp.c_fc") as Linear)!.B.data();
   assert.ok((b as Float32Array).some((v) => v !== 0));
   const trained = new Map<string, Float32Array>();
@@ -125,13 +107,13 @@ Deno.test("mergeAdapters: logits within the matmul tolerance; re-quantizing the 
   const merged = mergeCopy();
   assert.ok(merged.namedParameters().some(([n]) => n === "transformer.h.0.mlp.c_fc.weight"));
   assert.ok(!merged.namedParameters().some(([n]) => n.includes("lora_")));
-  const plain = await logitsOf(merged);
+  const plain = await logitsOf(merged, tokens());
   // dequant(Q)·x + (x·A·s)·B against (dequant(Q) + s·A·B)·x: f32 GEMMs in another order.
   const mergeError = maxRelative(plain, want);
   assert.ok(mergeError < 1e-5, `merged vs adapter logits: ${mergeError}`);
 
   const requantized = mergeCopy(QLORA_FORMAT);
-  const logitChange = maxRelative(await logitsOf(requantized), want);
+  const logitChange = maxRelative(await logitsOf(requantized, tokens()), want);
   const w = (m: GPT) => (m.getModule("transformer.h.0.mlp.c_fc") as Linear).weight.data() as Promise<Float32Array>;
   const [wf, wq] = [await w(merged), await w(requantized)];
   const norm = (v: Float32Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
@@ -156,15 +138,15 @@ Deno.test("mergeAdapters: logits within the matmul tolerance; re-quantizing the 
 Deno.test("LoRA stacks on a QAT precision, applied before or after it; QLoRA and a precision refuse each other", async () => {
   const qat = new GPT(CFG, { seed: 0 });
   applyPrecision(qat, "qat-int8");
-  const want = await logitsOf(qat);
+  const want = await logitsOf(qat, tokens());
   applyLora(qat, LORA);
-  assert.deepEqual(await logitsOf(qat), want); // B = 0: the QAT op's output, bit for bit
+  assert.deepEqual(await logitsOf(qat, tokens()), want); // B = 0: the QAT op's output, bit for bit
   applyPrecision(qat, "fp8-current"); // switches the op under the adapter
   const layer = qat.getModule("transformer.h.0.attn.c_attn") as Linear;
   assert.ok(loraAdapterOf(layer) && layer.parameter("lora_A.weight"));
   const fp8 = new GPT(CFG, { seed: 0 });
   applyPrecision(fp8, "fp8-current");
-  assert.deepEqual(await logitsOf(qat), await logitsOf(fp8));
+  assert.deepEqual(await logitsOf(qat, tokens()), await logitsOf(fp8, tokens()));
   assert.throws(() => applyQLora(fp8, LORA), /QLoRA: transformer\.h\.0\.attn\.c_attn runs under a training precision/);
   assert.ok(fp8.getModule("transformer.h.0.attn.c_attn").parameter("weight")); // nothing changed
   const q = new GPT(CFG, { seed: 0 });
@@ -184,12 +166,12 @@ Deno.test("QLoRA on WebGPU: the same base bits; logits and adapter gradients wit
     await useBackend(backend);
     const model = new GPT(CFG, { seed: 0 });
     applyQLora(model, LORA);
-    sgdSteps(model, 1, 0.5);
+    sgdSteps(model, batch, 1, 0.5);
     const base = quantizedBaseOf(model.getModule("transformer.h.0.mlp.c_proj") as Linear)!;
     const w = base.dequantize();
     const bits = new Uint32Array(((await w.data()) as Float32Array).buffer);
     w.dispose();
-    const out = { bits, logits: await logitsOf(model), grads: await adapterGrads(model) };
+    const out = { bits, logits: await logitsOf(model, tokens()), grads: await adapterGrads(model) };
     model.dispose();
     return out;
   };
@@ -209,9 +191,9 @@ Deno.test("QLoRA: training steps keep the live buffer count flat; dispose() free
   const start = cpu.liveCount();
   const model = new GPT(CFG, { seed: 0 });
   applyQLora(model, LORA);
-  sgdSteps(model, 1, 0.1);
+  sgdSteps(model, batch, 1, 0.1);
   const before = cpu.liveCount();
-  sgdSteps(model, 20, 0.1);
+  sgdSteps(model, batch, 20, 0.1);
   assert.equal(cpu.liveCount(), before, "live storages after 20 steps");
   model.dispose();
   assert.equal(cpu.liveCount(), start, "live storages after dispose");

@@ -20,8 +20,10 @@ import {
   crossEntropy,
   div,
   exp,
+  type ForwardContext,
   gather,
   gelu,
+  type GPT,
   layerNorm,
   log,
   logSoftmax,
@@ -601,4 +603,24 @@ export async function runScript(script: string, args: readonly string[]) {
   }).output();
   const text = (b: Uint8Array) => new TextDecoder().decode(b);
   return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** The logits of `model` on `tokens` (no gradient), read back to the host. */
+export async function logitsOf(model: GPT, tokens: Tensor, ctx: ForwardContext = {}): Promise<Float32Array> {
+  const y = noGrad(() => model.forward(tokens, ctx));
+  const data = (await y.data()) as Float32Array;
+  y.dispose();
+  return data;
+}
+
+/** `steps` plain SGD steps of `model` on one batch, on its trainable parameters (no optimizer package needed). */
+export function sgdSteps(model: GPT, batch: () => [Tensor, Tensor], steps: number, lr: number): void {
+  for (let i = 0; i < steps; i++) {
+    tidy(() => {
+      const [tokens, targets] = batch();
+      backward(model.loss(tokens, targets, { step: i, training: true }));
+      for (const [, p] of model.namedParameters({ trainable: true })) noGrad(() => p.assign(sub(p, mul(p.grad!, lr))));
+      model.zeroGrad();
+    });
+  }
 }
