@@ -15,7 +15,6 @@ import { runScript } from "./helpers.ts";
 const TRAIN = new URL("../recipes/train.ts", import.meta.url).pathname;
 const PTQ = new URL("../recipes/ptq_cli.ts", import.meta.url).pathname;
 
-
 /** A tiny trained run folder (d_model 32, 2 layers, context 16, 30 steps) shared by the tests of this file. */
 const runs = await Deno.makeTempDir();
 const trained = await runScript(TRAIN, [

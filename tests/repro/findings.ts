@@ -17,7 +17,6 @@ import {
   noiseBar,
   NOT_REPRODUCED,
   PAIRED_GAP_SD,
-  QUICK_ONLY,
   versus,
 } from "./finding.ts";
 import { F1, F2, F6 } from "./findings_ptq.ts";
