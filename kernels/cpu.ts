@@ -99,6 +99,57 @@ function forEachRow(
 const last = (strides: readonly number[]) => strides[strides.length - 1] ?? 0;
 
 /**
+ * The same walk as `shape` over two stride sets with fewer axes: size-1 axes dropped and each axis merged
+ * into the next where both sets step over it as one (stride = next stride × next size). A copy between two
+ * contiguous views becomes one row, a transpose two axes.
+ */
+function mergeAxes(
+  shape: readonly number[],
+  a: readonly number[],
+  b: readonly number[],
+): [number[], number[], number[]] {
+  const dims: number[] = [], sa: number[] = [], sb: number[] = [];
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    const k = dims.length - 1;
+    if (k >= 0 && sa[k] === a[d] * shape[d] && sb[k] === b[d] * shape[d]) {
+      dims[k] *= shape[d], sa[k] = a[d], sb[k] = b[d];
+    } else dims.push(shape[d]), sa.push(a[d]), sb.push(b[d]);
+  }
+  if (dims.length === 0 && shape.every((n) => n === 1)) return [[1], [0], [0]];
+  return [dims, sa, sb];
+}
+
+/** Tile edge of {@link transposeBlocked}: a 16×16 tile's source and destination lines stay in L1. */
+const TRANSPOSE_TILE = 16;
+
+/**
+ * `y[to + i·rowStride + j] = x[from + i + j·colStride]` for i < rows, j < cols (a transpose), in square tiles so
+ * that neither side walks memory a whole row apart per element.
+ */
+function transposeBlocked(
+  x: Uint32Array,
+  from: number,
+  colStride: number,
+  y: Uint32Array,
+  to: number,
+  rowStride: number,
+  rows: number,
+  cols: number,
+): void {
+  for (let i0 = 0; i0 < rows; i0 += TRANSPOSE_TILE) {
+    const i1 = Math.min(rows, i0 + TRANSPOSE_TILE);
+    for (let j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {
+      const j1 = Math.min(cols, j0 + TRANSPOSE_TILE);
+      for (let i = i0; i < i1; i++) {
+        const s = from + i, d = to + i * rowStride;
+        for (let j = j0; j < j1; j++) y[d + j] = x[s + j * colStride];
+      }
+    }
+  }
+}
+
+/**
  * The reference matmul: `out[i] = op(A[i])·op(B[i])` in plain JS, each output summed over p = 0..k-1 in
  * order, one f32 rounding per step: `a·b + acc` is exact product plus acc in f64, stored to f32 (a fused
  * multiply-add but for a rare double rounding through f64). The CPU backend uses it for small products and
@@ -204,6 +255,18 @@ type MapLoop = (
   q1: number,
 ) => void;
 
+/**
+ * A map loop's body per arity: only the inputs the op has are read, and unit strides (every dense input,
+ * and most rows) take a loop without index multiplies.
+ */
+const MAP_BODIES = [1, 1, 2, 3].map((arity) => {
+  const read = (at: (x: string) => string) =>
+    ["a", "b", "c"].map((x, i) => (i < arity ? `${x}[${at(x)}]` : "0")).join(", ");
+  const unit = ["a", "b", "c"].slice(0, arity).map((x) => `s${x} === 1`).join(" && ");
+  return `if (${unit}) { for (let j = 0; j < n; j++) o[start + j] = fn(${read((x) => `o${x} + j`)}, q0, q1); }
+    else { for (let j = 0; j < n; j++) o[start + j] = fn(${read((x) => `o${x} + j * s${x}`)}, q0, q1); }`;
+});
+
 const mapLoops = new WeakMap<MapOp, MapLoop>();
 /** One strided loop per op (see {@link compileLoop}), so the JIT can inline `op.cpu` into it. */
 function mapLoop(op: MapOp): MapLoop {
@@ -213,7 +276,7 @@ function mapLoop(op: MapOp): MapLoop {
       "map",
       op.name,
       "o, start, a, oa, sa, b, ob, sb, c, oc, sc, n, q0, q1",
-      "for (let j = 0; j < n; j++) o[start + j] = fn(a[oa + j * sa], b ? b[ob + j * sb] : 0, c ? c[oc + j * sc] : 0, q0, q1);",
+      MAP_BODIES[Math.min(op.arity, 3)],
       op.cpu,
     );
     mapLoops.set(op, loop);
@@ -278,6 +341,37 @@ function splitSumAt(x: Float32Array, base: number, size: number, inner: number, 
   }
   for (let s = SUM_LANES / 2; s >= 1; s >>= 1) for (let t = 0; t < s; t++) lanes[t] = fround(lanes[t] + lanes[t + s]);
   return lanes[0];
+}
+
+/**
+ * `reduce("sum")` with `inner > 1` (e.g. a bias gradient, summing the rows of [rows, width]): every column
+ * summed in the order {@link sequentialSum} or {@link splitSumAt} would sum it, the columns side by side, so
+ * the rows are read in memory order instead of one column at a time (same bits). Partial sums are kept in a
+ * Float32Array, whose stores round to f32 as `fround` does.
+ */
+function columnSums(x: Float32Array, outer: number, size: number, inner: number, out: Float32Array): void {
+  const lanes = splitSum(size) ? SUM_LANES : 1;
+  const acc = new Float32Array(lanes * inner);
+  const row = (buffer: Float32Array, r: number) => buffer.subarray(r * inner, (r + 1) * inner);
+  for (let o = 0; o < outer; o++) {
+    if (o > 0) acc.fill(0);
+    const rows = x.subarray(o * size * inner, (o + 1) * size * inner);
+    // Lane by lane, so that the lane's partial sums (one row) stay in L1 while its rows stream past.
+    for (let t = 0; t < lanes; t++) {
+      const sum = row(acc, t);
+      for (let r = t; r < size; r += lanes) {
+        const v = row(rows, r);
+        for (let j = 0; j < inner; j++) sum[j] += v[j];
+      }
+    }
+    for (let s = lanes / 2; s >= 1; s >>= 1) {
+      for (let t = 0; t < s; t++) {
+        const sum = row(acc, t), v = row(acc, t + s);
+        for (let j = 0; j < inner; j++) sum[j] += v[j];
+      }
+    }
+    out.set(row(acc, 0), o * inner);
+  }
 }
 
 /** The CPU backend: a {@link Backend} whose storages are host arrays ({@link CpuStorage}). */
@@ -373,6 +467,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       const better = op === "max" || op === "argmax"
         ? (v: number, best: number) => v > best || (v !== v && best === best)
         : (v: number, best: number) => v < best || (v !== v && best === best);
+      if (op === "sum" && inner > 1) return columnSums(x, outer, size, inner, of);
       for (let o = 0; o < outer; o++) {
         for (let j = 0; j < inner; j++) {
           const base = o * size * inner + j;
@@ -408,15 +503,15 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
 
     copy(src, srcView: View, dst, dstView: View, shape) {
       const x = cpu(src).u32, y = cpu(dst).u32;
-      const ss = last(srcView.strides), ds = last(dstView.strides);
-      forEachRow(
-        shape,
-        [srcView.strides, dstView.strides],
-        [srcView.offset, dstView.offset],
-        (_, [from, to], length) => {
-          for (let j = 0; j < length; j++) y[to + j * ds] = x[from + j * ss];
-        },
-      );
+      const [dims, srcStrides, dstStrides] = mergeAxes(shape, srcView.strides, dstView.strides);
+      const rank = dims.length, ss = last(srcStrides), ds = last(dstStrides);
+      if (rank === 2 && ss !== 1 && ds === 1 && srcStrides[0] === 1) {
+        return transposeBlocked(x, srcView.offset, ss, y, dstView.offset, dstStrides[0], dims[0], dims[1]);
+      }
+      forEachRow(dims, [srcStrides, dstStrides], [srcView.offset, dstView.offset], (_, [from, to], length) => {
+        if (ss === 1 && ds === 1 && length >= 16) y.set(x.subarray(from, from + length), to);
+        else for (let j = 0; j < length; j++) y[to + j * ds] = x[from + j * ss];
+      });
     },
 
     gather(table, indices, count, rowLength, tableRows, out) {

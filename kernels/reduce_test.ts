@@ -70,3 +70,25 @@ Deno.test("max/min/argmax/argmin: a contiguous run (inner 1) gives what the stri
     }
   }
 });
+
+Deno.test("column sums (inner > 1) give each column the bits of summing it alone, below and above 512 rows", () => {
+  for (const [outer, size, inner] of [[1, 5, 3], [2, 300, 7], [1, 512, 4], [3, 1000, 5], [1, 1024, 128]]) {
+    // Values spread over many binades with a few huge ones, so that a different order gives different bits.
+    const values = Float32Array.from({ length: outer * size * inner }, (_, i) => {
+      const u = Math.sin(i * 12.9898) * 43758.5453;
+      return (u - Math.floor(u) - 0.5) * 2 ** ((i * 7) % 30) * (i % 97 === 0 ? 2 ** 20 : 1);
+    });
+    values[inner + 1] = -0;
+    const input = cpu.upload(values), out = cpu.alloc(outer * inner);
+    cpu.reduce("sum", input, outer, size, inner, out);
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < inner; j++) {
+        const column = Float32Array.from({ length: size }, (_, r) => values[(o * size + r) * inner + j]);
+        const alone = sumOf(column), got = (out as CpuStorage).f32[o * inner + j];
+        assert.ok(Object.is(got, alone), `[${outer}, ${size}, ${inner}] column ${o}, ${j}: ${got} vs ${alone}`);
+      }
+    }
+    cpu.free(input);
+    cpu.free(out);
+  }
+});
