@@ -17,7 +17,8 @@
  *   summed per backend primitive (all matmuls, all word kernels, ...), largest first.
  * - `{"profile": "part", label, calls_per_step, host_ms_per_step, gpu_us_per_step?, share}`, largest first.
  *   A label is the primitive plus what tells its calls apart: the map operator and rank, the word kernel,
- *   the reduction, the matmul's transposes and m x n x k x batch.
+ *   the reduction, the matmul's transposes and m x n x k x batch, the copy's shape and both views' strides
+ *   (`copy:512x1024:1,512>1024,1` is a transpose).
  *
  * The CPU backend computes inside each call, so host time is the cost. On WebGPU a call only records work;
  * the GPU time of each kernel comes from replaying every dispatch of one recorded step on its own,
@@ -62,6 +63,8 @@ export function labelOf(method: string, args: readonly unknown[]): string {
       const s = a[3];
       return `matmul:${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}:${s.m}x${s.n}x${s.k}x${s.batch}`;
     }
+    case "copy": // shape, then the source's and the destination's strides
+      return `copy:${a[4].join("x")}:${a[1].strides.join(",")}>${a[3].strides.join(",")}`;
     default:
       return method;
   }

@@ -20,11 +20,16 @@ Deno.test("profile: steady-state calls per step are whole and repeat; host time 
   assert.equal(cpuBackend().matmul, matmul, "the backend's methods are restored");
 });
 
-Deno.test("profile: labels tell calls apart by operator, kernel, reduction and matmul shape", () => {
+Deno.test("profile: labels tell calls apart by operator, kernel, reduction, matmul shape and copy layout", () => {
   const shape = { transA: true, transB: false, m: 2, n: 3, k: 4, batch: 5 };
   assert.equal(labelOf("matmul", [null, null, null, shape]), "matmul:TN:2x3x4x5");
   assert.equal(labelOf("map", [{ name: "add" }, [], [2, 3]]), "map:add:2d");
   assert.equal(labelOf("runWords", [{ name: "adamw_step" }]), "words:adamw_step");
   assert.equal(labelOf("reduce", ["max", null, 8, 1024, 1]), "reduce:max:1024");
-  assert.equal(labelOf("copy", []), "copy");
+  const view = (strides: number[]) => ({ offset: 0, strides });
+  assert.equal(
+    labelOf("copy", [null, view([1, 512]), null, view([1024, 1]), [512, 1024]]),
+    "copy:512x1024:1,512>1024,1",
+  );
+  assert.equal(labelOf("fill", []), "fill");
 });
