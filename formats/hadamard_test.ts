@@ -217,7 +217,7 @@ Deno.test("hadamard: WebGPU matches the CPU, forward and backward", async (t) =>
 
 Deno.test("hadamard: the CPU's WebAssembly pass gives the word kernel's bits (chunks, signs, NaN, ±Inf, ±0)", async () => {
   const reference = createCpuBackend({ kernels: "reference" });
-  for (const b of [4, 16, 32, 256]) {
+  for (const b of [4, 8, 16, 32, 256]) {
     // 70 rows of 512: more than one 16384-value chunk, and per-column signs with a period of 512.
     const shape = [70, 512], x = randomArray(70 * 512, seedOf(`host ${b}`), -3, 3);
     x.set([NaN, Infinity, -Infinity, -0, 0, 1e-40, -1e-40, 3e38, -3e38], 17);

@@ -8,7 +8,7 @@
  * reference would fail rather than compare the reference with itself.
  */
 import assert from "node:assert/strict";
-import { type Backend, type CpuStorage, createCpuBackend, philoxWords } from "@lowp/kernels";
+import { type Backend, compileKernel, type CpuStorage, createCpuBackend, philoxWords } from "@lowp/kernels";
 import { emptyTensor, type Tensor } from "@lowp/core";
 import { assertSameBits, bitsOf } from "../tests/helpers.ts";
 import { HOST_QUANT_AVAILABLE } from "./host_quant.ts";
@@ -17,6 +17,7 @@ import { nvfp4Quantizer } from "./nvfp4.ts";
 import { flexQuantizer } from "./flex.ts";
 import { parseFormat } from "./registry.ts";
 import { parseGranularity, type QuantizeOptions } from "./spec.ts";
+import { QUANT_WASM } from "./wasm/quant_wasm.ts";
 
 const reference = createCpuBackend({ kernels: "reference" });
 /** A CPU backend on which only the fused path can produce a result. */
@@ -139,6 +140,28 @@ async function compare(c: Case, words: Uint32Array, shape: number[], label: stri
 
 Deno.test("the fused kernels were built", () => {
   assert.ok(HOST_QUANT_AVAILABLE, "wasm/quant_wasm.ts did not compile (see stderr)");
+});
+
+Deno.test("the module's Philox words (four blocks at a time in SIMD, the ends one block at a time) = philoxWords", () => {
+  const module = compileKernel(QUANT_WASM, "quant.wat");
+  const k = new WebAssembly.Instance(module, {}).exports as unknown as {
+    memory: WebAssembly.Memory;
+    philox(out: number, count: number, seed: number, stream: number, lo: number, hi: number): void;
+  };
+  // Offsets on and off a group of 16 words, counts below and above one group, and counters whose low word
+  // wraps (block 2^32 − 1 then 2^32: words 2^34 − 4 …).
+  const offsets = [0, 1, 3, 15, 16, 17, 1000, 2 ** 32 + 5, 2 ** 34 - 20, 2 ** 34 - 3, 2 ** 40 + 7];
+  for (const offset of offsets) {
+    for (const count of [0, 1, 5, 16, 17, 33, 100, 1027]) {
+      for (const [seed, stream] of [[0, 0], [0xffffffff, 7], [12345, 0x80000001]]) {
+        const out = new Uint32Array(k.memory.buffer, 64, count + 4).fill(0xa5a5a5a5);
+        k.philox(64, count, seed, stream, offset % 2 ** 32, Math.floor(offset / 2 ** 32));
+        const want = philoxWords(new Uint32Array(count), seed, stream, offset);
+        assert.deepEqual(out.slice(0, count), want, `offset ${offset}, count ${count}, key (${seed}, ${stream})`);
+        assert.deepEqual([...out.slice(count)], [0xa5a5a5a5, 0xa5a5a5a5, 0xa5a5a5a5, 0xa5a5a5a5], "past the end");
+      }
+    }
+  }
 });
 
 Deno.test("element formats, nearest and stochastic: fused = reference, also on lengths not a multiple of 4", async () => {

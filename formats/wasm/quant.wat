@@ -157,15 +157,315 @@
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
 
+  ;; "hadamard" for blocks of 8: the same stages on one block held in 2 vectors, in one pass over the data.
+  (func $hadamard8 (param $in i32) (param $out i32) (param $masks i32) (param $n i32) (param $scale f32)
+    (param $mode i32)
+    (local $at i32) (local $end i32) (local $a v128) (local $sv v128)
+    (local $v0 v128) (local $v1 v128)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $sv (f32x4.splat (local.get $scale)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (local.set $v0 (v128.load offset=0 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v1 (v128.load offset=16 (i32.add (local.get $in) (local.get $at))))
+        (if (i32.eq (local.get $mode) (i32.const 1))
+          (then
+            (local.set $v0 (v128.xor (local.get $v0) (v128.load offset=0 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v1 (v128.xor (local.get $v1) (v128.load offset=16 (i32.add (local.get $masks) (local.get $at)))))))
+        (local.set $v0
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v0) (local.get $v0))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v0) (local.get $v0))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v0
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v0) (local.get $v0))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v0) (local.get $v0))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v1
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v1) (local.get $v1))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v1) (local.get $v1))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v1
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v1) (local.get $v1))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v1) (local.get $v1))
+              (v128.const f32x4 1 1 -1 -1))))
+        ;; h = 4
+        (local.set $a (local.get $v0))
+        (local.set $v0 (f32x4.add (local.get $a) (local.get $v1)))
+        (local.set $v1 (f32x4.sub (local.get $a) (local.get $v1)))
+        (local.set $v0 (call $canonical (f32x4.mul (local.get $v0) (local.get $sv))))
+        (local.set $v1 (call $canonical (f32x4.mul (local.get $v1) (local.get $sv))))
+        (if (i32.eq (local.get $mode) (i32.const 2))
+          (then
+            (local.set $v0 (v128.xor (local.get $v0) (v128.load offset=0 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v1 (v128.xor (local.get $v1) (v128.load offset=16 (i32.add (local.get $masks) (local.get $at)))))))
+        (v128.store offset=0 (i32.add (local.get $out) (local.get $at)) (local.get $v0))
+        (v128.store offset=16 (i32.add (local.get $out) (local.get $at)) (local.get $v1))
+        (local.set $at (i32.add (local.get $at) (i32.const 32)))
+        (br $next))))
+
+  ;; "hadamard" for blocks of 16: the same stages on one block held in 4 vectors, in one pass over the data.
+  (func $hadamard16 (param $in i32) (param $out i32) (param $masks i32) (param $n i32) (param $scale f32)
+    (param $mode i32)
+    (local $at i32) (local $end i32) (local $a v128) (local $sv v128)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $sv (f32x4.splat (local.get $scale)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (local.set $v0 (v128.load offset=0 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v1 (v128.load offset=16 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v2 (v128.load offset=32 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v3 (v128.load offset=48 (i32.add (local.get $in) (local.get $at))))
+        (if (i32.eq (local.get $mode) (i32.const 1))
+          (then
+            (local.set $v0 (v128.xor (local.get $v0) (v128.load offset=0 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v1 (v128.xor (local.get $v1) (v128.load offset=16 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v2 (v128.xor (local.get $v2) (v128.load offset=32 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v3 (v128.xor (local.get $v3) (v128.load offset=48 (i32.add (local.get $masks) (local.get $at)))))))
+        (local.set $v0
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v0) (local.get $v0))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v0) (local.get $v0))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v0
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v0) (local.get $v0))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v0) (local.get $v0))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v1
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v1) (local.get $v1))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v1) (local.get $v1))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v1
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v1) (local.get $v1))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v1) (local.get $v1))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v2
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v2) (local.get $v2))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v2) (local.get $v2))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v2
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v2) (local.get $v2))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v2) (local.get $v2))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v3
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v3) (local.get $v3))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v3) (local.get $v3))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v3
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v3) (local.get $v3))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v3) (local.get $v3))
+              (v128.const f32x4 1 1 -1 -1))))
+        ;; h = 4
+        (local.set $a (local.get $v0))
+        (local.set $v0 (f32x4.add (local.get $a) (local.get $v1)))
+        (local.set $v1 (f32x4.sub (local.get $a) (local.get $v1)))
+        (local.set $a (local.get $v2))
+        (local.set $v2 (f32x4.add (local.get $a) (local.get $v3)))
+        (local.set $v3 (f32x4.sub (local.get $a) (local.get $v3)))
+        ;; h = 8
+        (local.set $a (local.get $v0))
+        (local.set $v0 (f32x4.add (local.get $a) (local.get $v2)))
+        (local.set $v2 (f32x4.sub (local.get $a) (local.get $v2)))
+        (local.set $a (local.get $v1))
+        (local.set $v1 (f32x4.add (local.get $a) (local.get $v3)))
+        (local.set $v3 (f32x4.sub (local.get $a) (local.get $v3)))
+        (local.set $v0 (call $canonical (f32x4.mul (local.get $v0) (local.get $sv))))
+        (local.set $v1 (call $canonical (f32x4.mul (local.get $v1) (local.get $sv))))
+        (local.set $v2 (call $canonical (f32x4.mul (local.get $v2) (local.get $sv))))
+        (local.set $v3 (call $canonical (f32x4.mul (local.get $v3) (local.get $sv))))
+        (if (i32.eq (local.get $mode) (i32.const 2))
+          (then
+            (local.set $v0 (v128.xor (local.get $v0) (v128.load offset=0 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v1 (v128.xor (local.get $v1) (v128.load offset=16 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v2 (v128.xor (local.get $v2) (v128.load offset=32 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v3 (v128.xor (local.get $v3) (v128.load offset=48 (i32.add (local.get $masks) (local.get $at)))))))
+        (v128.store offset=0 (i32.add (local.get $out) (local.get $at)) (local.get $v0))
+        (v128.store offset=16 (i32.add (local.get $out) (local.get $at)) (local.get $v1))
+        (v128.store offset=32 (i32.add (local.get $out) (local.get $at)) (local.get $v2))
+        (v128.store offset=48 (i32.add (local.get $out) (local.get $at)) (local.get $v3))
+        (local.set $at (i32.add (local.get $at) (i32.const 64)))
+        (br $next))))
+
+  ;; "hadamard" for blocks of 32: the same stages on one block held in 8 vectors, in one pass over the data.
+  (func $hadamard32 (param $in i32) (param $out i32) (param $masks i32) (param $n i32) (param $scale f32)
+    (param $mode i32)
+    (local $at i32) (local $end i32) (local $a v128) (local $sv v128)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128) (local $v4 v128) (local $v5 v128) (local $v6 v128) (local $v7 v128)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $sv (f32x4.splat (local.get $scale)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (local.set $v0 (v128.load offset=0 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v1 (v128.load offset=16 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v2 (v128.load offset=32 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v3 (v128.load offset=48 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v4 (v128.load offset=64 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v5 (v128.load offset=80 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v6 (v128.load offset=96 (i32.add (local.get $in) (local.get $at))))
+        (local.set $v7 (v128.load offset=112 (i32.add (local.get $in) (local.get $at))))
+        (if (i32.eq (local.get $mode) (i32.const 1))
+          (then
+            (local.set $v0 (v128.xor (local.get $v0) (v128.load offset=0 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v1 (v128.xor (local.get $v1) (v128.load offset=16 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v2 (v128.xor (local.get $v2) (v128.load offset=32 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v3 (v128.xor (local.get $v3) (v128.load offset=48 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v4 (v128.xor (local.get $v4) (v128.load offset=64 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v5 (v128.xor (local.get $v5) (v128.load offset=80 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v6 (v128.xor (local.get $v6) (v128.load offset=96 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v7 (v128.xor (local.get $v7) (v128.load offset=112 (i32.add (local.get $masks) (local.get $at)))))))
+        (local.set $v0
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v0) (local.get $v0))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v0) (local.get $v0))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v0
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v0) (local.get $v0))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v0) (local.get $v0))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v1
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v1) (local.get $v1))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v1) (local.get $v1))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v1
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v1) (local.get $v1))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v1) (local.get $v1))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v2
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v2) (local.get $v2))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v2) (local.get $v2))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v2
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v2) (local.get $v2))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v2) (local.get $v2))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v3
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v3) (local.get $v3))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v3) (local.get $v3))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v3
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v3) (local.get $v3))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v3) (local.get $v3))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v4
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v4) (local.get $v4))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v4) (local.get $v4))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v4
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v4) (local.get $v4))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v4) (local.get $v4))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v5
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v5) (local.get $v5))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v5) (local.get $v5))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v5
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v5) (local.get $v5))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v5) (local.get $v5))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v6
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v6) (local.get $v6))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v6) (local.get $v6))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v6
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v6) (local.get $v6))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v6) (local.get $v6))
+              (v128.const f32x4 1 1 -1 -1))))
+        (local.set $v7
+          (f32x4.add (i8x16.shuffle 0 1 2 3 0 1 2 3 8 9 10 11 8 9 10 11 (local.get $v7) (local.get $v7))
+            (f32x4.mul (i8x16.shuffle 4 5 6 7 4 5 6 7 12 13 14 15 12 13 14 15 (local.get $v7) (local.get $v7))
+              (v128.const f32x4 1 -1 1 -1))))
+        (local.set $v7
+          (f32x4.add (i8x16.shuffle 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 (local.get $v7) (local.get $v7))
+            (f32x4.mul (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v7) (local.get $v7))
+              (v128.const f32x4 1 1 -1 -1))))
+        ;; h = 4
+        (local.set $a (local.get $v0))
+        (local.set $v0 (f32x4.add (local.get $a) (local.get $v1)))
+        (local.set $v1 (f32x4.sub (local.get $a) (local.get $v1)))
+        (local.set $a (local.get $v2))
+        (local.set $v2 (f32x4.add (local.get $a) (local.get $v3)))
+        (local.set $v3 (f32x4.sub (local.get $a) (local.get $v3)))
+        (local.set $a (local.get $v4))
+        (local.set $v4 (f32x4.add (local.get $a) (local.get $v5)))
+        (local.set $v5 (f32x4.sub (local.get $a) (local.get $v5)))
+        (local.set $a (local.get $v6))
+        (local.set $v6 (f32x4.add (local.get $a) (local.get $v7)))
+        (local.set $v7 (f32x4.sub (local.get $a) (local.get $v7)))
+        ;; h = 8
+        (local.set $a (local.get $v0))
+        (local.set $v0 (f32x4.add (local.get $a) (local.get $v2)))
+        (local.set $v2 (f32x4.sub (local.get $a) (local.get $v2)))
+        (local.set $a (local.get $v1))
+        (local.set $v1 (f32x4.add (local.get $a) (local.get $v3)))
+        (local.set $v3 (f32x4.sub (local.get $a) (local.get $v3)))
+        (local.set $a (local.get $v4))
+        (local.set $v4 (f32x4.add (local.get $a) (local.get $v6)))
+        (local.set $v6 (f32x4.sub (local.get $a) (local.get $v6)))
+        (local.set $a (local.get $v5))
+        (local.set $v5 (f32x4.add (local.get $a) (local.get $v7)))
+        (local.set $v7 (f32x4.sub (local.get $a) (local.get $v7)))
+        ;; h = 16
+        (local.set $a (local.get $v0))
+        (local.set $v0 (f32x4.add (local.get $a) (local.get $v4)))
+        (local.set $v4 (f32x4.sub (local.get $a) (local.get $v4)))
+        (local.set $a (local.get $v1))
+        (local.set $v1 (f32x4.add (local.get $a) (local.get $v5)))
+        (local.set $v5 (f32x4.sub (local.get $a) (local.get $v5)))
+        (local.set $a (local.get $v2))
+        (local.set $v2 (f32x4.add (local.get $a) (local.get $v6)))
+        (local.set $v6 (f32x4.sub (local.get $a) (local.get $v6)))
+        (local.set $a (local.get $v3))
+        (local.set $v3 (f32x4.add (local.get $a) (local.get $v7)))
+        (local.set $v7 (f32x4.sub (local.get $a) (local.get $v7)))
+        (local.set $v0 (call $canonical (f32x4.mul (local.get $v0) (local.get $sv))))
+        (local.set $v1 (call $canonical (f32x4.mul (local.get $v1) (local.get $sv))))
+        (local.set $v2 (call $canonical (f32x4.mul (local.get $v2) (local.get $sv))))
+        (local.set $v3 (call $canonical (f32x4.mul (local.get $v3) (local.get $sv))))
+        (local.set $v4 (call $canonical (f32x4.mul (local.get $v4) (local.get $sv))))
+        (local.set $v5 (call $canonical (f32x4.mul (local.get $v5) (local.get $sv))))
+        (local.set $v6 (call $canonical (f32x4.mul (local.get $v6) (local.get $sv))))
+        (local.set $v7 (call $canonical (f32x4.mul (local.get $v7) (local.get $sv))))
+        (if (i32.eq (local.get $mode) (i32.const 2))
+          (then
+            (local.set $v0 (v128.xor (local.get $v0) (v128.load offset=0 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v1 (v128.xor (local.get $v1) (v128.load offset=16 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v2 (v128.xor (local.get $v2) (v128.load offset=32 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v3 (v128.xor (local.get $v3) (v128.load offset=48 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v4 (v128.xor (local.get $v4) (v128.load offset=64 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v5 (v128.xor (local.get $v5) (v128.load offset=80 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v6 (v128.xor (local.get $v6) (v128.load offset=96 (i32.add (local.get $masks) (local.get $at)))))
+            (local.set $v7 (v128.xor (local.get $v7) (v128.load offset=112 (i32.add (local.get $masks) (local.get $at)))))))
+        (v128.store offset=0 (i32.add (local.get $out) (local.get $at)) (local.get $v0))
+        (v128.store offset=16 (i32.add (local.get $out) (local.get $at)) (local.get $v1))
+        (v128.store offset=32 (i32.add (local.get $out) (local.get $at)) (local.get $v2))
+        (v128.store offset=48 (i32.add (local.get $out) (local.get $at)) (local.get $v3))
+        (v128.store offset=64 (i32.add (local.get $out) (local.get $at)) (local.get $v4))
+        (v128.store offset=80 (i32.add (local.get $out) (local.get $at)) (local.get $v5))
+        (v128.store offset=96 (i32.add (local.get $out) (local.get $at)) (local.get $v6))
+        (v128.store offset=112 (i32.add (local.get $out) (local.get $at)) (local.get $v7))
+        (local.set $at (i32.add (local.get $at) (i32.const 128)))
+        (br $next))))
+
   ;; Blockwise Walsh–Hadamard transform (hadamard.ts) of `n` values (a multiple of 4, in blocks of b ≥ 4 that tile
   ;; them): signs XORed in before (mode 1) or after (mode 2) from `masks` (one word per value), the butterflies
   ;; stage by stage (h = 1, 2, ..., b/2; within a stage the order of the f32 adds does not matter), then × scale.
+  ;; Blocks of 8, 16 and 32 go to $hadamard8/16/32 (a block in registers); larger ones take a pass per stage.
   ;; The word kernel's bits: every add, sub and mul is an IEEE f32 operation (NaN lanes are made canonical
   ;; before the signs after; the word kernel's NaN bits are the host's).
   (func (export "hadamard") (param $in i32) (param $out i32) (param $masks i32) (param $n i32) (param $b i32)
     (param $scale f32) (param $mode i32)
     (local $at i32) (local $end i32) (local $h i32) (local $seg i32) (local $j i32) (local $v v128) (local $a v128)
     (local $c v128) (local $sv v128)
+    (if (i32.eq (local.get $b) (i32.const 8))
+      (then (return (call $hadamard8 (local.get $in) (local.get $out) (local.get $masks) (local.get $n)
+        (local.get $scale) (local.get $mode)))))
+    (if (i32.eq (local.get $b) (i32.const 16))
+      (then (return (call $hadamard16 (local.get $in) (local.get $out) (local.get $masks) (local.get $n)
+        (local.get $scale) (local.get $mode)))))
+    (if (i32.eq (local.get $b) (i32.const 32))
+      (then (return (call $hadamard32 (local.get $in) (local.get $out) (local.get $masks) (local.get $n)
+        (local.get $scale) (local.get $mode)))))
     (local.set $end (i32.shl (local.get $n) (i32.const 2)))
     ;; load (with signs before) into out, where the stages then work in place
     (local.set $at (i32.const 0))
@@ -615,9 +915,9 @@
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $row))))
 
-  ;; Philox-4x32-10 (kernels/philox.ts): words offset … offset + count − 1 (offset = hi·2^32 + lo) of the
-  ;; stream keyed (seed, stream) to $out; word w is lane w & 3 of the block with counter (w >> 2, 0, 0).
-  (func (export "philox") (param $out i32) (param $count i32) (param $seed i32) (param $stream i32)
+  ;; Philox-4x32-10 (kernels/philox.ts), one block at a time: words w … w + count − 1 (w = hi·2^32 + lo) of
+  ;; the stream keyed (seed, stream) to $out; word w is lane w & 3 of the block with counter (w >> 2, 0, 0).
+  (func $philox_blocks (param $out i32) (param $count i32) (param $seed i32) (param $stream i32)
     (param $lo i32) (param $hi i32)
     (local $w i64) (local $end i64) (local $c0 i32) (local $c1 i32) (local $c2 i32) (local $c3 i32)
     (local $k0 i32) (local $k1 i32) (local $round i32) (local $p0 i64) (local $p1 i64) (local $lane i32)
@@ -663,4 +963,84 @@
           (br_if $lanes
             (i32.and (i64.lt_u (local.get $w) (local.get $end)) (i64.ne (i64.and (local.get $w) (i64.const 3)) (i64.const 0)))))
         (br $block))))
+
+  ;; Philox-4x32-10 as $philox_blocks computes it, for four consecutive blocks at once (block b in lane b of
+  ;; each counter word): the same u32 products and xors, so the same words. Writes the 16 words of blocks
+  ;; $block … $block + 3 (counter low words; the high word is $chi for all four, the caller keeps them
+  ;; from crossing 2^32) to $out in block order.
+  (func $philox_x4 (param $out i32) (param $block i32) (param $chi i32) (param $seed i32) (param $stream i32)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $k0 v128) (local $k1 v128)
+    (local $hi0 v128) (local $lo0 v128) (local $hi1 v128) (local $lo1 v128) (local $m0 v128) (local $m1 v128)
+    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128) (local $round i32)
+    (local.set $c0 (i32x4.add (i32x4.splat (local.get $block)) (v128.const i32x4 0 1 2 3)))
+    (local.set $c1 (i32x4.splat (local.get $chi)))
+    (local.set $c2 (v128.const i32x4 0 0 0 0))
+    (local.set $c3 (v128.const i32x4 0 0 0 0))
+    (local.set $k0 (i32x4.splat (local.get $seed)))
+    (local.set $k1 (i32x4.splat (local.get $stream)))
+    (local.set $m0 (v128.const i32x4 0xD2511F53 0xD2511F53 0xD2511F53 0xD2511F53))
+    (local.set $m1 (v128.const i32x4 0xCD9E8D57 0xCD9E8D57 0xCD9E8D57 0xCD9E8D57))
+    (loop $rounds
+      (if (local.get $round)
+        (then
+          (local.set $k0 (i32x4.add (local.get $k0) (v128.const i32x4 0x9E3779B9 0x9E3779B9 0x9E3779B9 0x9E3779B9)))
+          (local.set $k1 (i32x4.add (local.get $k1) (v128.const i32x4 0xBB67AE85 0xBB67AE85 0xBB67AE85 0xBB67AE85)))))
+      ;; high words of the 64-bit products: the odd u32 of lanes (0, 1) and of lanes (2, 3)
+      (local.set $hi0
+        (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31
+          (i64x2.extmul_low_i32x4_u (local.get $c0) (local.get $m0))
+          (i64x2.extmul_high_i32x4_u (local.get $c0) (local.get $m0))))
+      (local.set $lo0 (i32x4.mul (local.get $c0) (local.get $m0)))
+      (local.set $hi1
+        (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31
+          (i64x2.extmul_low_i32x4_u (local.get $c2) (local.get $m1))
+          (i64x2.extmul_high_i32x4_u (local.get $c2) (local.get $m1))))
+      (local.set $lo1 (i32x4.mul (local.get $c2) (local.get $m1)))
+      (local.set $c0 (v128.xor (v128.xor (local.get $hi1) (local.get $c1)) (local.get $k0)))
+      (local.set $c1 (local.get $lo1))
+      (local.set $c2 (v128.xor (v128.xor (local.get $hi0) (local.get $c3)) (local.get $k1)))
+      (local.set $c3 (local.get $lo0))
+      (local.set $round (i32.add (local.get $round) (i32.const 1)))
+      (br_if $rounds (i32.lt_u (local.get $round) (i32.const 10))))
+    ;; 4×4 transpose: lane b of (c0, c1, c2, c3) becomes the four words of block b
+    (local.set $t0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $c0) (local.get $c1)))
+    (local.set $t1 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $c2) (local.get $c3)))
+    (local.set $t2 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $c0) (local.get $c1)))
+    (local.set $t3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $c2) (local.get $c3)))
+    (v128.store offset=0 (local.get $out)
+      (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t0) (local.get $t1)))
+    (v128.store offset=16 (local.get $out)
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t0) (local.get $t1)))
+    (v128.store offset=32 (local.get $out)
+      (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t2) (local.get $t3)))
+    (v128.store offset=48 (local.get $out)
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t2) (local.get $t3))))
+
+  ;; Philox words w … w + count − 1 (w = hi·2^32 + lo) of the stream keyed (seed, stream) to $out: the
+  ;; words up to the first group of four whole blocks and those after the last one one block at a time, the
+  ;; groups between with $philox_x4 (a group never spans a change of the counter's high word: 2^32 blocks
+  ;; start on a multiple of four).
+  (func (export "philox") (param $out i32) (param $count i32) (param $seed i32) (param $stream i32)
+    (param $lo i32) (param $hi i32)
+    (local $w i64) (local $end i64) (local $head i64) (local $groups i64)
+    (local.set $w
+      (i64.or (i64.shl (i64.extend_i32_u (local.get $hi)) (i64.const 32)) (i64.extend_i32_u (local.get $lo))))
+    (local.set $end (i64.add (local.get $w) (i64.extend_i32_u (local.get $count))))
+    ;; the first word of a group of four blocks: w rounded up to a multiple of 16
+    (local.set $head (i64.and (i64.add (local.get $w) (i64.const 15)) (i64.const -16)))
+    (if (i64.gt_u (local.get $head) (local.get $end)) (then (local.set $head (local.get $end))))
+    (call $philox_blocks (local.get $out) (i32.wrap_i64 (i64.sub (local.get $head) (local.get $w)))
+      (local.get $seed) (local.get $stream) (i32.wrap_i64 (local.get $w)) (i32.wrap_i64 (i64.shr_u (local.get $w) (i64.const 32))))
+    (local.set $out (i32.add (local.get $out) (i32.shl (i32.wrap_i64 (i64.sub (local.get $head) (local.get $w))) (i32.const 2))))
+    (local.set $w (local.get $head))
+    (block $done
+      (loop $group
+        (br_if $done (i64.gt_u (i64.add (local.get $w) (i64.const 16)) (local.get $end)))
+        (call $philox_x4 (local.get $out) (i32.wrap_i64 (i64.shr_u (local.get $w) (i64.const 2)))
+          (i32.wrap_i64 (i64.shr_u (local.get $w) (i64.const 34))) (local.get $seed) (local.get $stream))
+        (local.set $out (i32.add (local.get $out) (i32.const 64)))
+        (local.set $w (i64.add (local.get $w) (i64.const 16)))
+        (br $group)))
+    (call $philox_blocks (local.get $out) (i32.wrap_i64 (i64.sub (local.get $end) (local.get $w)))
+      (local.get $seed) (local.get $stream) (i32.wrap_i64 (local.get $w)) (i32.wrap_i64 (i64.shr_u (local.get $w) (i64.const 32)))))
 )
