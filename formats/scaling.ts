@@ -25,7 +25,7 @@
  *
  * @module
  */
-import { type Backend, PHILOX_WGSL, type Storage, type WordKernel } from "@lowp/kernels";
+import { type Backend, CpuStorage, PHILOX_WGSL, type Storage, usesHostKernels, type WordKernel } from "@lowp/kernels";
 import { ELEMENT_WGSL, quantizeBits, type QuantParams, ROUNDING_CODE } from "./element.ts";
 import { EXACT_WGSL } from "./exact.ts";
 import type { Granularity, QuantizeOptions } from "./spec.ts";
@@ -420,6 +420,8 @@ const RANGE_COMBINE: WordKernel = {
  * exact, so the result does not depend on the order.
  */
 export function reduceRanges(backend: Backend, x: Storage, layout: Layout): Ranges {
+  const host = hostRanges(backend, x, layout);
+  if (host) return host;
   const members = layout.outer * layout.inner;
   const chunks = Math.max(1, Math.ceil(members / CHUNK));
   const alloc = (k: number) => [backend.alloc(k), backend.alloc(k), backend.alloc(k)];
@@ -431,6 +433,30 @@ export function reduceRanges(backend: Backend, x: Storage, layout: Layout): Rang
   backend.runWords(RANGE_COMBINE, partial, out, layout.channels, [chunks]);
   partial.forEach((s) => backend.free(s));
   return { hi: out[0], lo: out[1], amax: out[2] };
+}
+
+/**
+ * {@link reduceRanges} on a CPU backend that takes fused host kernels, for scales over runs of adjacent
+ * values (`outer` 1, `stride` 1: per tensor, or groups along the last axis): one tight loop per scale over
+ * the words instead of the word kernel's item loop, which works out each position. Max and min of integer
+ * keys do not depend on the order, so the result is the word kernels'. Null for any other case.
+ */
+function hostRanges(backend: Backend, x: Storage, layout: Layout): Ranges | null {
+  if (!usesHostKernels(backend) || !(x instanceof CpuStorage) || layout.outer !== 1 || layout.stride !== 1) return null;
+  const { n, channels, inner } = layout;
+  const hi = backend.alloc(channels), lo = backend.alloc(channels), amax = backend.alloc(channels);
+  const words = x.u32, h = (hi as CpuStorage).u32, l = (lo as CpuStorage).u32, a = (amax as CpuStorage).u32;
+  for (let c = 0; c < channels; c++) {
+    let top = SIGN, bottom = SIGN, mag = 0;
+    for (let i = c * inner, end = Math.min(n, i + inner); i < end; i++) {
+      const w = words[i], key = (w & SIGN ? ~w : w | SIGN) >>> 0, m = w & 0x7fffffff;
+      if (key > top) top = key;
+      if (key < bottom) bottom = key;
+      if (m > mag) mag = m;
+    }
+    h[c] = top, l[c] = bottom, a[c] = mag;
+  }
+  return { hi, lo, amax };
 }
 
 /** Frees the given storages (skipping nulls). */
