@@ -19,7 +19,7 @@
  * @module
  */
 import { abs, emptyTensor, max, type Tensor } from "@lowp/core";
-import { asF32, f32Bits, PHILOX_WGSL, rangeKernel, type WordKernel } from "@lowp/kernels";
+import { asF32, CpuStorage, f32Bits, PHILOX_WGSL, rangeKernel, usesHostKernels, type WordKernel } from "@lowp/kernels";
 import { ELEMENT_WGSL, parseFloatFormat, quantizeBits, quantParams, quantParamsAt, quantWords } from "./element.ts";
 import { EXACT_WGSL, f32MulBits, f32RecipBits } from "./exact.ts";
 import { hostScaledElement } from "./host_quant.ts";
@@ -132,9 +132,27 @@ function scaleFrom(src: Tensor, prev: Tensor | null, format: string, algo: AmaxA
   return out;
 }
 
+/**
+ * `max(abs(x))`, the same value (the first NaN wins) or error (an empty tensor); on a CPU backend that takes
+ * fused host kernels one loop over the values instead of an abs tensor and a reduction.
+ */
+export function amaxOf(x: Tensor): Tensor {
+  const host = usesHostKernels(x.backend) && x.storage instanceof CpuStorage && x.dtype === "f32" && x.size > 0;
+  if (!host) return max(abs(x));
+  const xs = (x.storage as CpuStorage).f32, n = x.size;
+  let best = Math.abs(xs[0]);
+  for (let i = 1; i < n && best === best; i++) {
+    const v = Math.abs(xs[i]);
+    if (v > best || v !== v) best = v;
+  }
+  const out = emptyTensor(x.backend, []);
+  (out.storage as CpuStorage).f32[0] = best;
+  return out;
+}
+
 /** `[s, 1/s]` for `x` scaled to `format` by its own amax (current scaling), as a 2-element f32 tensor. */
 export function currentScale(x: Tensor, format: string, margin = 0): Tensor {
-  return scaleFrom(max(abs(x)), null, format, "max", margin);
+  return scaleFrom(amaxOf(x), null, format, "max", margin);
 }
 
 /**
@@ -148,7 +166,7 @@ export function delayedScale(history: Tensor, previous: Tensor, format: string, 
 /** The history with `x`'s amax put first and the oldest entry dropped. */
 export function pushAmax(history: Tensor, x: Tensor): Tensor {
   const out = emptyTensor(history.backend, history.shape);
-  const amax = max(abs(x));
+  const amax = amaxOf(x);
   if (history.size > 0) {
     history.backend.runWords(ROLL_KERNEL, [history.storage, amax.storage], [out.storage], history.size, []);
   }
