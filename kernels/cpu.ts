@@ -120,12 +120,13 @@ function mergeAxes(
   return [dims, sa, sb];
 }
 
-/** Tile edge of {@link transposeBlocked}: a 16×16 tile's source and destination lines stay in L1. */
-const TRANSPOSE_TILE = 16;
+/** Tile edge of {@link transposeBlocked}: a 32×32 tile's source and destination lines stay in L1. */
+const TRANSPOSE_TILE = 32;
 
 /**
- * `y[to + i·rowStride + j] = x[from + i + j·colStride]` for i < rows, j < cols (a transpose), in square tiles so
- * that neither side walks memory a whole row apart per element.
+ * `y[to + i·rowStride + j] = x[from + i + j·colStride]` for i < rows, j < cols (a transpose): 4×4 blocks read
+ * into locals and written out as four rows, in square tiles so that neither side walks memory a whole row
+ * apart per element; the rows and columns past the last multiple of 4 one value at a time.
  */
 function transposeBlocked(
   x: Uint32Array,
@@ -137,16 +138,30 @@ function transposeBlocked(
   rows: number,
   cols: number,
 ): void {
-  for (let i0 = 0; i0 < rows; i0 += TRANSPOSE_TILE) {
-    const i1 = Math.min(rows, i0 + TRANSPOSE_TILE);
-    for (let j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {
-      const j1 = Math.min(cols, j0 + TRANSPOSE_TILE);
-      for (let i = i0; i < i1; i++) {
-        const s = from + i, d = to + i * rowStride;
-        for (let j = j0; j < j1; j++) y[d + j] = x[s + j * colStride];
+  const rows4 = rows - (rows % 4), cols4 = cols - (cols % 4);
+  for (let i0 = 0; i0 < rows4; i0 += TRANSPOSE_TILE) {
+    const i1 = Math.min(rows4, i0 + TRANSPOSE_TILE);
+    for (let j0 = 0; j0 < cols4; j0 += TRANSPOSE_TILE) {
+      const j1 = Math.min(cols4, j0 + TRANSPOSE_TILE);
+      for (let j = j0; j < j1; j += 4) {
+        const s0 = from + j * colStride, s1 = s0 + colStride, s2 = s1 + colStride, s3 = s2 + colStride;
+        for (let i = i0; i < i1; i += 4) {
+          const a0 = x[s0 + i], a1 = x[s0 + i + 1], a2 = x[s0 + i + 2], a3 = x[s0 + i + 3];
+          const b0 = x[s1 + i], b1 = x[s1 + i + 1], b2 = x[s1 + i + 2], b3 = x[s1 + i + 3];
+          const c0 = x[s2 + i], c1 = x[s2 + i + 1], c2 = x[s2 + i + 2], c3 = x[s2 + i + 3];
+          const e0 = x[s3 + i], e1 = x[s3 + i + 1], e2 = x[s3 + i + 2], e3 = x[s3 + i + 3];
+          let d = to + i * rowStride + j;
+          y[d] = a0, y[d + 1] = b0, y[d + 2] = c0, y[d + 3] = e0, d += rowStride;
+          y[d] = a1, y[d + 1] = b1, y[d + 2] = c1, y[d + 3] = e1, d += rowStride;
+          y[d] = a2, y[d + 1] = b2, y[d + 2] = c2, y[d + 3] = e2, d += rowStride;
+          y[d] = a3, y[d + 1] = b3, y[d + 2] = c3, y[d + 3] = e3;
+        }
       }
     }
   }
+  const edge = (i: number, j: number) => (y[to + i * rowStride + j] = x[from + i + j * colStride]);
+  for (let i = 0; i < rows4; i++) for (let j = cols4; j < cols; j++) edge(i, j);
+  for (let i = rows4; i < rows; i++) for (let j = 0; j < cols; j++) edge(i, j);
 }
 
 /**

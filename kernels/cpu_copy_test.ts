@@ -29,6 +29,7 @@ Deno.test("copy: every path gives the definition's bits", () => {
     { shape: [300], src: [1], dst: [1], srcOffset: 5, dstOffset: 3 },
     { shape: [512, 1024], src: [1, 512], dst: [1024, 1] }, // transpose
     { shape: [100, 37], src: [1, 100], dst: [37, 1], srcOffset: 7 }, // transpose, partial tiles
+    { shape: [39, 70], src: [1, 41], dst: [72, 1], srcOffset: 3, dstOffset: 5 }, // edge rows and columns, padded
     { shape: [3, 16, 4, 64, 32], src: [128, 24576, 32, 384, 1], dst: dense([3, 16, 4, 64, 32]) }, // head split
     { shape: [16, 4, 64, 32], src: [8192, 32, 128, 1], dst: [8192, 2048, 32, 1] },
     { shape: [16, 64, 8], src: [0, 0, 1], dst: dense([16, 64, 8]) }, // broadcast rows
