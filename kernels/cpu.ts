@@ -116,7 +116,7 @@ function mergeAxes(
       dims[k] *= shape[d], sa[k] = a[d], sb[k] = b[d];
     } else dims.push(shape[d]), sa.push(a[d]), sb.push(b[d]);
   }
-  if (dims.length === 0 && shape.every((n) => n === 1)) return [[1], [0], [0]];
+  if (dims.length === 0) return [[1], [0], [0]]; // every axis had size 1 (a zero-size axis is kept)
   return [dims, sa, sb];
 }
 
@@ -475,6 +475,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
 
     reduce(op: ReduceOp, input, outer, size, inner, out) {
       const x = cpu(input).f32;
+      if (op === "sum" && inner > 1) return columnSums(x, outer, size, inner, cpu(out).f32);
       const split = splitSum(size), lanes = split ? new Float32Array(SUM_LANES) : null;
       const isArg = op === "argmax" || op === "argmin";
       const of = cpu(out).f32, oi = cpu(out).i32;
@@ -482,7 +483,6 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       const better = op === "max" || op === "argmax"
         ? (v: number, best: number) => v > best || (v !== v && best === best)
         : (v: number, best: number) => v < best || (v !== v && best === best);
-      if (op === "sum" && inner > 1) return columnSums(x, outer, size, inner, of);
       for (let o = 0; o < outer; o++) {
         for (let j = 0; j < inner; j++) {
           const base = o * size * inner + j;
