@@ -449,7 +449,7 @@ function hostRanges(backend: Backend, x: Storage, layout: Layout): Ranges | null
   for (let c = 0; c < channels; c++) {
     let top = SIGN, bottom = SIGN, mag = 0;
     for (let i = c * inner, end = Math.min(n, i + inner); i < end; i++) {
-      const w = words[i], key = (w & SIGN ? ~w : w | SIGN) >>> 0, m = w & 0x7fffffff;
+      const w = words[i], key = orderKey(w), m = w & 0x7fffffff;
       if (key > top) top = key;
       if (key < bottom) bottom = key;
       if (m > mag) mag = m;
