@@ -524,6 +524,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
         return transposeBlocked(x, srcView.offset, ss, y, dstView.offset, dstStrides[0], dims[0], dims[1]);
       }
       forEachRow(dims, [srcStrides, dstStrides], [srcView.offset, dstView.offset], (_, [from, to], length) => {
+        // set() pays a subarray and a call per row: the plain loop is cheaper for short rows.
         if (ss === 1 && ds === 1 && length >= 16) y.set(x.subarray(from, from + length), to);
         else for (let j = 0; j < length; j++) y[to + j * ds] = x[from + j * ss];
       });
